@@ -1,0 +1,1 @@
+"""Alerting rules and Alertmanager/Prometheus configuration, generated from the stack file."""

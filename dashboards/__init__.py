@@ -1,0 +1,1 @@
+"""Grafana dashboards as code (grafanalib), generated from the stack file."""

@@ -1,0 +1,1 @@
+"""Exporters: the metric catalog, the NVML GPU exporter and model-level instrumentation."""
