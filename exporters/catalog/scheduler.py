@@ -13,29 +13,94 @@ GPU_POOL_INFO = info(
 POOL_GPUS = gauge(
     "pool_gpus", "GPUs per pool by state (owned, borrowed, lent, idle).", "pool", "state"
 )
-SCHEDULER_DECISIONS = counter(
-    "scheduler_decisions", "Scheduling decisions taken, by action and result.", "action", "result"
+POOL_NODES = gauge("pool_nodes", "Nodes per pool.", "pool")
+
+QUEUE_LENGTH = gauge(
+    "scheduler_queue_length", "Jobs waiting, by pool and priority.", "pool", "priority"
 )
-SCHEDULER_DECISION_DURATION = histogram(
-    "scheduler_decision_duration_seconds", "Time the policy core took to decide.", "action"
+QUEUE_OLDEST_WAIT = gauge(
+    "scheduler_queue_oldest_wait_seconds", "Age of the oldest waiting job.", "pool", "priority"
 )
-SCHEDULER_PREEMPTIONS = counter(
+QUEUE_WAIT = histogram(
+    "scheduler_queue_wait_seconds", "Time jobs waited before placement.", "pool", "priority"
+)
+JOBS = gauge("scheduler_jobs", "Jobs by pool and state.", "pool", "state")
+
+PREEMPTIONS = counter(
     "scheduler_preemptions",
     "Jobs preempted, by reason and victim priority.",
     "reason",
     "victim_priority",
 )
-SCHEDULER_WEBHOOK_NOTIFICATIONS = counter(
-    "scheduler_webhook_notifications",
-    "Alertmanager notifications received, by result.",
+GPU_SECONDS_LOST = counter(
+    "scheduler_gpu_seconds_lost",
+    "GPU-seconds of work lost to preemption (since last checkpoint).",
+    "pool",
+)
+CYCLES_REFUSED = counter(
+    "scheduler_preemption_cycles_refused",
+    "Preemptions refused because they would reverse a recent one.",
+)
+
+DECISIONS = counter(
+    "scheduler_decisions", "Decisions taken, by action and result.", "action", "result"
+)
+DECISION_DURATION = histogram(
+    "scheduler_decision_duration_seconds", "Policy core decision time.", "action"
+)
+
+RESERVATION_ACTIVE = gauge(
+    "scheduler_reservation_active",
+    "1 while a reservation window (or its drain lead) is active.",
+    "reservation",
+    "pool",
+)
+RESERVATION_SATISFIED = gauge(
+    "scheduler_reservation_satisfied",
+    "1 if the reserved GPUs are held by the pool now.",
+    "reservation",
+    "pool",
+)
+SCALE_EVENTS = counter(
+    "scheduler_scale_events",
+    "Scale actions, by pool, direction and result.",
+    "pool",
+    "direction",
     "result",
+)
+
+# Webhook and API (rim)
+WEBHOOK_NOTIFICATIONS = counter(
+    "scheduler_webhook_notifications", "Alertmanager notifications received, by result.", "result"
+)
+ALERT_TO_ACTION = histogram(
+    "scheduler_alert_to_action_seconds", "From webhook received to actuator called.", "action"
+)
+API_REQUESTS = counter(
+    "scheduler_api_requests",
+    "API requests by route, method and status code.",
+    "route",
+    "method",
+    "code",
 )
 
 SCHEDULER_METRICS: tuple[Metric, ...] = (
     GPU_POOL_INFO,
     POOL_GPUS,
-    SCHEDULER_DECISIONS,
-    SCHEDULER_DECISION_DURATION,
-    SCHEDULER_PREEMPTIONS,
-    SCHEDULER_WEBHOOK_NOTIFICATIONS,
+    POOL_NODES,
+    QUEUE_LENGTH,
+    QUEUE_OLDEST_WAIT,
+    QUEUE_WAIT,
+    JOBS,
+    PREEMPTIONS,
+    GPU_SECONDS_LOST,
+    CYCLES_REFUSED,
+    DECISIONS,
+    DECISION_DURATION,
+    RESERVATION_ACTIVE,
+    RESERVATION_SATISFIED,
+    SCALE_EVENTS,
+    WEBHOOK_NOTIFICATIONS,
+    ALERT_TO_ACTION,
+    API_REQUESTS,
 )
