@@ -69,21 +69,6 @@ SCALE_EVENTS = counter(
     "result",
 )
 
-# Webhook and API (rim)
-WEBHOOK_NOTIFICATIONS = counter(
-    "scheduler_webhook_notifications", "Alertmanager notifications received, by result.", "result"
-)
-ALERT_TO_ACTION = histogram(
-    "scheduler_alert_to_action_seconds", "From webhook received to actuator called.", "action"
-)
-API_REQUESTS = counter(
-    "scheduler_api_requests",
-    "API requests by route, method and status code.",
-    "route",
-    "method",
-    "code",
-)
-
 SCHEDULER_METRICS: tuple[Metric, ...] = (
     GPU_POOL_INFO,
     POOL_GPUS,
