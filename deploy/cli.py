@@ -1,0 +1,264 @@
+"""``novabrain``: one console script, one subcommand per job.
+
+Every server subcommand takes ``--host``, ``--port`` and ``--stack PATH``
+(default ``deploy/stack.yaml``). A stack file that does not validate exits 2
+with the offending field named; other usage errors also exit 2 (argparse).
+Component imports are deferred to the subcommand that needs them, so
+``novabrain --help`` and ``novabrain stack check`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from deploy.stack import DEFAULT_STACK_PATH, Stack, StackError, load_stack
+
+GENERATED_DIR = Path("deploy/generated")
+EXIT_CONFIG = 2
+
+
+def _stack_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stack",
+        type=Path,
+        default=DEFAULT_STACK_PATH,
+        metavar="PATH",
+        help=f"stack file (default: {DEFAULT_STACK_PATH})",
+    )
+
+
+def _server_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--port", type=int, default=None, help=f"port (default: the stack's ports.{what})"
+    )
+    _stack_arg(p)
+
+
+def _run_server(coro_factory: Callable[[], object]) -> int:
+    """Run a server until Ctrl-C or SIGTERM; a clean stop exits 0."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro_factory())  # type: ignore[arg-type]
+    return 0
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_stack_check(args: argparse.Namespace, stack: Stack) -> int:
+    print(
+        f"{args.stack}: ok: {len(stack.pools)} pools, {stack.total_gpus} GPUs on "
+        f"{sum(g.count for g in stack.node_groups)} nodes, {len(stack.models)} models, "
+        f"{len(stack.reservations)} reservations, {len(stack.users)} users"
+    )
+    return 0
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    # The token is shown once, to the operator; only the hash goes in the stack file.
+    print(f"token:        {token}")
+    print(f"token_sha256: {digest}")
+    print(f"stack entry:  {{name: {args.name}, role: {args.role}, token_sha256: {digest}}}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
+    from alerts.generate import write_all as write_alerts
+    from dashboards.build import write_all as write_dashboards
+
+    out: Path = args.out
+    written = [*write_alerts(stack, out), *write_dashboards(stack, out / "dashboards")]
+    for p in written:
+        print(p)
+    return 0
+
+
+def cmd_dashboards_deploy(args: argparse.Namespace, stack: Stack) -> int:
+    from dashboards.deploy import deploy
+
+    return deploy(stack, token=None, dry_run=args.dry_run, url=args.url)
+
+
+def cmd_gpu_exporter(args: argparse.Namespace, stack: Stack) -> int:
+    from exporters.gpu.server import serve
+
+    port = args.port or stack.ports.gpu_exporter
+    return _run_server(lambda: serve(stack, args.host, port, backend=args.backend))
+
+
+def cmd_model_server(args: argparse.Namespace, stack: Stack) -> int:
+    from exporters.modelserver.server import serve
+
+    port = args.port or stack.ports.model_server
+    return _run_server(lambda: serve(stack, args.host, port))
+
+
+def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
+    from scheduler.service.app import serve
+
+    port = args.port or stack.ports.scheduler
+    return _run_server(lambda: serve(stack, args.host, port, state_dir=args.state_dir))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from scheduler.audit import verify
+
+    result = verify(args.db)
+    print(result)
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from scheduler.audit import export
+
+    export(
+        args.db,
+        out=sys.stdout,
+        fmt=args.format,
+        since=args.since,
+        until=args.until,
+        user=args.user,
+        operation=args.operation,
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, stack: Stack) -> int:
+    from deploy.demo import run_demo
+
+    return run_demo(stack, workdir=args.workdir, keep=args.keep)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novabrain",
+        description="GPU monitoring, alerting and self-healing GPU pools, as code.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str, **kw: object) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, **kw)  # type: ignore[arg-type]
+
+    p = add(
+        "demo", "run the whole closed loop on simulated GPUs with real Prometheus and Alertmanager"
+    )
+    _stack_arg(p)
+    p.add_argument(
+        "--workdir", type=Path, default=None, help="keep state here (default: a temp dir)"
+    )
+    p.add_argument("--keep", action="store_true", help="do not delete the work dir at the end")
+    p.set_defaults(func=cmd_demo, needs_stack=True)
+
+    p = add("gpu-exporter", "serve NVML GPU metrics on /metrics")
+    _server_args(p, "gpu_exporter")
+    p.add_argument(
+        "--backend", choices=("nvml", "sim"), default="nvml", help="NVML or simulated GPUs"
+    )
+    p.set_defaults(func=cmd_gpu_exporter, needs_stack=True)
+
+    p = add("model-server", "serve the simulated model server (instrumented) and /metrics")
+    _server_args(p, "model_server")
+    p.set_defaults(func=cmd_model_server, needs_stack=True)
+
+    p = add("scheduler", "serve the scheduler: Alertmanager webhook, REST API and /metrics")
+    _server_args(p, "scheduler")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/novabrain"),
+        help="SQLite state and audit log",
+    )
+    p.set_defaults(func=cmd_scheduler, needs_stack=True)
+
+    p = add(
+        "generate", "generate rules, Alertmanager/Prometheus config and dashboards from the stack"
+    )
+    _stack_arg(p)
+    p.add_argument(
+        "--out", type=Path, default=GENERATED_DIR, help=f"output dir (default: {GENERATED_DIR})"
+    )
+    p.set_defaults(func=cmd_generate, needs_stack=True)
+
+    rules = add("rules", "alerting and recording rules").add_subparsers(
+        dest="sub", required=True, metavar="SUB"
+    )
+    p = rules.add_parser("build", help="same as generate", description="same as generate")
+    _stack_arg(p)
+    p.add_argument("--out", type=Path, default=GENERATED_DIR)
+    p.set_defaults(func=cmd_generate, needs_stack=True)
+
+    dash = add("dashboards", "Grafana dashboards").add_subparsers(
+        dest="sub", required=True, metavar="SUB"
+    )
+    p = dash.add_parser("build", help="same as generate", description="same as generate")
+    _stack_arg(p)
+    p.add_argument("--out", type=Path, default=GENERATED_DIR)
+    p.set_defaults(func=cmd_generate, needs_stack=True)
+    p = dash.add_parser(
+        "deploy",
+        help="push dashboards to Grafana (token: GRAFANA_TOKEN or the stack's grafana.token_file)",
+        description="push dashboards to Grafana (token: GRAFANA_TOKEN or the stack's grafana.token_file)",
+    )
+    _stack_arg(p)
+    p.add_argument("--url", default=None, help="Grafana URL (default: the stack's grafana.url)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.set_defaults(func=cmd_dashboards_deploy, needs_stack=True)
+
+    st = add("stack", "the stack file").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = st.add_parser("check", help="validate a stack file", description="validate a stack file")
+    _stack_arg(p)
+    p.set_defaults(func=cmd_stack_check, needs_stack=True)
+
+    tok = add("token", "API tokens").add_subparsers(dest="sub", required=True, metavar="SUB")
+    p = tok.add_parser(
+        "new", help="make a token and the hash for the stack file", description="make a token"
+    )
+    p.add_argument("--name", default="new-user")
+    p.add_argument(
+        "--role", default="viewer", choices=("viewer", "operator", "admin", "alertmanager")
+    )
+    p.set_defaults(func=cmd_token_new, needs_stack=False)
+
+    aud = add("audit", "the tamper-evident audit log").add_subparsers(
+        dest="sub", required=True, metavar="SUB"
+    )
+    p = aud.add_parser("verify", help="verify the hash chain", description="verify the hash chain")
+    p.add_argument("--db", type=Path, required=True, help="audit database")
+    p.set_defaults(func=cmd_audit_verify, needs_stack=False)
+    p = aud.add_parser("export", help="export records", description="export records")
+    p.add_argument("--db", type=Path, required=True, help="audit database")
+    p.add_argument("--since", default=None, help="ISO 8601 time or unix seconds")
+    p.add_argument("--until", default=None, help="ISO 8601 time or unix seconds")
+    p.add_argument("--user", default=None)
+    p.add_argument("--operation", default=None)
+    p.add_argument("--format", choices=("csv", "jsonl"), default="jsonl")
+    p.set_defaults(func=cmd_audit_export, needs_stack=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.needs_stack:
+        return int(args.func(args))
+    try:
+        stack = load_stack(args.stack)
+    except StackError as e:
+        print(f"novabrain: invalid stack {args.stack}: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return int(args.func(args, stack))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
