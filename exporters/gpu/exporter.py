@@ -1,0 +1,558 @@
+"""The GPU collector: a background loop refreshes a snapshot; scrapes are served from it.
+
+Two tiers. The fast tier (every ``fast_interval``) reads, per GPU, one
+``nvmlDeviceGetFieldValues`` call for everything NVML exposes as a field
+(energy, power, power limit, memory temperature, ECC, remapped rows, PCIe
+replays, NVLink) plus the values that have no field id (utilisation, memory,
+temperature, clocks, throttle reasons), and drains XID events once per node.
+The slow tier (every ``slow_interval``) reads what is expensive: processes (and
+their attribution), PCIe throughput (the driver samples for 20 ms per call)
+and MIG instances.
+
+Each tier builds its metric families once per cycle and swaps them in as one
+immutable tuple; ``collect()`` (one per scrape) only yields them, so scrapes
+never call NVML, never wait for it, and concurrent scrapes cost no NVML work.
+
+Faults: a GPU whose call raises GPU_IS_LOST reads ``gpu_up 0`` and reports no
+other values (no stale data) while the other GPUs keep reporting; a driver
+failure (not loaded, uninitialised, init failure) leaves only the health
+metrics and re-initialises NVML with exponential backoff; a value the GPU does
+not support is skipped and logged once; no NVML error leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+)
+from prometheus_client.metrics_core import Metric as PromMetric
+from prometheus_client.registry import Collector
+
+from exporters.catalog import Metric, MetricKind
+from exporters.catalog import gpu as cat
+from exporters.gpu.attribution import Attribution, Attributor
+from exporters.gpu.errors import ConfigError
+from exporters.nvml.backend import FieldRequest, Nvml
+from exporters.nvml.errors import DriverError, GpuLostError, NotSupportedError, NvmlError
+from exporters.nvml.values import ALL_LINKS, Clock, Field, GpuIdentity, PcieCounter
+
+log = logging.getLogger(__name__)
+
+MIB = 1024**2
+KIB = 1024
+XID_EVENTS_PER_CYCLE = 256  # bounds the drain loop when a GPU storms XIDs
+INIT_BACKOFF_SECONDS = (1.0, 60.0)  # first retry, cap
+DURATION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+# nvmlClocksEventReason* bits -> the bounded `reason` label values.
+THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
+    (0x001, "gpu_idle"),
+    (0x002, "applications_clocks_setting"),
+    (0x004, "sw_power_cap"),
+    (0x008, "hw_slowdown"),
+    (0x010, "sync_boost"),
+    (0x020, "sw_thermal_slowdown"),
+    (0x040, "hw_thermal_slowdown"),
+    (0x080, "hw_power_brake_slowdown"),
+    (0x100, "display_clock_setting"),
+)
+
+# The one field-value request of the fast tier: (field, scope) -> (metric, extra labels, scale).
+_FIELDS: tuple[tuple[FieldRequest, Metric, tuple[str, ...], float], ...] = (
+    ((Field.POWER_INSTANT, 0), cat.GPU_POWER, (), 1e-3),
+    ((Field.POWER_CURRENT_LIMIT, 0), cat.GPU_POWER_LIMIT, (), 1e-3),
+    ((Field.TOTAL_ENERGY_CONSUMPTION, 0), cat.GPU_ENERGY, (), 1e-3),
+    ((Field.MEMORY_TEMP, 0), cat.GPU_MEMORY_TEMPERATURE, (), 1.0),
+    ((Field.PCIE_REPLAY_COUNTER, 0), cat.GPU_PCIE_REPLAY, (), 1.0),
+    ((Field.NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS), cat.GPU_NVLINK_BANDWIDTH, ("tx",), KIB),
+    ((Field.NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS), cat.GPU_NVLINK_BANDWIDTH, ("rx",), KIB),
+    ((Field.ECC_SBE_VOL_TOTAL, 0), cat.GPU_ECC_ERRORS, ("corrected", "volatile"), 1.0),
+    ((Field.ECC_DBE_VOL_TOTAL, 0), cat.GPU_ECC_ERRORS, ("uncorrected", "volatile"), 1.0),
+    ((Field.ECC_SBE_AGG_TOTAL, 0), cat.GPU_ECC_ERRORS, ("corrected", "aggregate"), 1.0),
+    ((Field.ECC_DBE_AGG_TOTAL, 0), cat.GPU_ECC_ERRORS, ("uncorrected", "aggregate"), 1.0),
+    ((Field.REMAPPED_COR, 0), cat.GPU_REMAPPED_ROWS, ("correctable",), 1.0),
+    ((Field.REMAPPED_UNC, 0), cat.GPU_REMAPPED_ROWS, ("uncorrectable",), 1.0),
+)
+_FIELD_REQUEST: tuple[FieldRequest, ...] = tuple(f[0] for f in _FIELDS)
+
+# The families each tier emits (health is emitted by the fast tier).
+FAST_FAMILIES: tuple[Metric, ...] = (
+    cat.GPU_INFO,
+    cat.GPU_UP,
+    cat.GPU_UTILIZATION,
+    cat.GPU_MEMORY_COPY_UTILIZATION,
+    cat.GPU_ENCODER_UTILIZATION,
+    cat.GPU_DECODER_UTILIZATION,
+    cat.GPU_MEMORY_USED,
+    cat.GPU_MEMORY_FREE,
+    cat.GPU_MEMORY_TOTAL,
+    cat.GPU_TEMPERATURE,
+    cat.GPU_MEMORY_TEMPERATURE,
+    cat.GPU_POWER,
+    cat.GPU_POWER_LIMIT,
+    cat.GPU_ENERGY,
+    cat.GPU_SM_CLOCK,
+    cat.GPU_MEMORY_CLOCK,
+    cat.GPU_THROTTLE,
+    cat.GPU_PCIE_REPLAY,
+    cat.GPU_NVLINK_BANDWIDTH,
+    cat.GPU_ECC_ERRORS,
+    cat.GPU_REMAPPED_ROWS,
+    cat.GPU_XID_ERRORS,
+    cat.GPU_XID_LAST_SEEN,
+    cat.EXPORTER_COLLECT_SUCCESS,
+    cat.EXPORTER_LAST_COLLECT,
+)
+SLOW_FAMILIES: tuple[Metric, ...] = (
+    cat.GPU_PCIE_TX,
+    cat.GPU_PCIE_RX,
+    cat.GPU_MIG_INFO,
+    cat.GPU_PROCESS_MEMORY,
+)
+
+Sample = tuple[Metric, tuple[str, ...], float]  # family, label values after the GPU's, value
+
+
+@dataclass(frozen=True)
+class GpuState:
+    """What the exporter knows of one GPU after a fast cycle (for tests and /healthz)."""
+
+    identity: GpuIdentity
+    up: bool
+
+
+class _Families:
+    """Samples grouped by family, turned into prometheus_client families once per cycle."""
+
+    def __init__(self, extra_names: tuple[str, ...], extra_values: tuple[str, ...]) -> None:
+        self._extra_names = extra_names
+        self._extra_values = extra_values
+        self._samples: dict[Metric, list[tuple[tuple[str, ...], float]]] = {}
+
+    def add(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
+        self._samples.setdefault(metric, []).append((labels + self._extra_values, value))
+
+    def build(self, order: Iterable[Metric]) -> tuple[PromMetric, ...]:
+        out: list[PromMetric] = []
+        for m in order:
+            samples = self._samples.get(m)
+            if not samples:
+                continue  # an empty family says nothing; Prometheus sees it as absent either way
+            names = list(m.labels + self._extra_names)
+            fam: PromMetric
+            if m.kind is MetricKind.COUNTER:
+                fam = CounterMetricFamily(m.name, m.help, labels=names)
+            elif m.kind is MetricKind.INFO:
+                fam = InfoMetricFamily(m.name, m.help, labels=names)
+            else:
+                fam = GaugeMetricFamily(m.name, m.help, labels=names)
+            for labels, value in samples:
+                if isinstance(fam, InfoMetricFamily):
+                    fam.add_metric(list(labels), {})
+                else:
+                    fam.add_metric(list(labels), value)
+            out.append(fam)
+        return tuple(out)
+
+
+class GpuExporter(Collector):
+    """NVML metrics for every GPU of ``backend``, registered into ``registry``."""
+
+    def __init__(
+        self,
+        backend: Nvml,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        fast_interval: float = 1.0,
+        slow_interval: float = 5.0,
+        extra_labels: Mapping[str, str] | None = None,
+        job_resolver: Callable[[int], str | None] | None = None,
+        attributor: Attributor | None = None,
+        init_backoff: tuple[float, float] = INIT_BACKOFF_SECONDS,
+    ) -> None:
+        extra = dict(extra_labels or {})
+        reserved = {label for m in cat.GPU_METRICS for label in m.labels}
+        if clash := sorted(reserved & extra.keys()):
+            raise ConfigError(f"extra labels {clash} clash with the exporter's own labels")
+        if fast_interval <= 0 or slow_interval <= 0:
+            raise ConfigError("collection intervals must be positive")
+        self.backend = backend
+        self.clock = clock
+        self.fast_interval = fast_interval
+        self.slow_interval = slow_interval
+        self.job_resolver = job_resolver
+        self.attributor = attributor or Attributor()
+        self._extra_names = tuple(extra)
+        self._extra_values = tuple(extra.values())
+        self._backoff_first, self._backoff_cap = init_backoff
+
+        # NVML state, shared by the two tiers (they run in worker threads).
+        self._nvml_lock = threading.Lock()
+        self._ready = False
+        self._gpus: tuple[GpuIdentity, ...] = ()
+        self._driver = ""
+        self._next_init = 0.0
+        self._backoff = self._backoff_first
+        self._up: dict[str, bool] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._xid_count: dict[tuple[int, int], int] = {}
+        self._xid_last: dict[tuple[int, int], float] = {}
+
+        # The snapshot: each tier swaps in its own tuple; scrapes only read.
+        self._fast: tuple[PromMetric, ...] = ()
+        self._slow: tuple[PromMetric, ...] = ()
+        self.last_success = False
+        self._last_collect: float | None = None
+
+        self._duration = Histogram(
+            cat.EXPORTER_COLLECT_DURATION.name,
+            cat.EXPORTER_COLLECT_DURATION.help,
+            labelnames=(*cat.EXPORTER_COLLECT_DURATION.labels, *self._extra_names),
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._errors = Counter(
+            cat.EXPORTER_ERRORS.name,
+            cat.EXPORTER_ERRORS.help,
+            labelnames=(*cat.EXPORTER_ERRORS.labels, *self._extra_names),
+            registry=registry,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        registry.register(self)
+
+    # ------------------------------------------------------------------ Collector
+
+    def collect(self) -> Iterator[PromMetric]:
+        yield from self._fast
+        yield from self._slow
+
+    def describe(self) -> Iterator[PromMetric]:
+        """Family names only, so registration neither collects nor touches NVML."""
+        for m in FAST_FAMILIES + SLOW_FAMILIES:
+            yield _empty(m)
+
+    # ------------------------------------------------------------------ state for callers
+
+    def gpus(self) -> tuple[GpuState, ...]:
+        return tuple(GpuState(g, self._up.get(g.uuid, False)) for g in self._gpus)
+
+    # ------------------------------------------------------------------ NVML lifecycle
+
+    def _ensure_ready(self, now: float) -> bool:
+        """Initialise NVML if it is not, at most once per backoff period."""
+        with self._nvml_lock:
+            if self._ready:
+                return True
+            if now < self._next_init:
+                return False
+            try:
+                self.backend.init()
+                self._driver = self.backend.driver_version()
+                self._gpus = self.backend.devices()
+            except NvmlError as e:
+                self._count_error(e)
+                self._next_init = now + self._backoff
+                log.warning("NVML init failed (%s); retrying in %.0fs", e.name, self._backoff)
+                self._backoff = min(self._backoff * 2, self._backoff_cap)
+                return False
+            log.info("NVML ready: driver %s, %d GPUs", self._driver, len(self._gpus))
+            self._ready = True
+            self._backoff = self._backoff_first
+            return True
+
+    def _driver_failed(self, e: NvmlError, now: float) -> None:
+        with self._nvml_lock:
+            if self._ready:
+                log.warning("NVML failed as a whole (%s): re-initialising", e.name)
+                with contextlib.suppress(NvmlError):
+                    self.backend.shutdown()
+            self._ready = False
+            self._next_init = now  # retry at once; backoff starts if that fails
+
+    def _count_error(self, e: NvmlError) -> None:
+        self._errors.labels(e.name, *self._extra_values).inc()
+
+    def _skip(self, uuid: str, e: NvmlError) -> None:
+        """A value this GPU does not offer: skipped every cycle, logged once."""
+        key = (uuid, e.call)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.info("GPU %s: %s not supported, skipped", uuid, e.call)
+
+    # ------------------------------------------------------------------ fast tier
+
+    def collect_fast(self) -> bool:
+        """One fast cycle; True if NVML answered (the GPUs may still be individually down)."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        fams = _Families(self._extra_names, self._extra_values)
+        ok = False
+        if self._ensure_ready(now):
+            try:
+                self._read_fast(fams, now)
+                ok = True
+            except DriverError as e:
+                self._count_error(e)
+                self._driver_failed(e, now)
+                fams = _Families(self._extra_names, self._extra_values)
+        if not ok:
+            # Known GPUs read down instead of vanishing, so `gpu_up == 0` alerts fire.
+            for g in self._gpus:
+                self._up[g.uuid] = False
+                fams.add(cat.GPU_UP, self._gpu_labels(g), 0.0)
+        self.last_success = ok
+        fams.add(cat.EXPORTER_COLLECT_SUCCESS, (), 1.0 if ok else 0.0)
+        if ok:
+            self._last_collect = self.clock()
+        if self._last_collect is not None:
+            fams.add(cat.EXPORTER_LAST_COLLECT, (), self._last_collect)
+        self._fast = fams.build(FAST_FAMILIES)
+        self._duration.labels("fast", *self._extra_values).observe(time.perf_counter() - t0)
+        return ok
+
+    @staticmethod
+    def _gpu_labels(g: GpuIdentity) -> tuple[str, ...]:
+        return (g.node, str(g.index), g.uuid)
+
+    def _read_fast(self, fams: _Families, now: float) -> None:
+        for g in self._gpus:
+            base = self._gpu_labels(g)
+            samples: list[Sample] = []
+            try:
+                self._read_gpu(g, samples)
+            except GpuLostError as e:
+                self._count_error(e)
+                if self._up.get(g.uuid, True):
+                    log.warning("GPU %s (%s/%d) is down: %s", g.uuid, g.node, g.index, e)
+                self._up[g.uuid] = False
+                fams.add(cat.GPU_UP, base, 0.0)
+                continue
+            if not self._up.get(g.uuid, True):
+                log.info("GPU %s (%s/%d) is back", g.uuid, g.node, g.index)
+            self._up[g.uuid] = True
+            fams.add(cat.GPU_UP, base, 1.0)
+            fams.add(cat.GPU_INFO, (*base, g.name, self._driver, g.pci_bus_id), 1.0)
+            fams.add(cat.GPU_MEMORY_TOTAL, base, float(g.memory_total_bytes))
+            for metric, labels, value in samples:
+                fams.add(metric, base + labels, value)
+        self._read_xids(now)
+        for (dev, xid), n in self._xid_count.items():
+            labels = (*self._gpu_labels(self._gpus[dev]), str(xid))
+            fams.add(cat.GPU_XID_ERRORS, labels, float(n))
+            fams.add(cat.GPU_XID_LAST_SEEN, labels, self._xid_last[(dev, xid)])
+
+    def _read_gpu(self, g: GpuIdentity, out: list[Sample]) -> None:
+        """Every fast value of one GPU. GpuLostError and DriverError propagate; others skip a value."""
+        b = self.backend
+        dev = g.dev
+
+        def attempt(read: Callable[[], None]) -> None:
+            try:
+                read()
+            except NotSupportedError as e:
+                self._count_error(e)
+                self._skip(g.uuid, e)
+            except (GpuLostError, DriverError):
+                raise
+            except NvmlError as e:  # TIMEOUT, UNKNOWN, ...: this value is missing this cycle
+                self._count_error(e)
+
+        def fields() -> None:
+            for (_, metric, labels, scale), v in zip(
+                _FIELDS, b.field_values(dev, _FIELD_REQUEST), strict=True
+            ):
+                if isinstance(v, NvmlError):
+                    if isinstance(v, GpuLostError | DriverError):
+                        raise v
+                    self._count_error(v)
+                    if isinstance(v, NotSupportedError):
+                        self._skip(g.uuid, v)
+                    continue
+                out.append((metric, labels, v * scale))
+
+        def utilization() -> None:
+            u = b.utilization(dev)
+            out.append((cat.GPU_UTILIZATION, (), u.gpu_percent / 100))
+            out.append((cat.GPU_MEMORY_COPY_UTILIZATION, (), u.memory_percent / 100))
+
+        def encoder() -> None:
+            out.append((cat.GPU_ENCODER_UTILIZATION, (), b.encoder_utilization(dev) / 100))
+
+        def decoder() -> None:
+            out.append((cat.GPU_DECODER_UTILIZATION, (), b.decoder_utilization(dev) / 100))
+
+        def memory() -> None:
+            m = b.memory(dev)
+            out.append((cat.GPU_MEMORY_USED, (), float(m.used_bytes)))
+            out.append((cat.GPU_MEMORY_FREE, (), float(m.free_bytes)))
+
+        def temperature() -> None:
+            out.append((cat.GPU_TEMPERATURE, (), b.temperature(dev)))
+
+        def sm_clock() -> None:
+            out.append((cat.GPU_SM_CLOCK, (), b.clock(dev, Clock.SM) * 1e6))
+
+        def mem_clock() -> None:
+            out.append((cat.GPU_MEMORY_CLOCK, (), b.clock(dev, Clock.MEM) * 1e6))
+
+        def throttle() -> None:
+            mask = b.throttle_reasons(dev)
+            for bit, reason in THROTTLE_REASONS:
+                out.append((cat.GPU_THROTTLE, (reason,), 1.0 if mask & bit else 0.0))
+
+        for read in (fields, utilization, encoder, decoder, memory, temperature):
+            attempt(read)
+        for read in (sm_clock, mem_clock, throttle):
+            attempt(read)
+
+    def _read_xids(self, now: float) -> None:
+        """Count XID events by code: a counter that never forgets a repeat, unlike a last-value gauge."""
+        try:
+            events = self.backend.xid_events(XID_EVENTS_PER_CYCLE)
+        except (DriverError, GpuLostError):
+            raise
+        except NvmlError as e:
+            self._count_error(e)
+            return
+        for ev in events:
+            if not 0 <= ev.dev < len(self._gpus):
+                continue
+            key = (ev.dev, ev.xid)
+            self._xid_count[key] = self._xid_count.get(key, 0) + 1
+            self._xid_last[key] = now
+            g = self._gpus[ev.dev]
+            log.warning("GPU %s (%s/%d): XID %d", g.uuid, g.node, g.index, ev.xid)
+
+    # ------------------------------------------------------------------ slow tier
+
+    def collect_slow(self) -> bool:
+        """One slow cycle: processes and their owners, PCIe throughput, MIG instances."""
+        t0 = time.perf_counter()
+        now = self.clock()
+        fams = _Families(self._extra_names, self._extra_values)
+        ok = False
+        if self._ready:
+            try:
+                self._read_slow(fams)
+                ok = True
+            except DriverError as e:
+                self._count_error(e)
+                self._driver_failed(e, now)
+                fams = _Families(self._extra_names, self._extra_values)
+        self._slow = fams.build(SLOW_FAMILIES)
+        self._duration.labels("slow", *self._extra_values).observe(time.perf_counter() - t0)
+        return ok
+
+    def _read_slow(self, fams: _Families) -> None:
+        b = self.backend
+        procs: dict[str, tuple[GpuIdentity, list[tuple[int, int]]]] = {}
+        for g in self._gpus:
+            base = self._gpu_labels(g)
+            try:
+                ps = [(p.pid, p.used_bytes) for p in b.processes(g.dev)]
+                procs[g.uuid] = (g, ps)
+            except (GpuLostError, DriverError):
+                raise
+            except NvmlError as e:
+                self._count_error(e)
+                if isinstance(e, NotSupportedError):
+                    self._skip(g.uuid, e)
+            try:
+                for counter, metric in (
+                    (PcieCounter.TX, cat.GPU_PCIE_TX),
+                    (PcieCounter.RX, cat.GPU_PCIE_RX),
+                ):
+                    fams.add(metric, base, b.pcie_throughput(g.dev, counter) * 1000)
+            except GpuLostError as e:
+                self._count_error(e)
+                continue
+            except DriverError:
+                raise
+            except NvmlError as e:
+                self._count_error(e)
+                if isinstance(e, NotSupportedError):
+                    self._skip(g.uuid, e)
+            try:
+                for mig in b.mig_instances(g.dev):
+                    fams.add(cat.GPU_MIG_INFO, (*base, str(mig.gpu_instance_id), mig.profile), 1.0)
+            except DriverError:
+                raise
+            except NvmlError as e:
+                self._count_error(e)
+                if isinstance(e, NotSupportedError):
+                    self._skip(g.uuid, e)
+        owners = self.attributor.resolve({u: [p for p, _ in ps] for u, (_, ps) in procs.items()})
+        for uuid, (g, ps) in procs.items():
+            base = self._gpu_labels(g)
+            for pid, used in ps:
+                a = owners.get((uuid, pid), Attribution())
+                job = (self.job_resolver(pid) if self.job_resolver else None) or ""
+                labels = (*base, str(pid), a.namespace, a.pod, a.container, job)
+                fams.add(cat.GPU_PROCESS_MEMORY, labels, float(used))
+
+    # ------------------------------------------------------------------ loops
+
+    def collect_once(self) -> bool:
+        """One fast and one slow cycle, synchronously (tests, benchmarks)."""
+        ok = self.collect_fast()
+        self.collect_slow()
+        return ok
+
+    async def start(self) -> None:
+        """Collect once (so the first scrape has data), then refresh in the background."""
+        self._stop.clear()
+        await asyncio.to_thread(self.collect_once)
+        self._tasks = [
+            asyncio.create_task(self._loop(self.collect_fast, self.fast_interval), name="gpu-fast"),
+            asyncio.create_task(self._loop(self.collect_slow, self.slow_interval), name="gpu-slow"),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        with self._nvml_lock:
+            if self._ready:
+                with contextlib.suppress(NvmlError):
+                    self.backend.shutdown()
+            self._ready = False
+
+    async def _loop(self, cycle: Callable[[], bool], interval: float) -> None:
+        while not self._stop.is_set():
+            # Wait first: start() has just run one cycle of each tier.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                return
+            try:
+                await asyncio.to_thread(cycle)
+            except Exception:  # the loop must outlive any bug in one cycle
+                log.exception("GPU collection cycle failed")
+
+
+def _empty(m: Metric) -> PromMetric:
+    if m.kind is MetricKind.COUNTER:
+        return CounterMetricFamily(m.name, m.help)
+    if m.kind is MetricKind.INFO:
+        return InfoMetricFamily(m.name, m.help)
+    return GaugeMetricFamily(m.name, m.help)

@@ -1,0 +1,91 @@
+"""HTTP for the GPU exporter: ``GET /metrics`` from the snapshot, ``GET /healthz``.
+
+The handler serialises the registry and nothing else: NVML runs in the
+exporter's background loop, so a slow or failing GPU cannot time a scrape out
+and no NVML error can reach this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from deploy.stack import Stack
+from exporters.gpu.errors import ConfigError
+from exporters.gpu.exporter import GpuExporter
+from exporters.nvml.backend import Nvml
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("nvml", "sim")
+
+
+def build_app(exporter: GpuExporter, registry: CollectorRegistry) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        # 200 while the process serves; whether NVML answers is in the body (and in
+        # the health metrics), because restarting the exporter does not fix a driver.
+        gpus = exporter.gpus()
+        return web.json_response(
+            {
+                "nvml": "ok" if exporter.last_success else "down",
+                "gpus": len(gpus),
+                "gpus_up": sum(1 for g in gpus if g.up),
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def make_backend(stack: Stack, backend: str, *, node: str | None = None) -> Nvml:
+    if backend == "sim":
+        from exporters.nvml.sim import SimBackend
+
+        return SimBackend.from_stack(stack)
+    if backend == "nvml":
+        from exporters.nvml.real import NvmlBackend
+
+        return NvmlBackend(node)
+    raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+async def serve(
+    stack: Stack,
+    host: str,
+    port: int,
+    *,
+    backend: str = "nvml",
+    node: str | None = None,
+    extra_labels: Mapping[str, str] | None = None,
+    fast_interval: float = 1.0,
+    slow_interval: float = 5.0,
+) -> None:
+    """Serve until cancelled: what ``novabrain gpu-exporter`` runs."""
+    registry = CollectorRegistry()
+    exporter = GpuExporter(
+        make_backend(stack, backend, node=node),
+        registry,
+        fast_interval=fast_interval,
+        slow_interval=slow_interval,
+        extra_labels=extra_labels,
+    )
+    await exporter.start()
+    runner = web.AppRunner(build_app(exporter, registry), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("GPU exporter (%s) on http://%s:%d/metrics", backend, host, port)
+        await asyncio.Event().wait()  # until cancelled (Ctrl-C, SIGTERM)
+    finally:
+        await runner.cleanup()
+        await exporter.stop()
