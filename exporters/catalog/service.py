@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporters.catalog._metric import Metric, counter, histogram
+from exporters.catalog._metric import Metric, counter, gauge, histogram
 
 WEBHOOK_NOTIFICATIONS = counter(
     "scheduler_webhook_notifications", "Alertmanager notifications received, by result.", "result"
@@ -18,4 +18,16 @@ API_REQUESTS = counter(
     "code",
 )
 
-SERVICE_METRICS: tuple[Metric, ...] = (WEBHOOK_NOTIFICATIONS, ALERT_TO_ACTION, API_REQUESTS)
+WEBHOOK_INTENTS_PENDING = gauge(
+    "scheduler_webhook_intents_pending",
+    "Alert intents persisted by the webhook and not yet acted on.",
+)
+AUDIT_RECORDS = counter("scheduler_audit_records", "Audit records written, by result.", "result")
+
+SERVICE_METRICS: tuple[Metric, ...] = (
+    WEBHOOK_NOTIFICATIONS,
+    ALERT_TO_ACTION,
+    API_REQUESTS,
+    WEBHOOK_INTENTS_PENDING,
+    AUDIT_RECORDS,
+)

@@ -1,0 +1,665 @@
+"""The tamper-evident audit log: append-only SQLite, each record chained to the one before.
+
+Every record carries ``prev_hash`` (the hash of the record before it) and
+``hash`` = SHA-256 over its own content, its sequence number and ``prev_hash``.
+Editing a record breaks its own hash; deleting or reordering records breaks the
+chain (``prev_hash`` or the contiguous sequence); cutting records off the end
+is caught by the ``head`` row, written in the same transaction as each record.
+Triggers refuse UPDATE and DELETE so that only a deliberate attacker (who
+drops them) can change history, and ``verify`` then says where.
+
+Someone who rewrites the whole chain consistently can only be caught against a
+head hash kept elsewhere: ``AuditLog.head()`` gives it for publishing, and
+``verify(..., expected_head=...)`` checks against it.
+
+Retention moves a prefix of the chain, unchanged, into an archive database and
+records the last archived hash as the live log's ``anchor``; the archive and the
+live log then verify as one chain (``verify(db, archive=...)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+GENESIS = "0" * 64
+EXPORT_FORMATS = ("csv", "jsonl")
+FIELDS = (
+    "seq",
+    "ts",
+    "time",
+    "user",
+    "source_ip",
+    "object",
+    "operation",
+    "params",
+    "result",
+    "reason",
+    "correlation_id",
+    "prev_hash",
+    "hash",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    user TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    object TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    params TEXT NOT NULL,
+    result TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts);
+-- One row each: 'head' is the last record written, 'anchor' the last one archived
+-- (the record the live chain continues from). Both start at GENESIS.
+CREATE TABLE IF NOT EXISTS chain (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT OR IGNORE INTO chain (name, seq, hash) VALUES ('head', 0, '0000000000000000000000000000000000000000000000000000000000000000');
+INSERT OR IGNORE INTO chain (name, seq, hash) VALUES ('anchor', 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"""
+
+_NO_UPDATE = """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
+_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
+_TRIGGERS = _NO_UPDATE + "\n" + _NO_DELETE
+
+_SELECT = (
+    "SELECT seq, ts, user, source_ip, object, operation, params, result, reason, "
+    "correlation_id, prev_hash, hash FROM audit"
+)
+_INSERT = (
+    "INSERT INTO audit (seq, ts, user, source_ip, object, operation, params, result, reason, "
+    "correlation_id, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class AuditError(Exception):
+    """Base of the audit log's errors."""
+
+
+class AuditUnavailable(AuditError):
+    """The audit database cannot be written now (locked, read-only, disk full): retry later."""
+
+
+class AuditQueryError(AuditError):
+    """A query or export argument is invalid (bad time, unknown format)."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What a caller records; the log adds time, sequence number and hashes."""
+
+    user: str
+    source_ip: str
+    object: str
+    operation: str
+    result: str
+    reason: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    seq: int
+    ts: float
+    user: str
+    source_ip: str
+    object: str
+    operation: str
+    params: str  # canonical JSON, exactly as hashed
+    result: str
+    reason: str
+    correlation_id: str
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "ts": self.ts,
+            "time": _iso(self.ts),
+            "user": self.user,
+            "source_ip": self.source_ip,
+            "object": self.object,
+            "operation": self.operation,
+            "params": json.loads(self.params),
+            "result": self.result,
+            "reason": self.reason,
+            "correlation_id": self.correlation_id,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of ``verify``: ``ok``, how many records were checked, and where it broke."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    bad_seq: int | None = None
+    problem: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.checked} records verified, head {self.head_seq} {self.head_hash}"
+        return f"TAMPERED at record {self.bad_seq}: {self.problem} ({self.checked} verified before)"
+
+
+def canonical_params(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def record_hash(
+    seq: int,
+    ts: float,
+    user: str,
+    source_ip: str,
+    obj: str,
+    operation: str,
+    params: str,
+    result: str,
+    reason: str,
+    correlation_id: str,
+    prev_hash: str,
+) -> str:
+    # A JSON array keeps field boundaries unambiguous ("ab","c" != "a","bc").
+    body = json.dumps(
+        [seq, ts, user, source_ip, obj, operation, params, result, reason, correlation_id],
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(f"{prev_hash}:{body}".encode()).hexdigest()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | float | None) -> float | None:
+    """Unix seconds from a number, a numeric string or an ISO 8601 time (naive means UTC)."""
+    if value is None or isinstance(value, float | int):
+        return None if value is None else float(value)
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditQueryError(f"not a time: {value!r} (ISO 8601 or unix seconds)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def _connect(path: Path, timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: a record the caller was told is written survives a power cut, not only a crash.
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _row(r: tuple[Any, ...]) -> AuditRecord:
+    return AuditRecord(*r)
+
+
+class AuditLog:
+    """Append-only, hash-chained audit records in one SQLite file.
+
+    Safe to share between threads (one lock) and between processes (each append
+    reads the head inside its own write transaction).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention_seconds: float | None = None,
+        archive_path: Path | None = None,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if retention_seconds is not None and archive_path is None:
+            raise AuditError("retention needs an archive_path: archived records are kept there")
+        self.path = Path(path)
+        self.clock = clock
+        self.retention_seconds = retention_seconds
+        self.archive_path = archive_path
+        self._lock = threading.Lock()
+        try:
+            self._db = _connect(self.path, busy_timeout)
+            self._db.executescript(_SCHEMA + _TRIGGERS)
+        except sqlite3.Error as e:
+            raise AuditUnavailable(f"cannot open audit log {self.path}: {e}") from e
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, entry: AuditEntry) -> AuditRecord:
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: list[AuditEntry]) -> list[AuditRecord]:
+        """Write entries in one transaction, in order; raise ``AuditUnavailable`` if not written."""
+        out: list[AuditRecord] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    seq, prev = self._db.execute(
+                        "SELECT seq, hash FROM chain WHERE name = 'head'"
+                    ).fetchone()
+                    for e in entries:
+                        seq += 1
+                        ts = float(self.clock())
+                        params = canonical_params(e.params)
+                        h = record_hash(
+                            seq,
+                            ts,
+                            e.user,
+                            e.source_ip,
+                            e.object,
+                            e.operation,
+                            params,
+                            e.result,
+                            e.reason,
+                            e.correlation_id,
+                            prev,
+                        )
+                        rec = AuditRecord(
+                            seq,
+                            ts,
+                            e.user,
+                            e.source_ip,
+                            e.object,
+                            e.operation,
+                            params,
+                            e.result,
+                            e.reason,
+                            e.correlation_id,
+                            prev,
+                            h,
+                        )
+                        self._db.execute(
+                            _INSERT,
+                            (
+                                rec.seq,
+                                rec.ts,
+                                rec.user,
+                                rec.source_ip,
+                                rec.object,
+                                rec.operation,
+                                rec.params,
+                                rec.result,
+                                rec.reason,
+                                rec.correlation_id,
+                                rec.prev_hash,
+                                rec.hash,
+                            ),
+                        )
+                        out.append(rec)
+                        prev = h
+                    self._db.execute(
+                        "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'", (seq, prev)
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise AuditUnavailable(f"audit log {self.path} not written: {e}") from e
+        return out
+
+    # ------------------------------------------------------------------ reading
+
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the last record: publish it elsewhere to pin the whole history."""
+        with self._lock:
+            seq, h = self._db.execute("SELECT seq, hash FROM chain WHERE name = 'head'").fetchone()
+        return int(seq), str(h)
+
+    def query(
+        self,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        user: str | None = None,
+        operation: str | None = None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRecord]:
+        """Records in chain order; ``since`` inclusive, ``until`` exclusive; ``limit`` keeps the newest."""
+        with self._lock:
+            return _query(
+                self._db,
+                since=parse_time(since),
+                until=parse_time(until),
+                user=user,
+                operation=operation,
+                correlation_id=correlation_id,
+                limit=limit,
+            )
+
+    # ------------------------------------------------------------------ retention
+
+    def apply_retention(self) -> int:
+        """Archive records older than the retention period; how many moved (0 without retention)."""
+        if self.retention_seconds is None or self.archive_path is None:
+            return 0
+        return self.archive(self.clock() - self.retention_seconds, self.archive_path)
+
+    def archive(self, before: float, archive_path: Path) -> int:
+        """Move the oldest records (the chain prefix older than ``before``) to ``archive_path``.
+
+        The archive is written and committed first; a crash before the live log
+        is trimmed leaves records in both, and the next run skips what the
+        archive already holds, so nothing is lost or doubled.
+        """
+        with self._lock:
+            try:
+                arch = _connect(Path(archive_path), 5.0)
+                try:
+                    arch.executescript(_SCHEMA + _TRIGGERS)
+                    a_seq, a_hash = arch.execute(
+                        "SELECT seq, hash FROM chain WHERE name = 'head'"
+                    ).fetchone()
+                    anchor_seq, anchor_hash = self._db.execute(
+                        "SELECT seq, hash FROM chain WHERE name = 'anchor'"
+                    ).fetchone()
+                    if a_seq == 0 and anchor_seq > 0:
+                        # A fresh archive continues where the last one ended.
+                        arch.execute(
+                            "UPDATE chain SET seq = ?, hash = ? WHERE name IN ('head', 'anchor')",
+                            (anchor_seq, anchor_hash),
+                        )
+                        a_seq, a_hash = anchor_seq, anchor_hash
+                    elif a_seq < anchor_seq or (a_seq == anchor_seq and a_hash != anchor_hash):
+                        raise AuditError(
+                            f"archive {archive_path} ends at record {a_seq} but the log was "
+                            f"archived up to {anchor_seq}: use the matching archive"
+                        )
+                    rows = [_row(r) for r in self._db.execute(_SELECT + " ORDER BY seq").fetchall()]
+                    prefix: list[AuditRecord] = []
+                    for r in rows:
+                        if r.ts >= before:
+                            break
+                        prefix.append(r)
+                    if not prefix:
+                        return 0
+                    new = [r for r in prefix if r.seq > a_seq]
+                    arch.execute("BEGIN IMMEDIATE")
+                    arch.executemany(
+                        _INSERT,
+                        [
+                            (
+                                r.seq,
+                                r.ts,
+                                r.user,
+                                r.source_ip,
+                                r.object,
+                                r.operation,
+                                r.params,
+                                r.result,
+                                r.reason,
+                                r.correlation_id,
+                                r.prev_hash,
+                                r.hash,
+                            )
+                            for r in new
+                        ],
+                    )
+                    last = prefix[-1]
+                    arch.execute(
+                        "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'",
+                        (last.seq, last.hash),
+                    )
+                    arch.execute("COMMIT")
+                finally:
+                    arch.close()
+                # Retention is the one sanctioned delete: lift the guard inside the transaction.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DROP TRIGGER audit_no_delete")
+                    self._db.execute("DELETE FROM audit WHERE seq <= ?", (last.seq,))
+                    self._db.execute(
+                        "UPDATE chain SET seq = ?, hash = ? WHERE name = 'anchor'",
+                        (last.seq, last.hash),
+                    )
+                    self._db.execute(_NO_DELETE)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                raise AuditUnavailable(f"archiving {self.path} failed: {e}") from e
+        return len(prefix)
+
+
+def _query(
+    db: sqlite3.Connection,
+    *,
+    since: float | None,
+    until: float | None,
+    user: str | None,
+    operation: str | None,
+    correlation_id: str | None = None,
+    limit: int | None = None,
+) -> list[AuditRecord]:
+    where: list[str] = []
+    args: list[float | str | int] = []
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        args.append(until)
+    if user is not None:
+        where.append("user = ?")
+        args.append(user)
+    if operation is not None:
+        where.append("operation = ?")
+        args.append(operation)
+    if correlation_id is not None:
+        where.append("correlation_id = ?")
+        args.append(correlation_id)
+    # Only the fixed fragments above are joined into the SQL; every value is bound.
+    sql = _SELECT
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if limit is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY seq DESC LIMIT ?) ORDER BY seq"  # noqa: S608
+        args.append(max(0, int(limit)))
+    else:
+        sql += " ORDER BY seq"
+    return [_row(r) for r in db.execute(sql, args).fetchall()]
+
+
+# ---------------------------------------------------------------------- verify / export
+
+
+def _open_ro(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    if not Path(path).exists():
+        raise AuditError(f"no audit database at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error as e:
+        raise AuditUnavailable(f"cannot open {path}: {e}") from e
+    return contextlib.closing(db)
+
+
+def _verify_chain(db: sqlite3.Connection) -> VerifyResult:
+    chain = dict(
+        (name, (seq, h)) for name, seq, h in db.execute("SELECT name, seq, hash FROM chain")
+    )
+    seq, prev = chain["anchor"]
+    checked = 0
+    for row in db.execute(_SELECT + " ORDER BY seq"):
+        r = _row(row)
+        expected_seq = seq + 1
+        if r.seq != expected_seq:
+            what = (
+                f"record {expected_seq} is missing (deleted)"
+                if r.seq > expected_seq
+                else f"record {r.seq} appears after {seq} (reordered)"
+            )
+            return VerifyResult(False, checked, seq, prev, expected_seq, what)
+        recomputed = record_hash(
+            r.seq,
+            r.ts,
+            r.user,
+            r.source_ip,
+            r.object,
+            r.operation,
+            r.params,
+            r.result,
+            r.reason,
+            r.correlation_id,
+            r.prev_hash,
+        )
+        if recomputed != r.hash:
+            return VerifyResult(
+                False,
+                checked,
+                seq,
+                prev,
+                r.seq,
+                "content does not match its hash (edited or moved)",
+            )
+        if r.prev_hash != prev:
+            return VerifyResult(
+                False,
+                checked,
+                seq,
+                prev,
+                r.seq,
+                f"does not follow record {seq} (chain broken: reordered, inserted or rehashed)",
+            )
+        seq, prev = r.seq, r.hash
+        checked += 1
+    head_seq, head_hash = chain["head"]
+    if (seq, prev) != (head_seq, head_hash):
+        if head_seq > seq:
+            problem = f"records {seq + 1}..{head_seq} are missing (truncated)"
+        else:
+            problem = f"the head says record {head_seq} but the chain ends at {seq}"
+        return VerifyResult(False, checked, seq, prev, seq + 1, problem)
+    return VerifyResult(True, checked, seq, prev)
+
+
+def verify(
+    db: Path, *, archive: Path | None = None, expected_head: str | None = None
+) -> VerifyResult:
+    """Check the whole chain of ``db`` (and of its ``archive`` before it, if given).
+
+    ``expected_head``: a head hash published earlier; the chain must contain it
+    (as its head, or as an earlier record when the log has grown since).
+    """
+    offset = 0
+    if archive is not None:
+        with _open_ro(archive) as a:
+            ar = _verify_chain(a)
+        if not ar.ok:
+            return VerifyResult(False, ar.checked, ar.head_seq, ar.head_hash, ar.bad_seq,
+                                f"in the archive: {ar.problem}")  # fmt: skip
+        with _open_ro(db) as d:
+            anchor = d.execute("SELECT seq, hash FROM chain WHERE name = 'anchor'").fetchone()
+        if tuple(anchor) != (ar.head_seq, ar.head_hash):
+            return VerifyResult(
+                False,
+                ar.checked,
+                ar.head_seq,
+                ar.head_hash,
+                ar.head_seq + 1,
+                f"the log continues from record {anchor[0]} but the archive ends at {ar.head_seq}",
+            )
+        offset = ar.checked
+    with _open_ro(db) as d:
+        res = _verify_chain(d)
+        if res.ok and expected_head is not None and expected_head != res.head_hash:
+            found = d.execute("SELECT seq FROM audit WHERE hash = ?", (expected_head,)).fetchone()
+            if found is None:
+                return VerifyResult(
+                    False, res.checked + offset, res.head_seq, res.head_hash, None,
+                    f"the published head {expected_head} is not in the chain (history rewritten)",
+                )  # fmt: skip
+    return VerifyResult(
+        res.ok, res.checked + offset, res.head_seq, res.head_hash, res.bad_seq, res.problem
+    )
+
+
+def iter_export(records: list[AuditRecord], fmt: str) -> Iterator[str]:
+    """The records as CSV (header first) or JSON Lines, one string per line."""
+    if fmt not in EXPORT_FORMATS:
+        raise AuditQueryError(f"unknown format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "jsonl":
+        for r in records:
+            yield json.dumps(r.as_dict(), sort_keys=True) + "\n"
+        return
+
+    class _Line:
+        value = ""
+
+        def write(self, s: str) -> int:
+            self.value = s
+            return len(s)
+
+    line = _Line()
+    w = csv.writer(line, lineterminator="\n")
+    w.writerow(FIELDS)
+    yield line.value
+    for r in records:
+        d = r.as_dict()
+        d["params"] = r.params
+        w.writerow([d[f] for f in FIELDS])
+        yield line.value
+
+
+def export(
+    db: Path,
+    *,
+    out: TextIO,
+    fmt: str = "jsonl",
+    since: str | float | None = None,
+    until: str | float | None = None,
+    user: str | None = None,
+    operation: str | None = None,
+) -> int:
+    """Write the matching records to ``out``; how many were written."""
+    if fmt not in EXPORT_FORMATS:
+        raise AuditQueryError(f"unknown format {fmt!r}: one of {', '.join(EXPORT_FORMATS)}")
+    with _open_ro(db) as d:
+        records = _query(
+            d, since=parse_time(since), until=parse_time(until), user=user, operation=operation
+        )
+    for line in iter_export(records, fmt):
+        out.write(line)
+    return len(records)

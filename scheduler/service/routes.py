@@ -1,0 +1,458 @@
+"""The one table of endpoints: path, method, permission, parameters and body schema.
+
+The router, the RBAC middleware, the audit middleware and the OpenAPI document
+are all built from ``ROUTES``; an endpoint cannot exist without declaring who
+may call it, and the spec cannot drift from what is served. Request bodies and
+query parameters are validated against the same JSON Schemas the spec
+publishes (``validate``: the small subset of JSON Schema the table uses).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.service.auth import Permission
+from scheduler.service.errors import PayloadError
+
+API = "/api/v1"
+ALERTS_PATH = f"{API}/alerts"
+OPENAPI_PATH = f"{API}/openapi.json"
+
+_ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9._:-]+$"}
+_POOL = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z0-9-]+$"}
+_TIME = {"type": "string", "minLength": 1, "maxLength": 40, "description": "ISO 8601 or unix s"}
+_OBJECT = {"type": "object"}
+_LIST = {"type": "array", "items": {"type": "object"}}
+
+JOB_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "pool", "gpus"],
+    "properties": {
+        "id": _ID,
+        "pool": _POOL,
+        "gpus": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "kind": {"type": "string", "enum": ["inference", "training", "batch"]},
+        "preemptible": {"type": "boolean"},
+        "checkpointable": {"type": "boolean"},
+        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 86400},
+        "duration_seconds": {"type": "number", "minimum": 0, "maximum": 31536000},
+    },
+}
+CHECKPOINT = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"at": {"type": "number", "minimum": 0, "maximum": 1e11}},
+}
+REBALANCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["gpus"],
+    "properties": {"gpus": {"type": "integer", "minimum": 1, "maximum": 4096}},
+}
+SCALE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["delta_nodes"],
+    "properties": {"delta_nodes": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+}
+POLICY_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        **{
+            k: {"type": "number", "minimum": 0, "maximum": 1e9}
+            for k in (
+                "fairness_factor_per_hour",
+                "fairness_cap",
+                "min_runtime_seconds",
+                "preemption_budget_window_seconds",
+                "cycle_window_seconds",
+                "default_grace_seconds",
+                "return_stabilization_seconds",
+                "scale_up_stabilization_seconds",
+                "scale_down_stabilization_seconds",
+                "scale_down_unneeded_seconds",
+            )
+        },
+        "preemption_budget": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "rebalance_step_gpus": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "dry_run": {"type": "boolean"},
+    },
+}
+_STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_AM_ALERT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status", "labels", "startsAt", "fingerprint"],
+    "properties": {
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "labels": _STRMAP,
+        "annotations": _STRMAP,
+        "startsAt": {"type": "string", "format": "date-time"},
+        "endsAt": {"type": "string", "format": "date-time"},
+        "generatorURL": {"type": "string"},
+        "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{1,64}$"},
+    },
+}
+# For the spec only: the webhook body is checked by scheduler.service.payload,
+# which also knows RFC 3339 and label-name rules this schema cannot express.
+ALERTMANAGER_V4 = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["version", "groupKey", "status", "receiver", "alerts"],
+    "properties": {
+        "version": {"type": "string", "enum": ["4"]},
+        "groupKey": {"type": "string"},
+        "truncatedAlerts": {"type": "integer", "minimum": 0},
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "receiver": {"type": "string"},
+        "groupLabels": _STRMAP,
+        "commonLabels": _STRMAP,
+        "commonAnnotations": _STRMAP,
+        "externalURL": {"type": "string"},
+        "alerts": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _AM_ALERT},
+    },
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    schema: Mapping[str, Any]
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # the operationId, the audit operation and the metrics route label
+    method: str
+    path: str
+    permission: Permission | None  # None: public (health, metrics, the spec)
+    summary: str
+    params: tuple[Param, ...] = ()
+    body: Mapping[str, Any] | None = None
+    response: Mapping[str, Any] = field(default_factory=lambda: _OBJECT)
+    response_types: tuple[str, ...] = ("application/json",)
+    audited: bool = True  # health, metrics and the spec carry no data worth a record
+
+    @property
+    def mutating(self) -> bool:
+        return self.method != "GET"
+
+
+_JOB_ID = Param("job_id", "path", _ID, True)
+_POOL_P = Param("pool", "path", _POOL, True)
+_AUDIT_FILTERS = (
+    Param("since", "query", _TIME),
+    Param("until", "query", _TIME),
+    Param("user", "query", {"type": "string", "maxLength": 128}),
+    Param("operation", "query", {"type": "string", "maxLength": 128}),
+)
+
+ROUTES: tuple[Route, ...] = (
+    Route("healthz", "GET", "/healthz", None, "Liveness and queue depth", audited=False),
+    Route(
+        "metrics",
+        "GET",
+        "/metrics",
+        None,
+        "Prometheus metrics",
+        response={"type": "string"},
+        response_types=("text/plain",),
+        audited=False,
+    ),
+    Route("openapi", "GET", OPENAPI_PATH, None, "This OpenAPI document", audited=False),
+    Route(
+        "alerts.receive",
+        "POST",
+        ALERTS_PATH,
+        Permission.ALERTS_WRITE,
+        "Alertmanager webhook (v4): persisted, deduplicated, acted on asynchronously",
+        body=ALERTMANAGER_V4,
+    ),
+    Route("pools.list", "GET", f"{API}/pools", Permission.READ, "Pools", response=_LIST),
+    Route(
+        "pools.rebalance",
+        "POST",
+        f"{API}/pools/{{pool}}/rebalance",
+        Permission.POOLS_OPERATE,
+        "Move GPUs to this pool by hand (preempting lower-priority work)",
+        params=(_POOL_P,),
+        body=REBALANCE,
+    ),
+    Route(
+        "pools.scale",
+        "POST",
+        f"{API}/pools/{{pool}}/scale",
+        Permission.POOLS_OPERATE,
+        "Add (positive) or remove (negative) nodes by hand",
+        params=(_POOL_P,),
+        body=SCALE,
+    ),
+    Route(
+        "jobs.list",
+        "GET",
+        f"{API}/jobs",
+        Permission.READ,
+        "Jobs, optionally by pool and state",
+        params=(
+            Param("pool", "query", _POOL),
+            Param(
+                "state",
+                "query",
+                {
+                    "type": "string",
+                    "enum": [
+                        "queued",
+                        "running",
+                        "preempting",
+                        "requeued",
+                        "completed",
+                        "cancelled",
+                    ],
+                },
+            ),
+        ),
+        response=_LIST,
+    ),
+    Route(
+        "jobs.submit",
+        "POST",
+        f"{API}/jobs",
+        Permission.JOBS_WRITE,
+        "Submit a job",
+        body=JOB_REQUEST,
+    ),
+    Route(
+        "jobs.cancel",
+        "DELETE",
+        f"{API}/jobs/{{job_id}}",
+        Permission.JOBS_WRITE,
+        "Cancel a job",
+        params=(_JOB_ID,),
+    ),
+    Route(
+        "jobs.checkpoint",
+        "POST",
+        f"{API}/jobs/{{job_id}}/checkpoint",
+        Permission.JOBS_REPORT,
+        "A job (or its sidecar) saved a checkpoint: less work is lost if it is preempted",
+        params=(_JOB_ID,),
+        body=CHECKPOINT,
+    ),
+    Route(
+        "jobs.preemption_ack",
+        "POST",
+        f"{API}/jobs/{{job_id}}/preemption-ack",
+        Permission.JOBS_REPORT,
+        "A preempted job saved its checkpoint: its GPUs go back before the grace period ends",
+        params=(_JOB_ID,),
+    ),
+    Route("queues.list", "GET", f"{API}/queues", Permission.READ, "Queues", response=_OBJECT),
+    Route(
+        "decisions.list",
+        "GET",
+        f"{API}/decisions",
+        Permission.READ,
+        "Recent decisions, newest last",
+        params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),),
+        response=_LIST,
+    ),
+    Route(
+        "reservations.list",
+        "GET",
+        f"{API}/reservations",
+        Permission.READ,
+        "Reservations",
+        response=_LIST,
+    ),
+    Route("policy.get", "GET", f"{API}/policy", Permission.READ, "The scheduling policy"),
+    Route(
+        "policy.update",
+        "PATCH",
+        f"{API}/policy",
+        Permission.POLICY_WRITE,
+        "Change policy fields",
+        body=POLICY_PATCH,
+    ),
+    Route(
+        "audit.query",
+        "GET",
+        f"{API}/audit",
+        Permission.AUDIT_READ,
+        "Audit records (since inclusive, until exclusive), oldest first",
+        params=(
+            *_AUDIT_FILTERS,
+            Param("correlation_id", "query", {"type": "string", "maxLength": 128}),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}),
+        ),
+        response=_LIST,
+    ),
+    Route(
+        "audit.export",
+        "GET",
+        f"{API}/audit/export",
+        Permission.AUDIT_READ,
+        "Audit records as CSV or JSON Lines",
+        params=(
+            *_AUDIT_FILTERS,
+            Param("format", "query", {"type": "string", "enum": ["csv", "jsonl"]}),
+        ),
+        response={"type": "string"},
+        response_types=("text/csv", "application/x-ndjson"),
+    ),
+    Route(
+        "audit.verify",
+        "GET",
+        f"{API}/audit/verify",
+        Permission.AUDIT_READ,
+        "Verify the audit hash chain and say where it breaks",
+    ),
+)
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _is_type(v: Any, t: str) -> bool:
+    if t == "object":
+        return isinstance(v, dict)
+    if t == "array":
+        return isinstance(v, list)
+    if t == "string":
+        return isinstance(v, str)
+    if t == "boolean":
+        return isinstance(v, bool)
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    raise ValueError(f"schema type {t!r} not supported")
+
+
+def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
+    """Check ``value`` against the JSON Schema subset the table uses; ``PayloadError`` names the field."""
+    t = schema.get("type")
+    if t is not None and not _is_type(value, t):
+        raise PayloadError(f"{path}: must be of type {t}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise PayloadError(f"{path}: must be one of {', '.join(map(str, schema['enum']))}")
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            raise PayloadError(f"{path}: too short")
+        if len(value) > schema.get("maxLength", 1 << 30):
+            raise PayloadError(f"{path}: too long")
+        if "pattern" in schema and not re.search(schema["pattern"], value):
+            raise PayloadError(f"{path}: must match {schema['pattern']}")
+    if t in ("integer", "number"):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise PayloadError(f"{path}: must be >= {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            raise PayloadError(f"{path}: must be <= {schema['maximum']}")
+    if isinstance(value, dict):
+        props: Mapping[str, Any] = schema.get("properties", {})
+        for k in schema.get("required", ()):
+            if k not in value:
+                raise PayloadError(f"{path}.{k}: is required")
+        if len(value) < schema.get("minProperties", 0):
+            raise PayloadError(f"{path}: must name at least {schema['minProperties']} field(s)")
+        extra = schema.get("additionalProperties", True)
+        for k, v in value.items():
+            if k in props:
+                validate(v, props[k], f"{path}.{k}")
+            elif extra is False:
+                raise PayloadError(f"{path}.{k}: unknown field")
+            elif isinstance(extra, Mapping):
+                validate(v, extra, f"{path}.{k}")
+
+
+def coerce_query(raw: str, schema: Mapping[str, Any], name: str) -> Any:
+    """A query-string value as its schema's type, validated."""
+    value: Any = raw
+    if schema.get("type") == "integer":
+        if not re.fullmatch(r"-?\d{1,12}", raw):
+            raise PayloadError(f"{name}: must be an integer")
+        value = int(raw)
+    validate(value, schema, name)
+    return value
+
+
+# ---------------------------------------------------------------------- OpenAPI
+
+
+def _responses(r: Route) -> dict[str, Any]:
+    ok = {
+        "description": "OK",
+        "content": {t: {"schema": dict(r.response)} for t in r.response_types},
+    }
+    err = {
+        "description": "Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    out: dict[str, Any] = {"200": ok}
+    if r.body is not None or r.params:
+        out["400"] = err
+    if r.body is not None:
+        out["413"] = err
+    if r.permission is not None:
+        out["401"] = err
+        out["403"] = err
+        out["404"] = err
+        out["409"] = err
+        out["503"] = err
+    if r.name == "alerts.receive":
+        out["429"] = err
+    return out
+
+
+def openapi() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for r in ROUTES:
+        op: dict[str, Any] = {
+            "operationId": r.name,
+            "summary": r.summary,
+            "x-permission": r.permission.value if r.permission else "public",
+            "responses": _responses(r),
+        }
+        op["security"] = [{"bearer": []}, {"basic": []}] if r.permission else []
+        if r.params:
+            op["parameters"] = [
+                {"name": p.name, "in": p.where, "required": p.required, "schema": dict(p.schema)}
+                for p in r.params
+            ]
+        if r.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": dict(r.body)}},
+            }
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "NovaBrain scheduler",
+            "version": "1",
+            "description": "Alertmanager webhook and scheduler API. Every operation names the "
+            "permission it needs in x-permission; roles: viewer, operator, admin, alertmanager.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "reason": {"type": "string"}},
+                }
+            },
+        },
+    }
