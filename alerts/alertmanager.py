@@ -1,0 +1,139 @@
+"""``alertmanager.yml`` generated from the stack, valid for Alertmanager 0.25.
+
+Routing, top to bottom:
+
+1. ``severity="info"`` goes to a receiver with no integrations: recorded, never sent.
+2. Alerts with an ``action`` label on a pool of the top priority class go to the
+   scheduler's webhook (bearer token read from ``credentials_file``: 0.25 has no
+   ``url_file``, and no per-webhook ``timeout``) and ``continue`` to on-call.
+3. One route per on-call receiver, matching the teams it covers.
+4. Everything else (the platform's own alerts) reaches every on-call receiver.
+
+Grouping by alert, pool and model keeps one notification per breach, so the
+scheduler sees each P0 breach as soon as ``group_wait`` has passed and a
+changed group again after ``group_interval`` (both from the stack: seconds in
+the demo, a closed loop that reacts within a minute in production).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.promql import dur
+from alerts.rules import CRITICAL, INFO, PLATFORM_TEAM, WARNING, is_top_priority
+from deploy.stack import ACTIONS, Stack
+
+SCHEDULER_RECEIVER = "novabrain-scheduler"
+NULL_RECEIVER = "null"
+DEFAULT_RECEIVER = "oncall-default"
+GROUP_BY = ("alertname", "pool", "model")
+
+
+def _webhook(url: str, **extra: Any) -> dict[str, Any]:
+    return {"url": url, "send_resolved": True, **extra}
+
+
+def _regex(values: list[str] | tuple[str, ...]) -> str:
+    return "|".join(re.escape(v) for v in values)
+
+
+def action_pools(stack: Stack) -> list[str]:
+    """Pools whose action alerts the scheduler acts on (the top priority class)."""
+    return [p.name for p in stack.pools if is_top_priority(stack, p)]
+
+
+def alertmanager_config(stack: Stack) -> dict[str, Any]:
+    a = stack.alerting
+    timing = {
+        "group_wait": dur(a.group_wait_seconds),
+        "group_interval": dur(a.group_interval_seconds),
+        "repeat_interval": dur(a.repeat_interval_seconds),
+    }
+    receivers: list[dict[str, Any]] = [
+        {"name": NULL_RECEIVER},
+        {
+            "name": SCHEDULER_RECEIVER,
+            "webhook_configs": [
+                _webhook(
+                    a.scheduler_webhook_url,
+                    # Every alert of a group in one call: the scheduler decides on the whole breach.
+                    max_alerts=0,
+                    http_config={
+                        "authorization": {
+                            "type": "Bearer",
+                            "credentials_file": a.webhook_credentials_file,
+                        }
+                    },
+                )
+            ],
+        },
+    ]
+    routes: list[dict[str, Any]] = [
+        {"receiver": NULL_RECEIVER, "matchers": [f'severity="{INFO}"']},
+        {
+            "receiver": SCHEDULER_RECEIVER,
+            "matchers": [
+                f'action=~"{_regex(ACTIONS)}"',
+                f'pool=~"{_regex(action_pools(stack))}"',
+            ],
+            "continue": True,
+        },
+    ]
+    for r in a.oncall:
+        receivers.append({"name": r.name, "webhook_configs": [_webhook(r.webhook_url)]})
+        if r.teams:
+            routes.append({"receiver": r.name, "matchers": [f'team=~"{_regex(r.teams)}"']})
+    # Unowned alerts (team "platform", or a team no receiver lists) page everyone.
+    urls = sorted({r.webhook_url for r in a.oncall})
+    receivers.append({"name": DEFAULT_RECEIVER, "webhook_configs": [_webhook(u) for u in urls]})
+    return {
+        "route": {
+            "receiver": DEFAULT_RECEIVER,
+            "group_by": list(GROUP_BY),
+            **timing,
+            "routes": routes,
+        },
+        "inhibit_rules": [
+            # A critical alert silences the warning about the same model ...
+            {
+                "source_matchers": [f'severity="{CRITICAL}"', 'model=~".+"'],
+                "target_matchers": [f'severity="{WARNING}"', 'model=~".+"'],
+                "equal": ["model"],
+            },
+            # ... and about the same GPU. The non-empty matchers matter: labels
+            # missing on both sides count as equal.
+            {
+                "source_matchers": [f'severity="{CRITICAL}"', 'uuid=~".+"'],
+                "target_matchers": [f'severity="{WARNING}"', 'uuid=~".+"'],
+                "equal": ["uuid"],
+            },
+        ],
+        "receivers": receivers,
+    }
+
+
+@dataclass(frozen=True)
+class RouteCase:
+    """An alert's labels and the receivers Alertmanager must pick for it (``amtool config routes test``)."""
+
+    labels: dict[str, str]
+    receivers: tuple[str, ...]
+
+
+def route_cases(stack: Stack) -> list[RouteCase]:
+    """One case per route, plus the fall-through and the non-P0 action case."""
+    cases: list[RouteCase] = [
+        RouteCase({"severity": INFO, "alertname": "Anything"}, (NULL_RECEIVER,))
+    ]
+    team_receiver = {t: r.name for r in reversed(stack.alerting.oncall) for t in r.teams}
+    for pool in stack.pools:
+        oncall = team_receiver.get(pool.team, DEFAULT_RECEIVER)
+        base = {"severity": CRITICAL, "pool": pool.name, "team": pool.team}
+        for action in ACTIONS:
+            want = (SCHEDULER_RECEIVER, oncall) if is_top_priority(stack, pool) else (oncall,)
+            cases.append(RouteCase({**base, "alertname": "ActionAlert", "action": action}, want))
+        cases.append(RouteCase({**base, "alertname": "TeamAlert", "severity": WARNING}, (oncall,)))
+    cases.append(RouteCase({"severity": CRITICAL, "team": PLATFORM_TEAM}, (DEFAULT_RECEIVER,)))
+    return cases
