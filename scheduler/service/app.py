@@ -1,0 +1,818 @@
+"""The scheduler's HTTP rim: Alertmanager webhook, REST API, /metrics and /healthz (aiohttp).
+
+Every endpoint comes from ``routes.ROUTES`` and runs through one wrapper that
+authenticates, checks the route's permission, validates parameters and body,
+maps scheduler errors to status codes, counts the request and writes its audit
+record. Denied requests are audited like any other.
+
+The webhook persists each new alert state in the durable intent queue (one
+fsynced transaction), answers, and wakes the worker task, which calls the
+scheduler runtime in order. An intent left ``running`` by a crash is resolved
+at startup against the runtime's decisions (by correlation id), so an action
+runs once even when the process dies in the middle of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import json
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from deploy.stack import Stack
+from exporters.catalog.service import (
+    ALERT_TO_ACTION,
+    API_REQUESTS,
+    AUDIT_RECORDS,
+    WEBHOOK_INTENTS_PENDING,
+    WEBHOOK_NOTIFICATIONS,
+)
+from scheduler.audit import (
+    AuditEntry,
+    AuditError,
+    AuditLog,
+    AuditQueryError,
+    AuditUnavailable,
+    iter_export,
+    verify,
+)
+from scheduler.core.errors import (
+    ActuatorError,
+    Conflict,
+    InvalidRequest,
+    SchedulerError,
+    StoreUnavailable,
+    UnknownJob,
+    UnknownPool,
+)
+from scheduler.core.model import Decision, JobKind, JobRequest
+from scheduler.service.auth import Authenticator, Principal
+from scheduler.service.errors import IntentStoreUnavailable, PayloadError
+from scheduler.service.intents import IntentQueue, QueuedIntent
+from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
+from scheduler.service.ratelimit import RateLimit, RateLimiter
+from scheduler.service.routes import ROUTES, Route, coerce_query, openapi, validate
+
+log = logging.getLogger("novabrain.scheduler.service")
+
+ALERTMANAGER_USER = "alertmanager"
+SCHEDULER_USER = "scheduler"  # decisions the scheduler takes on its own (tick)
+ANONYMOUS = "anonymous"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+AUDIT_BACKLOG_MAX = 10_000
+DEFAULT_WEBHOOK_RATE = RateLimit(rate=100.0, burst=200.0)
+
+
+class Runtime(Protocol):
+    """What the service needs from ``scheduler.runtime.SchedulerRuntime``."""
+
+    def on_alert(
+        self, *, pool: str, action: str, firing: bool, correlation_id: str
+    ) -> list[Decision]: ...
+    def tick(self) -> list[Decision]: ...
+    def pools(self) -> Any: ...
+    def jobs(self, pool: str | None = None, state: str | None = None) -> Any: ...
+    def queues(self) -> Any: ...
+    def decisions(self, limit: int = 100) -> Any: ...
+    def reservations(self) -> Any: ...
+    def submit_job(self, req: JobRequest) -> Any: ...
+    def cancel_job(self, job_id: str) -> Any: ...
+    def report_checkpoint(self, job_id: str, at: float | None = None) -> Any: ...
+    def ack_preemption(self, job_id: str) -> Any: ...
+    def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]: ...
+    def manual_scale(self, pool: str, delta_nodes: int, correlation_id: str) -> list[Decision]: ...
+    def set_policy(self, **fields: Any) -> Any: ...
+    def policy(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    max_body_bytes: int = 1 << 20
+    # Per source address. Alertmanager sends a handful per group interval;
+    # anything near this is a loop or an attack.
+    webhook_rate: RateLimit = DEFAULT_WEBHOOK_RATE
+    tick_interval_seconds: float = 0.5
+    maintenance_interval_seconds: float = 3600.0
+    # Far beyond Alertmanager's repeat_interval: a pruned key that is replayed acts again.
+    intent_key_retention_seconds: float = 30 * 86400.0
+    # None keeps every record in the live log; otherwise older ones move to the archive.
+    audit_retention_seconds: float | None = None
+    busy_timeout_seconds: float = 5.0
+    retry_backoff_seconds: float = 0.5
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, reason: str = "") -> None:
+        super().__init__(f"{status} {error}: {reason}")
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
+_SCHEDULER_STATUS: tuple[tuple[type[SchedulerError], int], ...] = (
+    (UnknownPool, 404),
+    (UnknownJob, 404),
+    (InvalidRequest, 400),
+    (Conflict, 409),
+    (StoreUnavailable, 503),
+    (ActuatorError, 503),
+)
+
+
+@dataclass
+class Ctx:
+    """What one request accumulates for its audit record (mutable, request-local)."""
+
+    route: Route
+    received: float
+    source_ip: str
+    correlation_id: str
+    principal: Principal | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+    result: str = "ok"
+    reason: str = ""
+    extra: list[AuditEntry] = field(default_factory=list)
+    webhook_result: str = ""
+
+
+Handler = Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]
+
+
+def jsonable(x: Any) -> Any:
+    """Runtime views (dataclasses with ``to_dict``, enums, tuples) as plain JSON values."""
+    to_dict = getattr(x, "to_dict", None)
+    if callable(to_dict):
+        return jsonable(to_dict())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return jsonable(dataclasses.asdict(x))
+    if isinstance(x, enum.Enum):
+        return x.value
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple | set | frozenset):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(jsonable(data), separators=(",", ":")),
+        content_type="application/json",
+    )
+
+
+def decision_entry(d: Decision, user: str, source_ip: str = "") -> AuditEntry:
+    return AuditEntry(
+        user=user,
+        source_ip=source_ip,
+        object=f"job/{d.job}" if d.job and not d.pool else f"pool/{d.pool}",
+        operation=f"decision.{d.action}",
+        result=d.result,
+        reason=d.reason,
+        params={
+            "decision": d.id,
+            "gpus": d.gpus,
+            "gpu_ids": list(d.gpu_ids),
+            "victims": list(d.victims),
+            "job": d.job,
+            "cause": d.cause,
+            "nodes": list(d.nodes),
+            "dry_run": d.dry_run,
+        },
+        correlation_id=d.correlation_id,
+    )
+
+
+class Service:
+    def __init__(
+        self,
+        stack: Stack,
+        runtime: Runtime,
+        *,
+        audit_path: Path,
+        intents_path: Path,
+        registry: CollectorRegistry,
+        clock: Callable[[], float],
+        config: ServiceConfig,
+    ) -> None:
+        self.stack = stack
+        self.rt = runtime
+        self.clock = clock
+        self.config = config
+        self.auth = Authenticator(stack.users)
+        self.allowed = actionable_pairs(stack)
+        archive = None
+        if config.audit_retention_seconds is not None:
+            archive = audit_path.with_name(audit_path.stem + "-archive" + audit_path.suffix)
+        self.audit = AuditLog(
+            audit_path,
+            clock=clock,
+            retention_seconds=config.audit_retention_seconds,
+            archive_path=archive,
+            busy_timeout=config.busy_timeout_seconds,
+        )
+        self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
+        self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
+        self._limited: set[str] = set()
+        self._backlog: list[AuditEntry] = []
+        self.wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.m_notifications = Counter(
+            WEBHOOK_NOTIFICATIONS.name,
+            WEBHOOK_NOTIFICATIONS.help,
+            WEBHOOK_NOTIFICATIONS.labels,
+            registry=registry,
+        )
+        self.m_latency = Histogram(
+            ALERT_TO_ACTION.name,
+            ALERT_TO_ACTION.help,
+            ALERT_TO_ACTION.labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.m_requests = Counter(
+            API_REQUESTS.name, API_REQUESTS.help, API_REQUESTS.labels, registry=registry
+        )
+        self.m_pending = Gauge(
+            WEBHOOK_INTENTS_PENDING.name, WEBHOOK_INTENTS_PENDING.help, registry=registry
+        )
+        self.m_audit = Counter(
+            AUDIT_RECORDS.name, AUDIT_RECORDS.help, AUDIT_RECORDS.labels, registry=registry
+        )
+        self.registry = registry
+
+    # ------------------------------------------------------------------ audit
+
+    def write_audit(self, entries: list[AuditEntry]) -> None:
+        """Append, retrying what failed before first; raise ``AuditUnavailable`` if not written."""
+        batch = self._backlog + entries
+        try:
+            self.audit.append_many(batch)
+        except AuditUnavailable:
+            self._backlog = batch[-AUDIT_BACKLOG_MAX:]
+            self.m_audit.labels("failed").inc(len(entries))
+            raise
+        self._backlog = []
+        self.m_audit.labels("written").inc(len(batch))
+
+    def write_audit_quietly(self, entries: list[AuditEntry]) -> None:
+        """For background work: a failed write stays in the backlog for the next attempt."""
+        try:
+            self.write_audit(entries)
+        except AuditUnavailable as e:
+            log.error("audit log unavailable, %d record(s) kept for retry: %s", len(entries), e)
+
+    # ------------------------------------------------------------------ endpoint wrapper
+
+    def endpoint(self, route: Route, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
+        async def run(request: web.Request) -> web.StreamResponse:
+            ctx = Ctx(
+                route=route,
+                received=self.clock(),
+                source_ip=request.remote or "",
+                correlation_id="req-" + uuid.uuid4().hex[:24],
+            )
+            try:
+                resp = await self._guarded(request, ctx, handler)
+            except HttpError as e:
+                ctx.result = "denied" if e.status in (401, 403, 429) else "error"
+                ctx.reason = f"{e.status} {e.error}" + (f": {e.reason}" if e.reason else "")
+                resp = _json({"error": e.error, "reason": e.reason}, e.status)
+                if e.status == 401:
+                    resp.headers["WWW-Authenticate"] = 'Bearer realm="novabrain"'
+                if e.status in (429, 503):
+                    resp.headers["Retry-After"] = "1"
+            if ctx.route.audited:
+                resp = self._audit_request(ctx, resp)
+            if route.name == "alerts.receive":
+                self.m_notifications.labels(
+                    ctx.webhook_result or _webhook_result(resp.status)
+                ).inc()
+            self.m_requests.labels(route.path, route.method, str(resp.status)).inc()
+            return resp
+
+        return run
+
+    async def _guarded(self, request: web.Request, ctx: Ctx, handler: Handler) -> web.StreamResponse:  # fmt: skip
+        route = ctx.route
+        try:
+            if route.name == "alerts.receive":
+                self._rate_limit(ctx)
+            if route.permission is not None:
+                ctx.principal = self.auth.authenticate(request.headers.get("Authorization"))
+                if ctx.principal is None:
+                    raise HttpError(401, "unauthorized", "missing or unknown token")
+                if not ctx.principal.may(route.permission):
+                    raise HttpError(
+                        403,
+                        "forbidden",
+                        f"role {ctx.principal.role} lacks permission {route.permission.value}",
+                    )
+            for p in route.params:
+                raw = (
+                    request.match_info.get(p.name)
+                    if p.where == "path"
+                    else request.query.get(p.name)
+                )
+                if raw is not None:
+                    ctx.args[p.name] = coerce_query(raw, p.schema, p.name)
+            ctx.params = dict(ctx.args)
+            if route.body is not None and route.name != "alerts.receive":
+                ctx.body = await self._json_body(request)
+                validate(ctx.body, route.body)
+                ctx.params["body"] = ctx.body
+            return await handler(request, ctx)
+        except PayloadError as e:
+            raise HttpError(400, "invalid request", str(e)) from None
+        except AuditQueryError as e:
+            raise HttpError(400, "invalid request", str(e)) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise HttpError(
+                413, "payload too large", f"limit is {self.config.max_body_bytes} bytes"
+            ) from None
+        except (IntentStoreUnavailable, AuditUnavailable) as e:
+            log.warning("storage unavailable: %s", e)
+            raise HttpError(503, "storage unavailable", "retry later") from None
+        except SchedulerError as e:
+            for cls, status in _SCHEDULER_STATUS:
+                if isinstance(e, cls):
+                    raise HttpError(status, type(e).__name__, str(e)) from None
+            raise HttpError(409, type(e).__name__, str(e)) from None
+
+    def _rate_limit(self, ctx: Ctx) -> None:
+        source = ctx.source_ip
+        if self.limiter.allow(source):
+            self._limited.discard(source)
+            return
+        ctx.webhook_result = "rate_limited"
+        if source in self._limited:
+            # One record per episode: a flood must not turn into a flood of fsyncs.
+            ctx.route = dataclasses.replace(ctx.route, audited=False)
+        self._limited.add(source)
+        raise HttpError(
+            429, "rate limited", f"over {self.config.webhook_rate.rate:g}/s from {source}"
+        )
+
+    async def _json_body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise PayloadError(f"body is not JSON: {e}") from None
+
+    def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
+        route = ctx.route
+        if route.name == "alerts.receive" and ctx.principal is None:
+            user = ANONYMOUS
+        else:
+            user = ctx.principal.name if ctx.principal else ANONYMOUS
+        obj = route.path
+        for k, v in ctx.args.items():
+            obj = obj.replace("{" + k + "}", str(v))
+        entry = AuditEntry(
+            user=user,
+            source_ip=ctx.source_ip,
+            object=obj,
+            operation=route.name,
+            result=ctx.result,
+            reason=ctx.reason or f"{resp.status}",
+            params=ctx.params,
+            correlation_id=ctx.correlation_id,
+        )
+        try:
+            self.write_audit([entry, *ctx.extra])
+        except AuditUnavailable:
+            if resp.status < 400 or resp.status == 413:
+                return _json({"error": "storage unavailable", "reason": "audit log"}, 503)
+        return resp
+
+    # ------------------------------------------------------------------ webhook
+
+    async def alerts_receive(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        body = await request.read()
+        note = parse_notification(body)
+        intents = [intent_for(a, self.allowed) for a in note.alerts]
+        new = self.intents.record(intents, ctx.received)
+        queued = [i for i in new if i.action]
+        ignored = [i for i in new if not i.action]
+        dups = len(intents) - len(new)
+        ctx.params = {
+            "group_key": note.group_key[:256],
+            "receiver": note.receiver[:256],
+            "status": note.status,
+            "alerts": len(intents),
+            "queued": len(queued),
+            "ignored": len(ignored),
+            "duplicates": dups,
+        }
+        user = ctx.principal.name if ctx.principal else ALERTMANAGER_USER
+        for i in new:
+            ctx.extra.append(
+                AuditEntry(
+                    user=user,
+                    source_ip=ctx.source_ip,
+                    object=f"pool/{i.pool}" if i.pool else "alert",
+                    operation="alert.queued" if i.action else "alert.ignored",
+                    result="queued" if i.action else "ignored",
+                    reason=i.reason,
+                    params={"alert": i.alert, "action": i.action, "firing": i.firing, "key": i.key},
+                    correlation_id=i.correlation_id,
+                )
+            )
+        ctx.webhook_result = "accepted" if queued else ("ignored" if ignored else "duplicate")
+        if queued:
+            self.m_pending.inc(len(queued))
+            self.wakeup.set()
+        return _json(
+            {
+                "queued": len(queued),
+                "ignored": len(ignored),
+                "duplicates": dups,
+                "correlation_ids": [i.correlation_id for i in queued],
+            }
+        )
+
+    # ------------------------------------------------------------------ worker
+
+    def _recover(self) -> None:
+        """Settle intents a crash left running: done if the runtime recorded their decision."""
+        stuck = self.intents.interrupted()
+        if not stuck:
+            return
+        seen = {
+            str(d.get("correlation_id", ""))
+            for d in jsonable(self.rt.decisions(limit=10_000))
+            if isinstance(d, dict)
+        }
+        now = self.clock()
+        entries = []
+        for it in stuck:
+            if it.correlation_id in seen:
+                self.intents.finish(it.id, "done", "recovered: decision already recorded", now)
+                outcome = "done before the restart"
+            else:
+                self.intents.finish(it.id, "pending", "recovered: not acted on", now)
+                outcome = "queued again"
+            entries.append(
+                AuditEntry(
+                    user=SCHEDULER_USER,
+                    source_ip="",
+                    object=f"pool/{it.pool}",
+                    operation="alert.recovered",
+                    result="ok",
+                    reason=f"interrupted by a restart; {outcome}",
+                    params={"action": it.action, "firing": it.firing, "key": it.key},
+                    correlation_id=it.correlation_id,
+                )
+            )
+        self.write_audit_quietly(entries)
+
+    def act(self, it: QueuedIntent) -> None:
+        """Carry out one claimed intent and settle it (the queue row and the audit trail)."""
+        entries: list[AuditEntry] = []
+        base = {"action": it.action, "firing": it.firing, "alert": it.alert, "key": it.key}
+        try:
+            decisions = self.rt.on_alert(
+                pool=it.pool, action=it.action, firing=it.firing, correlation_id=it.correlation_id
+            )
+        except StoreUnavailable as e:
+            # Transient: back to pending; the worker retries after a pause.
+            self.intents.finish(it.id, "pending", f"store unavailable: {e}", self.clock())
+            raise
+        except SchedulerError as e:
+            self.intents.finish(it.id, "failed", f"{type(e).__name__}: {e}", self.clock())
+            entries.append(
+                AuditEntry(
+                    ALERTMANAGER_USER,
+                    "",
+                    f"pool/{it.pool}",
+                    f"alert.{it.action}",
+                    "failed",
+                    f"{type(e).__name__}: {e}",
+                    base,
+                    it.correlation_id,
+                )
+            )
+        else:
+            now = self.clock()
+            self.m_latency.labels(it.action).observe(max(0.0, now - it.received_at))
+            ids = [d.id for d in decisions]
+            self.intents.finish(it.id, "done", ",".join(ids)[:1000], now)
+            entries.append(
+                AuditEntry(
+                    ALERTMANAGER_USER,
+                    "",
+                    f"pool/{it.pool}",
+                    f"alert.{it.action}",
+                    "ok",
+                    ("firing" if it.firing else "resolved") + f": {len(ids)} decision(s)",
+                    {**base, "decisions": ids},
+                    it.correlation_id,
+                )
+            )
+            entries.extend(decision_entry(d, ALERTMANAGER_USER) for d in decisions)
+        finally:
+            self.m_pending.set(self.intents.pending())
+            self.write_audit_quietly(entries)
+
+    async def worker(self) -> None:
+        try:
+            self._recover()
+        except (IntentStoreUnavailable, SchedulerError) as e:
+            log.error("intent recovery failed, will retry with the queue: %s", e)
+        self.m_pending.set(self.intents.pending())
+        while not self._stop.is_set():
+            self.wakeup.clear()
+            try:
+                while (it := self.intents.claim(self.clock())) is not None:
+                    self.act(it)
+                    await asyncio.sleep(0)  # let requests in between actions
+            except (IntentStoreUnavailable, StoreUnavailable) as e:
+                log.warning("intent worker: storage unavailable, retrying: %s", e)
+                await self._sleep(self.config.retry_backoff_seconds)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def ticker(self) -> None:
+        while not self._stop.is_set():
+            try:
+                decisions = self.rt.tick()
+            except StoreUnavailable as e:
+                log.warning("tick: store unavailable: %s", e)
+            except SchedulerError as e:
+                log.error("tick failed: %s", e)
+            else:
+                if decisions:
+                    self.write_audit_quietly([decision_entry(d, SCHEDULER_USER) for d in decisions])
+            await self._sleep(self.config.tick_interval_seconds)
+
+    def maintain(self) -> None:
+        """Retention: archive old audit records, forget long-settled alert keys."""
+        moved = self.audit.apply_retention()
+        pruned = self.intents.prune(self.clock() - self.config.intent_key_retention_seconds)
+        if moved or pruned:
+            log.info(
+                "retention: %d audit record(s) archived, %d alert key(s) pruned", moved, pruned
+            )
+
+    async def maintenance(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.maintain()
+            except (AuditError, IntentStoreUnavailable) as e:
+                log.error("retention failed, next try in an interval: %s", e)
+            await self._sleep(self.config.maintenance_interval_seconds)
+
+    async def start(self, app: web.Application) -> None:
+        self._stop.clear()
+        for name, coro in (
+            ("intent-worker", self.worker()),
+            ("tick", self.ticker()),
+            ("maintenance", self.maintenance()),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=name))
+
+    async def stop(self, app: web.Application) -> None:
+        self._stop.set()
+        self.wakeup.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        self.audit.close()
+        self.intents.close()
+
+    # ------------------------------------------------------------------ REST
+
+    async def healthz(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json({"status": "ok", "pending_intents": self.intents.pending()})
+
+    async def metrics(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+
+    async def spec(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(openapi())
+
+    async def pools_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.pools())
+
+    def _decisions_reply(self, ctx: Ctx, decisions: list[Decision]) -> web.StreamResponse:
+        user = ctx.principal.name if ctx.principal else ANONYMOUS
+        ctx.extra.extend(decision_entry(d, user, ctx.source_ip) for d in decisions)
+        ctx.result = ",".join(sorted({d.result for d in decisions})) or "noop"
+        return _json({"correlation_id": ctx.correlation_id, "decisions": decisions})
+
+    async def pools_rebalance(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        ds = self.rt.manual_rebalance(ctx.args["pool"], ctx.body["gpus"], ctx.correlation_id)
+        return self._decisions_reply(ctx, ds)
+
+    async def pools_scale(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        ds = self.rt.manual_scale(ctx.args["pool"], ctx.body["delta_nodes"], ctx.correlation_id)
+        return self._decisions_reply(ctx, ds)
+
+    async def jobs_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.jobs(pool=ctx.args.get("pool"), state=ctx.args.get("state")))
+
+    async def jobs_submit(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        b = ctx.body
+        req = JobRequest(
+            id=b["id"],
+            pool=b["pool"],
+            gpus=b["gpus"],
+            kind=JobKind(b.get("kind", JobKind.BATCH.value)),
+            preemptible=b.get("preemptible"),
+            checkpointable=b.get("checkpointable", False),
+            grace_seconds=b.get("grace_seconds"),
+            duration_seconds=b.get("duration_seconds"),
+        )
+        return _json(self.rt.submit_job(req))
+
+    async def jobs_cancel(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.cancel_job(ctx.args["job_id"]))
+
+    async def jobs_checkpoint(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.report_checkpoint(ctx.args["job_id"], at=ctx.body.get("at")))
+
+    async def jobs_preemption_ack(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.ack_preemption(ctx.args["job_id"]))
+
+    async def queues_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.queues())
+
+    async def decisions_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.decisions(limit=ctx.args.get("limit", 100)))
+
+    async def reservations_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.reservations())
+
+    async def policy_get(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        return _json(self.rt.policy())
+
+    async def policy_update(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        self.rt.set_policy(**ctx.body)
+        return _json(self.rt.policy())
+
+    def _audit_filters(self, ctx: Ctx) -> dict[str, Any]:
+        return {k: ctx.args.get(k) for k in ("since", "until", "user", "operation")}
+
+    async def audit_query(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        records = self.audit.query(
+            **self._audit_filters(ctx),
+            correlation_id=ctx.args.get("correlation_id"),
+            limit=ctx.args.get("limit", 1000),
+        )
+        return _json([r.as_dict() for r in records])
+
+    async def audit_export(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        fmt = ctx.args.get("format", "jsonl")
+        records = self.audit.query(**self._audit_filters(ctx))
+        ctx.params["count"] = len(records)
+        text = "".join(iter_export(records, fmt))
+        ctype = "text/csv" if fmt == "csv" else "application/x-ndjson"
+        return web.Response(text=text, content_type=ctype)
+
+    async def audit_verify(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        res = verify(self.audit.path, archive=self.audit.archive_path)
+        ctx.params["ok"] = res.ok
+        return _json(
+            {
+                "ok": res.ok,
+                "checked": res.checked,
+                "head_seq": res.head_seq,
+                "head_hash": res.head_hash,
+                "bad_seq": res.bad_seq,
+                "problem": res.problem,
+                "summary": str(res),
+            }
+        )
+
+    def handlers(self) -> dict[str, Handler]:
+        return {
+            "healthz": self.healthz,
+            "metrics": self.metrics,
+            "openapi": self.spec,
+            "alerts.receive": self.alerts_receive,
+            "pools.list": self.pools_list,
+            "pools.rebalance": self.pools_rebalance,
+            "pools.scale": self.pools_scale,
+            "jobs.list": self.jobs_list,
+            "jobs.submit": self.jobs_submit,
+            "jobs.cancel": self.jobs_cancel,
+            "jobs.checkpoint": self.jobs_checkpoint,
+            "jobs.preemption_ack": self.jobs_preemption_ack,
+            "queues.list": self.queues_list,
+            "decisions.list": self.decisions_list,
+            "reservations.list": self.reservations_list,
+            "policy.get": self.policy_get,
+            "policy.update": self.policy_update,
+            "audit.query": self.audit_query,
+            "audit.export": self.audit_export,
+            "audit.verify": self.audit_verify,
+        }
+
+
+def _webhook_result(status: int) -> str:
+    return {
+        400: "invalid",
+        401: "unauthorized",
+        403: "forbidden",
+        413: "too_large",
+        429: "rate_limited",
+        503: "unavailable",
+    }.get(status, "error" if status >= 400 else "accepted")
+
+
+SERVICE = web.AppKey("novabrain_service", Service)
+
+
+def build_app(
+    stack: Stack,
+    runtime: Runtime,
+    *,
+    audit_path: Path,
+    registry: CollectorRegistry,
+    clock: Callable[[], float] = time.time,
+    intents_path: Path | None = None,
+    config: ServiceConfig | None = None,
+) -> web.Application:
+    """The aiohttp application; its tick loop and intent worker run while the app runs.
+
+    ``intents_path`` defaults to ``<audit_path stem>-intents.db`` next to the audit log.
+    """
+    config = config or ServiceConfig()
+    audit_path = Path(audit_path)
+    if intents_path is None:
+        intents_path = audit_path.with_name(audit_path.stem + "-intents.db")
+    svc = Service(
+        stack,
+        runtime,
+        audit_path=audit_path,
+        intents_path=intents_path,
+        registry=registry,
+        clock=clock,
+        config=config,
+    )
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[SERVICE] = svc
+    handlers = svc.handlers()
+    missing = {r.name for r in ROUTES} ^ set(handlers)
+    if missing:
+        raise RuntimeError(f"routes and handlers disagree: {sorted(missing)}")
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, svc.endpoint(r, handlers[r.name]))
+    app.on_startup.append(svc.start)
+    app.on_cleanup.append(svc.stop)
+    return app
+
+
+async def serve(stack: Stack, host: str, port: int, *, state_dir: Path) -> None:
+    """Run the scheduler (runtime, webhook, API) until SIGINT or SIGTERM."""
+    # Until scheduler.runtime lands in the tree; the ignore then ignores nothing.
+    from scheduler.runtime import SchedulerRuntime  # type: ignore[import-not-found, unused-ignore]
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    registry = CollectorRegistry()
+    runtime = SchedulerRuntime.from_stack(
+        stack, db_path=state_dir / "scheduler.db", registry=registry
+    )
+    try:
+        app = build_app(stack, runtime, audit_path=state_dir / "audit.db", registry=registry)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            log.info("scheduler listening on http://%s:%d", host, port)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        runtime.close()

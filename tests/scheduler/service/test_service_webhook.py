@@ -1,0 +1,331 @@
+"""The Alertmanager webhook: auth, validation, idempotency, durable queue, rate limit, 5xx only when transient."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from service_testkit import TOKENS, Env, am_alert, auth, notification, settle, start_env
+
+from exporters.catalog.service import ALERT_TO_ACTION, WEBHOOK_NOTIFICATIONS
+from scheduler.service.app import ServiceConfig
+from scheduler.service.ratelimit import RateLimit
+from scheduler.service.routes import ALERTS_PATH
+
+
+def sample(env: Env, name: str, labels: dict[str, str]) -> float:
+    v = env.service.registry.get_sample_value(name, labels)
+    return 0.0 if v is None else v
+
+
+async def test_firing_alert_acts_once_and_is_audited(env: Env) -> None:
+    r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    assert body["queued"] == 1 and body["duplicates"] == 0
+    await settle(env)
+    assert env.runtime.alerts == [
+        {
+            "pool": "p0-risk",
+            "action": "rebalance",
+            "firing": True,
+            "cid": body["correlation_ids"][0],
+        }
+    ]
+    cid = body["correlation_ids"][0]
+    ops = [r.operation for r in env.service.audit.query(correlation_id=cid)]
+    # Received, acted on, and the decision it caused: one correlation id links them.
+    assert ops == ["alert.queued", "alert.rebalance", "decision.rebalance"]
+    req = env.service.audit.query(operation="alerts.receive")[-1]
+    assert req.user == "alertmanager" and req.source_ip == "127.0.0.1" and req.result == "ok"
+    assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}) == 1
+    assert sample(env, ALERT_TO_ACTION.count, {"action": "rebalance"}) == 1
+
+
+async def test_a_thousand_replays_give_exactly_one_action(env: Env) -> None:
+    payload = notification()
+    for _ in range(1000):
+        r = await env.client.post(ALERTS_PATH, json=payload, headers=auth("alertmanager"))
+        assert r.status == 200
+    await settle(env)
+    assert len(env.runtime.alerts) == 1
+    assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "duplicate"}) == 999
+
+
+async def test_group_resend_and_ha_duplicate_dedupe_per_alert(env: Env) -> None:
+    a = am_alert(fingerprint="aaaa")
+    b = am_alert(fingerprint="bbbb", labels={"pool": "p0-risk"})
+    await env.client.post(ALERTS_PATH, json=notification(a), headers=auth("alertmanager"))
+    # The group's next flush carries the old alert and a new one.
+    r = await env.client.post(ALERTS_PATH, json=notification(a, b), headers=auth("alertmanager"))
+    assert (await r.json())["queued"] == 1
+    # An HA peer formats the same instant differently: still the same alert state.
+    a_peer = dict(a, startsAt="2026-11-28T10:15:00.123456789+01:00")
+    r = await env.client.post(ALERTS_PATH, json=notification(a_peer), headers=auth("alertmanager"))
+    assert (await r.json())["duplicates"] == 1
+    await settle(env)
+    assert len(env.runtime.alerts) == 2
+
+
+async def test_resolved_alert_is_a_new_state_and_starts_the_return(env: Env) -> None:
+    await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+    resolved = notification(am_alert(status="resolved"), status="resolved")
+    r = await env.client.post(ALERTS_PATH, json=resolved, headers=auth("alertmanager"))
+    assert (await r.json())["queued"] == 1
+    await settle(env)
+    assert [a["firing"] for a in env.runtime.alerts] == [True, False]
+
+
+async def test_alerts_without_mapped_action_are_recorded_and_ignored(env: Env) -> None:
+    plain = am_alert(fingerprint="c1", labels={"action": "", "pool": ""})
+    unmapped = am_alert(fingerprint="c2", labels={"action": "scale", "pool": "p2-batch"})
+    r = await env.client.post(
+        ALERTS_PATH, json=notification(plain, unmapped), headers=auth("alertmanager")
+    )
+    body = await r.json()
+    assert r.status == 200 and body["queued"] == 0 and body["ignored"] == 2
+    await settle(env)
+    assert env.runtime.alerts == []
+    ignored = env.service.audit.query(operation="alert.ignored")
+    assert [r.reason for r in ignored] == [
+        "no action labels",
+        "the stack maps no 'scale' action to pool 'p2-batch'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda d: d.pop("version"), "version: is required"),
+        (lambda d: d.update(version="3"), "version: only Alertmanager webhook version 4"),
+        (lambda d: d.update(alerts=[]), "alerts: must not be empty"),
+        (lambda d: d.update(extra=1), "extra: unknown field"),
+        (
+            lambda d: d["alerts"][0].update(startsAt="yesterday"),
+            "alerts[0].startsAt: not an RFC 3339",
+        ),
+        (lambda d: d["alerts"][0].update(fingerprint="XYZ"), "alerts[0].fingerprint"),
+        (
+            lambda d: d["alerts"][0]["labels"].update(pool=3),
+            "alerts[0].labels.pool: must be a string",
+        ),
+        (lambda d: d.update(status="pending"), "status: must be firing or resolved"),
+    ],
+)
+async def test_invalid_payload_is_400_with_the_reason(env: Env, mutate, reason: str) -> None:  # type: ignore[no-untyped-def]
+    doc = notification()
+    mutate(doc)
+    r = await env.client.post(ALERTS_PATH, json=doc, headers=auth("alertmanager"))
+    assert r.status == 400
+    assert reason in (await r.json())["reason"]
+    rec = env.service.audit.query(operation="alerts.receive")[-1]
+    assert rec.result == "error" and reason in rec.reason
+
+
+async def test_body_not_json_and_too_large(env: Env) -> None:
+    r = await env.client.post(ALERTS_PATH, data=b"{nope", headers=auth("alertmanager"))
+    assert r.status == 400 and "not JSON" in (await r.json())["reason"]
+    big = b"x" * (env.service.config.max_body_bytes + 1)
+    r = await env.client.post(ALERTS_PATH, data=big, headers=auth("alertmanager"))
+    assert r.status == 413
+    assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "too_large"}) == 1
+
+
+async def test_auth_bearer_basic_wrong_and_missing(env: Env) -> None:
+    import base64
+
+    good_basic = base64.b64encode(f"alertmanager:{TOKENS['alertmanager']}".encode()).decode()
+    wrong_user = base64.b64encode(f"someone:{TOKENS['alertmanager']}".encode()).decode()
+    cases = [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 401),
+        ({"Authorization": f"Basic {wrong_user}"}, 401),
+        (auth("viewer"), 403),
+        (auth("admin"), 403),
+        ({"Authorization": f"Basic {good_basic}"}, 200),
+    ]
+    for headers, status in cases:
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=headers)
+        assert r.status == status, headers
+    recs = env.service.audit.query(operation="alerts.receive")
+    assert [(r.user, r.result) for r in recs] == [
+        ("anonymous", "denied"),
+        ("anonymous", "denied"),
+        ("anonymous", "denied"),
+        ("test-viewer", "denied"),
+        ("test-admin", "denied"),
+        ("alertmanager", "ok"),
+    ]
+    # The token itself is never written anywhere in the audit log.
+    dump = (env.tmp / "audit.db").read_bytes()
+    assert TOKENS["alertmanager"].encode() not in dump and b"wrong" not in dump
+
+
+async def test_storage_unavailable_is_503_and_the_retry_acts(tmp_path: Path) -> None:
+    env = await start_env(tmp_path, ServiceConfig(busy_timeout_seconds=0.05))
+    try:
+        # Another writer holds the intent database: the intent cannot be persisted.
+        blocker = sqlite3.connect(env.service.intents.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        # Alertmanager retries a 5xx: now it is persisted and acted on once.
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 200 and (await r.json())["queued"] == 1
+        await settle(env)
+        assert len(env.runtime.alerts) == 1
+    finally:
+        await env.client.close()
+
+
+async def test_runtime_store_unavailable_is_retried_from_the_queue(env: Env) -> None:
+    env.runtime.fail_store = True
+    r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+    assert r.status == 200  # the intent is durable: the runtime's outage is not the sender's
+    import asyncio
+
+    for _ in range(200):
+        if env.service.intents.states().get("pending") == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert env.runtime.alerts == []
+    env.runtime.fail_store = False
+    env.service.wakeup.set()
+    await settle(env)
+    assert len(env.runtime.alerts) == 1
+
+
+async def test_rate_limit_per_source(tmp_path: Path) -> None:
+    env = await start_env(tmp_path, ServiceConfig(webhook_rate=RateLimit(rate=0.001, burst=3)))
+    try:
+        codes = []
+        for i in range(6):
+            doc = notification(am_alert(fingerprint=f"{i:x}"))
+            r = await env.client.post(ALERTS_PATH, json=doc, headers=auth("alertmanager"))
+            codes.append(r.status)
+        assert codes == [200, 200, 200, 429, 429, 429]
+        # One audit record for the episode, every refusal counted.
+        limited = [r for r in env.service.audit.query() if "rate limited" in r.reason]
+        assert len(limited) == 1
+        assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "rate_limited"}) == 3
+    finally:
+        await env.client.close()
+
+
+async def test_restart_settles_interrupted_intents_once(tmp_path: Path) -> None:
+    """An intent left running by a crash: done if its decision exists, else acted on once."""
+    from service_testkit import FakeRuntime, make_stack
+
+    from scheduler.service.intents import IntentQueue
+    from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
+
+    st = make_stack()
+    q = IntentQueue(tmp_path / "audit-intents.db")
+    alerts = parse_notification(
+        json.dumps(notification(am_alert(fingerprint="d1"), am_alert(fingerprint="d2"))).encode()
+    ).alerts
+    q.record([intent_for(a, actionable_pairs(st)) for a in alerts], 0.0)
+    first, second = q.claim(1.0), q.claim(1.0)
+    assert first is not None and second is not None
+    q.close()
+    # The first one's decision reached the runtime's store before the crash.
+    rt = FakeRuntime(st)
+    rt.on_alert(
+        pool="p0-risk", action="rebalance", firing=True, correlation_id=first.correlation_id
+    )
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from scheduler.service.app import SERVICE, build_app
+
+    app = build_app(st, rt, audit_path=tmp_path / "audit.db", registry=CollectorRegistry())
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        svc = app[SERVICE]
+        import asyncio
+
+        for _ in range(500):
+            if svc.intents.states() == {"done": 2}:
+                break
+            await asyncio.sleep(0.01)
+        assert svc.intents.states() == {"done": 2}
+        assert [a["cid"] for a in rt.alerts] == [first.correlation_id, second.correlation_id]
+        recovered = svc.audit.query(operation="alert.recovered")
+        assert [r.reason.split("; ")[1] for r in recovered] == [
+            "done before the restart",
+            "queued again",
+        ]
+    finally:
+        await client.close()
+
+
+_labels = st.dictionaries(
+    st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True) | st.text(max_size=5),
+    st.text(max_size=10) | st.integers(),
+    max_size=4,
+)
+_alert = st.fixed_dictionaries(
+    {},
+    optional={
+        "status": st.sampled_from(["firing", "resolved", "x"]) | st.integers(),
+        "labels": _labels | st.just({"action": "rebalance", "pool": "p0-risk"}),
+        "annotations": _labels,
+        "startsAt": st.sampled_from(["2026-01-01T00:00:00Z", "2026-13-01T00:00:00Z", ""])
+        | st.text(max_size=30),
+        "endsAt": st.just("0001-01-01T00:00:00Z") | st.text(max_size=5),
+        "fingerprint": st.from_regex(r"[0-9a-f]{1,16}", fullmatch=True) | st.text(max_size=5),
+        "generatorURL": st.text(max_size=10),
+        "bogus": st.none(),
+    },
+)
+_payload = st.fixed_dictionaries(
+    {},
+    optional={
+        "version": st.sampled_from(["4", "3", 4]),
+        "groupKey": st.text(max_size=10),
+        "status": st.sampled_from(["firing", "resolved", None]),
+        "receiver": st.text(max_size=10),
+        "truncatedAlerts": st.integers(-2, 3) | st.booleans(),
+        "groupLabels": _labels,
+        "commonLabels": _labels,
+        "commonAnnotations": _labels,
+        "externalURL": st.text(max_size=10),
+        "alerts": st.lists(_alert, max_size=3) | st.text(max_size=3),
+    },
+) | st.recursive(st.none() | st.booleans() | st.floats() | st.text(), st.lists, max_leaves=5)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(doc=_payload)
+async def test_fuzzed_payloads_never_5xx_or_log_errors(
+    env: Env, doc: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    r = await env.client.post(
+        ALERTS_PATH, data=json.dumps(doc).encode(), headers=auth("alertmanager")
+    )
+    assert r.status in (200, 400), await r.text()
+    body = await r.json()
+    assert ("reason" in body) == (r.status == 400)
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.binary(max_size=300))
+async def test_fuzzed_bytes_never_5xx(env: Env, raw: bytes) -> None:
+    r = await env.client.post(ALERTS_PATH, data=raw, headers=auth("alertmanager"))
+    assert r.status == 400
