@@ -289,7 +289,15 @@ class Service:
                 correlation_id="req-" + uuid.uuid4().hex[:24],
             )
             try:
-                resp = await self._guarded(request, ctx, handler)
+                try:
+                    resp = await self._guarded(request, ctx, handler)
+                except HttpError:
+                    raise
+                except Exception as e:
+                    # A bug, not a request error: logged with its traceback, answered
+                    # and audited like any other failure.
+                    log.exception("unhandled error in %s", route.name)
+                    raise HttpError(500, "internal error", type(e).__name__) from None
             except HttpError as e:
                 ctx.result = "denied" if e.status in (401, 403, 429) else "error"
                 ctx.reason = f"{e.status} {e.error}" + (f": {e.reason}" if e.reason else "")
@@ -399,7 +407,9 @@ class Service:
             self.write_audit([entry, *ctx.extra])
         except AuditUnavailable:
             if resp.status < 400 or resp.status == 413:
-                return _json({"error": "storage unavailable", "reason": "audit log"}, 503)
+                failed = _json({"error": "storage unavailable", "reason": "audit log"}, 503)
+                failed.headers["Retry-After"] = "1"
+                return failed
         return resp
 
     # ------------------------------------------------------------------ webhook
@@ -746,6 +756,24 @@ def _webhook_result(status: int) -> str:
 
 
 SERVICE = web.AppKey("novabrain_service", Service)
+UNMATCHED = "unmatched"  # the route label of requests no endpoint answers (404/405)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _count_unmatched(svc: Service) -> Any:
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.match_info.http_exception is None:
+            return await handler(request)
+        # A fixed label, not the path: scanners must not grow the metric's cardinality.
+        code = request.match_info.http_exception.status
+        method = request.method if request.method in _METHODS else "OTHER"
+        svc.m_requests.labels(UNMATCHED, method, str(code)).inc()
+        return await handler(request)
+
+    return middleware
 
 
 def build_app(
@@ -775,7 +803,9 @@ def build_app(
         clock=clock,
         config=config,
     )
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[_count_unmatched(svc)]
+    )
     app[SERVICE] = svc
     handlers = svc.handlers()
     missing = {r.name for r in ROUTES} ^ set(handlers)

@@ -130,3 +130,28 @@ def test_authorization_header_parsing() -> None:
         assert a.authenticate(bad) is None
     p = a.authenticate(f"Bearer {TOKENS['operator']}")
     assert p is not None and p.may(Permission.JOBS_WRITE) and not p.may(Permission.AUDIT_READ)
+
+
+async def test_unmatched_requests_are_counted_under_one_label(env: Env) -> None:
+    for path in ("/nope", "/api/v1/../../etc/passwd", "/api/v1/pools/x/y/z"):
+        r = await env.client.get(path)
+        assert r.status == 404
+    r = await env.client.request("PROPFIND", "/api/v1/pools")
+    assert r.status == 405
+    reg = env.service.registry
+    labels = {"route": "unmatched", "method": "GET", "code": "404"}
+    assert reg.get_sample_value(API_REQUESTS.series, labels) == 3
+    labels = {"route": "unmatched", "method": "OTHER", "code": "405"}
+    assert reg.get_sample_value(API_REQUESTS.series, labels) == 1
+
+
+async def test_a_bug_is_a_logged_audited_500(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    env.runtime.pools = broken  # type: ignore[method-assign,assignment]
+    r = await env.client.get("/api/v1/pools", headers=auth("viewer"))
+    assert r.status == 500 and (await r.json())["reason"] == "RuntimeError"
+    assert "unhandled error in pools.list" in caplog.text
+    rec = env.service.audit.query(operation="pools.list")[-1]
+    assert rec.result == "error" and rec.user == "test-viewer"
