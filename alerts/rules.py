@@ -73,8 +73,15 @@ SLO_WINDOWS: tuple[str, ...] = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 SLO_PERIOD = "30d"
 
 GPU_TEMPERATURE_CELSIUS = 85.0  # H100 slowdown starts around 87 C; warn before it
-# NVML clock-event reasons that are not a problem: idle clocks, or clocks set on purpose.
-BENIGN_THROTTLE_REASONS = ("gpu_idle", "applications_clocks_setting", "display_clocks_setting")
+# NVML clock-event reasons (names as exporters.gpu writes them) that are not a fault:
+# idle, clocks set on purpose, and the power cap every GPU hits at full load.
+BENIGN_THROTTLE_REASONS = (
+    "gpu_idle",
+    "applications_clocks_setting",
+    "sync_boost",
+    "display_clock_setting",
+    "sw_power_cap",
+)
 MODEL_ERROR_RATIO = 0.05
 # Webhook results that mean the scheduler took the notification in (acted on,
 # recognised as a replay, or recorded as not actionable).

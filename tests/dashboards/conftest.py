@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from deploy.demo import FAST_TIMING
 from deploy.stack import Stack, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
+# The fake Grafana lives next to these tests (no package: test dirs have no __init__).
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
