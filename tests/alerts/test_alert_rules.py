@@ -153,3 +153,53 @@ def test_helpers() -> None:
     assert quantile_name(0.99) == "p99" and quantile_name(0.999) == "p99.9"
     assert render("{{ $labels.a }}-{{ $labels.b }}", {"a": "x"}) == "x-<no value>"
     assert sel("m", {"r": "!~a|b"}, p="x") == 'm{p="x",r!~"a|b"}'
+
+
+def test_burn_rate_pages_need_both_windows(stack: Stack, tmp_path: Path) -> None:
+    """An hour of 50% slow requests, then ten good minutes: the 1h/5m page has recovered (its
+    short window is clean) while the 6h/30m page and both tickets still fire."""
+    write_all(stack, tmp_path)
+    model = next(m for m in stack.models if m.action)
+    labels = {"model": model.name, "version": model.version, "pool": model.pool}
+    thr = model.slo.latency_threshold_seconds
+    b = MODEL_REQUEST_DURATION
+    doc = {
+        "rule_files": ["../rules/slo.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": sel(b.bucket, **labels, le=le(thr)),
+                        "values": "0+50x60 3100+100x15",
+                    },
+                    {"series": sel(b.bucket, **labels, le="+Inf"), "values": "0+100x75"},
+                    {"series": sel(b.count, **labels), "values": "0+100x75"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": f"count(ALERTS{{alertname='NovabrainModelLatencyBudgetBurn',alertstate='firing',long_window='{w}'}})",
+                        "eval_time": "70m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    }
+                    for w in ("6h", "1d", "3d")
+                ]
+                + [
+                    {
+                        "expr": "ALERTS{alertname='NovabrainModelLatencyBudgetBurn',long_window='1h'}",
+                        "eval_time": "70m",
+                        "exp_samples": [],
+                    },
+                    {
+                        "expr": "count(ALERTS{alertname='NovabrainModelLatencyBudgetBurn',alertstate='firing'}) == 3",
+                        "eval_time": "70m",
+                        "exp_samples": [{"labels": "{}", "value": 3}],
+                    },
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests/windows.test.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    res = _promtool("test", "rules", "tests/windows.test.yml", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
