@@ -85,7 +85,7 @@ def lint_expr(expr: str) -> list[str]:
     return problems
 
 
-def _overlaps(a: dict[str, int], b: dict[str, int]) -> bool:
+def overlaps(a: dict[str, int], b: dict[str, int]) -> bool:
     return (
         a["x"] < b["x"] + b["w"]
         and b["x"] < a["x"] + a["w"]
@@ -133,6 +133,6 @@ def lint(dashboard: dict[str, Any]) -> list[str]:
             problems += [f"{x} [panel {title}]" for x in lint_expr(t.get("expr", ""))]
     for i, a in enumerate(panels):
         for b in panels[i + 1 :]:
-            if _overlaps(a["gridPos"], b["gridPos"]):
+            if overlaps(a["gridPos"], b["gridPos"]):
                 problems.append(f"panel-gridpos-overlap: {a.get('title')} and {b.get('title')}")
     return problems
