@@ -35,8 +35,12 @@ def _webhook(url: str, **extra: Any) -> dict[str, Any]:
     return {"url": url, "send_resolved": True, **extra}
 
 
+_RE2_META = re.compile(r"([\\.+*?()|\[\]{}^$])")
+
+
 def _regex(values: list[str] | tuple[str, ...]) -> str:
-    return "|".join(re.escape(v) for v in values)
+    """An alternation of literal values, escaping only what RE2 treats as special."""
+    return "|".join(_RE2_META.sub(r"\\\1", v) for v in values)
 
 
 def action_pools(stack: Stack) -> list[str]:

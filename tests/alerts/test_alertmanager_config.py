@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,8 @@ from alerts.alertmanager import (
     route_cases,
 )
 from alerts.promql import dur
+from alerts.rules import CRITICAL, WARNING
+from deploy.procs import AlertmanagerProcess
 from deploy.stack import Stack
 
 pytestmark = pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool not installed")
@@ -110,3 +115,46 @@ def test_inhibition_never_matches_on_missing_labels(stack: Stack) -> None:
         for label in rule["equal"]:
             assert f'{label}=~".+"' in rule["source_matchers"]
             assert f'{label}=~".+"' in rule["target_matchers"]
+
+
+@pytest.mark.skipif(
+    shutil.which("prometheus-alertmanager") is None, reason="alertmanager not installed"
+)
+def test_critical_inhibits_the_warning_for_the_same_model_only(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Posted to the real Alertmanager: the warning for the breached model is suppressed,
+    the same warning for another model and a model-less warning are not."""
+    model = stack.models[0]
+    alerts = [
+        {"alertname": "Page", "severity": CRITICAL, "model": model.name, "pool": model.pool},
+        {"alertname": "Ticket", "severity": WARNING, "model": model.name, "pool": model.pool},
+        {"alertname": "Ticket", "severity": WARNING, "model": "other-model", "pool": model.pool},
+        {"alertname": "Platform", "severity": WARNING, "team": "platform"},
+    ]
+    with AlertmanagerProcess(alertmanager_config(stack), tmp_path) as am:
+        body = json.dumps([{"labels": a} for a in alerts]).encode()
+        req = urllib.request.Request(  # noqa: S310 (the loopback Alertmanager)
+            am.url + "/api/v2/alerts",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            assert r.status == 200
+        deadline = time.monotonic() + 30
+        while True:
+            states = {
+                (a["labels"]["alertname"], a["labels"].get("model")): a["status"]["state"]
+                for a in am.alerts()
+            }
+            if len(states) == len(alerts) and "unprocessed" not in states.values():
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(0.2)
+    assert states == {
+        ("Page", model.name): "active",
+        ("Ticket", model.name): "suppressed",
+        ("Ticket", "other-model"): "active",
+        ("Platform", None): "active",
+    }
