@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,17 @@ def test_build_is_deterministic(stack: Stack) -> None:
     assert json.dumps(build_all(stack), sort_keys=True) == json.dumps(
         build_all(stack), sort_keys=True
     )
+
+
+def test_llm_panels_only_where_a_model_has_them(stack: Stack) -> None:
+    def titles(s: Stack) -> set[str]:
+        return {p["title"] for p in build_all(s)["model-slo.json"]["panels"]}
+
+    llm = dataclasses.replace(stack, models=(dataclasses.replace(stack.models[0], llm=True),))
+    extra = titles(llm) - titles(stack)
+    assert any("first token" in t for t in extra) and any("Tokens" in t for t in extra)
+    assert not any("token" in t.lower() for t in titles(stack))
+    dash = build_all(llm)["model-slo.json"]
+    assert _errors(_schema("dashboard"), dash) == []
+    assert all(_panel_errors(p) == [] for p in dash["panels"])
+    assert lint(dash) == []
