@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grafanalib.core as G
 import jsonschema
 import pytest
 
 from alerts import rules as alert_rules
 from dashboards.build import BUILDERS, build_all, recorded
 from dashboards.lint import lint, lint_expr
+from dashboards.normalise import normalise, to_json
+from dashboards.panels import DATASOURCE, datasource_variable, layout, timeseries
 from deploy.stack import Stack
 from exporters.catalog.gpu import GPU_ECC_ERRORS, GPU_UTILIZATION
 
@@ -72,12 +75,6 @@ def test_every_panel_validates_against_its_panel_schema(
 
 def test_the_schema_rejects_grafanalibs_raw_output(stack: Stack) -> None:
     """The check is real: grafanalib's legacy keys fail it, so normalising is what makes it pass."""
-    import grafanalib.core as G
-
-    from dashboards.build import _dashboard  # noqa: F401 (the same builder, before normalise)
-    from dashboards.normalise import to_json
-    from dashboards.panels import datasource_variable, layout, timeseries
-
     raw = to_json(
         G.Dashboard(
             title="raw",
@@ -87,6 +84,7 @@ def test_the_schema_rejects_grafanalibs_raw_output(stack: Stack) -> None:
     )
     errors = _errors(_schema("dashboard"), raw)
     assert any("rows" in e or "hideControls" in e or "style" in e for e in errors), errors
+    assert _errors(_schema("dashboard"), normalise(raw, DATASOURCE)) == []
 
 
 def test_dashboards_are_lint_clean(dashboards: dict[str, dict[str, Any]]) -> None:
