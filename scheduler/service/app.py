@@ -59,8 +59,9 @@ from scheduler.core.errors import (
 )
 from scheduler.core.model import Decision, JobKind, JobRequest
 from scheduler.service.auth import Authenticator, Principal
+from scheduler.service.batch import GroupCommit
 from scheduler.service.errors import IntentStoreUnavailable, PayloadError
-from scheduler.service.intents import IntentQueue, QueuedIntent
+from scheduler.service.intents import IntentQueue, Outcome, QueuedIntent
 from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
 from scheduler.service.ratelimit import RateLimit, RateLimiter
 from scheduler.service.routes import ROUTES, Route, coerce_query, openapi, validate
@@ -227,6 +228,9 @@ class Service:
             busy_timeout=config.busy_timeout_seconds,
         )
         self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
+        self.intent_commit = GroupCommit(self.intents.record_many)
+        self.finish_commit = GroupCommit(self.intents.finish_many)
+        self.audit_commit = GroupCommit(self._append_batches)
         self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
         self._limited: set[str] = set()
         self._backlog: list[AuditEntry] = []
@@ -259,22 +263,25 @@ class Service:
 
     # ------------------------------------------------------------------ audit
 
-    def write_audit(self, entries: list[AuditEntry]) -> None:
+    def _append_batches(self, batches: list[list[AuditEntry]]) -> list[None]:
+        self.audit.append_many([e for b in batches for e in b])
+        return [None] * len(batches)
+
+    async def write_audit(self, entries: list[AuditEntry]) -> None:
         """Append, retrying what failed before first; raise ``AuditUnavailable`` if not written."""
-        batch = self._backlog + entries
+        batch, self._backlog = self._backlog + entries, []
         try:
-            self.audit.append_many(batch)
+            await self.audit_commit.submit(batch)
         except AuditUnavailable:
-            self._backlog = batch[-AUDIT_BACKLOG_MAX:]
+            self._backlog = (batch + self._backlog)[-AUDIT_BACKLOG_MAX:]
             self.m_audit.labels("failed").inc(len(entries))
             raise
-        self._backlog = []
         self.m_audit.labels("written").inc(len(batch))
 
-    def write_audit_quietly(self, entries: list[AuditEntry]) -> None:
+    async def write_audit_quietly(self, entries: list[AuditEntry]) -> None:
         """For background work: a failed write stays in the backlog for the next attempt."""
         try:
-            self.write_audit(entries)
+            await self.write_audit(entries)
         except AuditUnavailable as e:
             log.error("audit log unavailable, %d record(s) kept for retry: %s", len(entries), e)
 
@@ -307,7 +314,7 @@ class Service:
                 if e.status in (429, 503):
                     resp.headers["Retry-After"] = "1"
             if ctx.route.audited:
-                resp = self._audit_request(ctx, resp)
+                resp = await self._audit_request(ctx, resp)
             if route.name == "alerts.receive":
                 self.m_notifications.labels(
                     ctx.webhook_result or _webhook_result(resp.status)
@@ -384,7 +391,7 @@ class Service:
         except (UnicodeDecodeError, ValueError) as e:
             raise PayloadError(f"body is not JSON: {e}") from None
 
-    def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
+    async def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
         route = ctx.route
         if route.name == "alerts.receive" and ctx.principal is None:
             user = ANONYMOUS
@@ -404,7 +411,7 @@ class Service:
             correlation_id=ctx.correlation_id,
         )
         try:
-            self.write_audit([entry, *ctx.extra])
+            await self.write_audit([entry, *ctx.extra])
         except AuditUnavailable:
             if resp.status < 400 or resp.status == 413:
                 failed = _json({"error": "storage unavailable", "reason": "audit log"}, 503)
@@ -418,7 +425,7 @@ class Service:
         body = await request.read()
         note = parse_notification(body)
         intents = [intent_for(a, self.allowed) for a in note.alerts]
-        new = self.intents.record(intents, ctx.received)
+        new = await self.intent_commit.submit((intents, ctx.received))
         queued = [i for i in new if i.action]
         ignored = [i for i in new if not i.action]
         dups = len(intents) - len(new)
@@ -460,99 +467,111 @@ class Service:
 
     # ------------------------------------------------------------------ worker
 
-    def _recover(self) -> None:
-        """Settle intents a crash left running: done if the runtime recorded their decision."""
-        stuck = self.intents.interrupted()
-        if not stuck:
+    async def _recover(self) -> None:
+        """Settle intents a crash may have interrupted: done if the runtime recorded their decision.
+
+        The worker marks an intent done only after the scheduler acted on it,
+        so a pending intent may have been acted on just before a crash; its
+        correlation id in the scheduler's decisions says so.
+        """
+        pending = self.intents.fetch_pending(limit=100_000)
+        if not pending:
             return
         seen = {
             str(d.get("correlation_id", ""))
-            for d in jsonable(self.rt.decisions(limit=10_000))
+            for d in jsonable(self.rt.decisions(limit=100_000))
             if isinstance(d, dict)
         }
-        now = self.clock()
-        entries = []
-        for it in stuck:
-            if it.correlation_id in seen:
-                self.intents.finish(it.id, "done", "recovered: decision already recorded", now)
-                outcome = "done before the restart"
-            else:
-                self.intents.finish(it.id, "pending", "recovered: not acted on", now)
-                outcome = "queued again"
-            entries.append(
+        done = [it for it in pending if it.correlation_id in seen]
+        if not done:
+            return
+        outcome = "acted on before a restart: decision already recorded"
+        await self.finish_commit.submit(([Outcome(it.id, "done", outcome) for it in done], self.clock()))  # fmt: skip
+        await self.write_audit_quietly(
+            [
                 AuditEntry(
                     user=SCHEDULER_USER,
                     source_ip="",
                     object=f"pool/{it.pool}",
                     operation="alert.recovered",
                     result="ok",
-                    reason=f"interrupted by a restart; {outcome}",
+                    reason=outcome,
                     params={"action": it.action, "firing": it.firing, "key": it.key},
                     correlation_id=it.correlation_id,
                 )
-            )
-        self.write_audit_quietly(entries)
+                for it in done
+            ]
+        )
 
-    def act(self, it: QueuedIntent) -> None:
-        """Carry out one claimed intent and settle it (the queue row and the audit trail)."""
-        entries: list[AuditEntry] = []
+    def act(self, it: QueuedIntent, entries: list[AuditEntry]) -> Outcome:
+        """Carry out one intent; its outcome for the queue, its audit records into ``entries``.
+
+        ``StoreUnavailable`` propagates: the intent stays pending for a retry.
+        """
         base = {"action": it.action, "firing": it.firing, "alert": it.alert, "key": it.key}
+        obj, op = f"pool/{it.pool}", f"alert.{it.action}"
         try:
             decisions = self.rt.on_alert(
                 pool=it.pool, action=it.action, firing=it.firing, correlation_id=it.correlation_id
             )
-        except StoreUnavailable as e:
-            # Transient: back to pending; the worker retries after a pause.
-            self.intents.finish(it.id, "pending", f"store unavailable: {e}", self.clock())
+        except StoreUnavailable:
             raise
         except SchedulerError as e:
-            self.intents.finish(it.id, "failed", f"{type(e).__name__}: {e}", self.clock())
+            reason = f"{type(e).__name__}: {e}"
             entries.append(
                 AuditEntry(
-                    ALERTMANAGER_USER,
-                    "",
-                    f"pool/{it.pool}",
-                    f"alert.{it.action}",
-                    "failed",
-                    f"{type(e).__name__}: {e}",
-                    base,
-                    it.correlation_id,
+                    ALERTMANAGER_USER, "", obj, op, "failed", reason, base, it.correlation_id
                 )
             )
-        else:
-            now = self.clock()
-            self.m_latency.labels(it.action).observe(max(0.0, now - it.received_at))
-            ids = [d.id for d in decisions]
-            self.intents.finish(it.id, "done", ",".join(ids)[:1000], now)
-            entries.append(
-                AuditEntry(
-                    ALERTMANAGER_USER,
-                    "",
-                    f"pool/{it.pool}",
-                    f"alert.{it.action}",
-                    "ok",
-                    ("firing" if it.firing else "resolved") + f": {len(ids)} decision(s)",
-                    {**base, "decisions": ids},
-                    it.correlation_id,
-                )
+            return Outcome(it.id, "failed", reason)
+        self.m_latency.labels(it.action).observe(max(0.0, self.clock() - it.received_at))
+        ids = [d.id for d in decisions]
+        reason = ("firing" if it.firing else "resolved") + f": {len(ids)} decision(s)"
+        entries.append(
+            AuditEntry(
+                ALERTMANAGER_USER,
+                "",
+                obj,
+                op,
+                "ok",
+                reason,
+                {**base, "decisions": ids},
+                it.correlation_id,
             )
-            entries.extend(decision_entry(d, ALERTMANAGER_USER) for d in decisions)
+        )
+        entries.extend(decision_entry(d, ALERTMANAGER_USER) for d in decisions)
+        return Outcome(it.id, "done", ",".join(ids))
+
+    async def _work_once(self) -> int:
+        """Act on the pending intents (a bounded batch); how many were settled."""
+        batch = self.intents.fetch_pending(limit=64)
+        outcomes: list[Outcome] = []
+        entries: list[AuditEntry] = []
+        try:
+            for it in batch:
+                outcomes.append(self.act(it, entries))
         finally:
+            # Settled before the next batch is read: nothing is ever acted on twice.
+            if outcomes:
+                await self.finish_commit.submit((outcomes, self.clock()))
+            if entries:
+                await self.write_audit_quietly(entries)
             self.m_pending.set(self.intents.pending())
-            self.write_audit_quietly(entries)
+        return len(outcomes)
 
     async def worker(self) -> None:
-        try:
-            self._recover()
-        except (IntentStoreUnavailable, SchedulerError) as e:
-            log.error("intent recovery failed, will retry with the queue: %s", e)
-        self.m_pending.set(self.intents.pending())
+        while not self._stop.is_set():
+            try:
+                await self._recover()
+                break
+            except (IntentStoreUnavailable, SchedulerError) as e:
+                log.error("intent recovery failed, retrying: %s", e)
+                await self._sleep(self.config.retry_backoff_seconds)
         while not self._stop.is_set():
             self.wakeup.clear()
             try:
-                while (it := self.intents.claim(self.clock())) is not None:
-                    self.act(it)
-                    await asyncio.sleep(0)  # let requests in between actions
+                if await self._work_once():
+                    continue
             except (IntentStoreUnavailable, StoreUnavailable) as e:
                 log.warning("intent worker: storage unavailable, retrying: %s", e)
                 await self._sleep(self.config.retry_backoff_seconds)
@@ -574,7 +593,9 @@ class Service:
                 log.error("tick failed: %s", e)
             else:
                 if decisions:
-                    self.write_audit_quietly([decision_entry(d, SCHEDULER_USER) for d in decisions])
+                    await self.write_audit_quietly(
+                        [decision_entry(d, SCHEDULER_USER) for d in decisions]
+                    )
             await self._sleep(self.config.tick_interval_seconds)
 
     def maintain(self) -> None:
@@ -606,12 +627,17 @@ class Service:
     async def stop(self, app: web.Application) -> None:
         self._stop.set()
         self.wakeup.set()
-        for t in self._tasks:
+        # The loops end at their next check; a worker in the middle of a batch
+        # settles it first (cancelled only if it hangs).
+        _, hung = await asyncio.wait(self._tasks, timeout=10.0)
+        for t in hung:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        for commit in (self.intent_commit, self.finish_commit, self.audit_commit):
+            await commit.flush()
         self.audit.close()
         self.intents.close()
 

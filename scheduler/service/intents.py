@@ -1,20 +1,26 @@
 """The durable intent queue: every alert state seen once, actionable ones queued for the worker.
 
 One SQLite table keyed on the alert's idempotency key (fingerprint, startsAt,
-status). ``record`` inserts a notification's alerts in one fsynced transaction
-and says which were new; replays, group resends and HA duplicates insert
-nothing. The worker ``claim``s the oldest pending intent (marked ``running`` and
-committed before the scheduler is called) and ``finish``es it; an intent found
-``running`` after a crash is handed back by ``interrupted`` so the caller can
-find out whether its action already happened.
+status). ``record_many`` inserts the alerts of many notifications in one
+fsynced transaction and says, per notification, which were new; replays,
+group resends and HA duplicates insert nothing. The worker reads ``pending``
+rows, acts on them and ``finish``es them. Rows still pending after a crash may
+have been acted on just before it: the caller checks the scheduler's decisions
+for their correlation ids before acting again.
+
+Writes go through one connection (under a lock, usually from a group-commit
+thread); reads use a second one, so the event loop never waits for an fsync
+to read the queue (WAL readers do not block on writers).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.payload import Intent
@@ -28,7 +34,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     pool TEXT NOT NULL,
     action TEXT NOT NULL,
     firing INTEGER NOT NULL,
-    state TEXT NOT NULL,        -- pending | running | done | failed | ignored
+    state TEXT NOT NULL,        -- pending | done | failed | ignored
     received_at REAL NOT NULL,  -- wall clock, for the alert-to-action latency
     updated_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -36,6 +42,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
 """
+FINAL_STATES = ("done", "failed")
 
 
 @dataclass(frozen=True)
@@ -51,136 +58,141 @@ class QueuedIntent:
     attempts: int
 
 
-_COLS = "id, key, correlation_id, alert, pool, action, firing, received_at, attempts"
+@dataclass(frozen=True)
+class Outcome:
+    """How the worker settled one intent; ``state`` ``pending`` puts it back for a retry."""
+
+    id: int
+    state: str
+    outcome: str
 
 
-def _queued(r: tuple[object, ...]) -> QueuedIntent:
-    return QueuedIntent(
-        int(r[0]),  # type: ignore[call-overload]
-        str(r[1]),
-        str(r[2]),
-        str(r[3]),
-        str(r[4]),
-        str(r[5]),
-        bool(r[6]),
-        float(r[7]),  # type: ignore[arg-type]
-        int(r[8]),  # type: ignore[call-overload]
-    )
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: the webhook answers 2xx only after the commit reached the disk.
+    db.execute("PRAGMA synchronous=FULL")
+    return db
 
 
 class IntentQueue:
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._rlock = threading.Lock()
         try:
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: the webhook answers 2xx only after this commit reached the disk.
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = _connect(self.path, busy_timeout)
             self._db.executescript(_SCHEMA)
+            self._rdb = _connect(self.path, busy_timeout)
         except sqlite3.Error as e:
             raise IntentStoreUnavailable(f"cannot open intent queue {self.path}: {e}") from e
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._db.close()
+            self._rdb.close()
 
-    def _write(self, sql: str, args: tuple[object, ...]) -> None:
+    def _transaction(self, body: Sequence[tuple[str, tuple[object, ...]]]) -> list[int]:
+        """Run statements in one transaction; the rowcount of each."""
+        counts = []
         with self._lock:
             try:
-                self._db.execute(sql, args)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, args in body:
+                        counts.append(self._db.execute(sql, args).rowcount)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
+        return counts
+
+    def record_many(self, batches: list[tuple[list[Intent], float]]) -> list[list[Intent]]:
+        """Persist every alert state not seen before, for many notifications in one commit.
+
+        ``batches``: (intents, received_at) per notification. Returns the new intents of each.
+        """
+        body = [
+            (
+                "INSERT OR IGNORE INTO alerts (key, correlation_id, alert, pool, action, firing, "
+                "state, received_at, updated_at, outcome) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    it.key,
+                    it.correlation_id,
+                    it.alert,
+                    it.pool,
+                    it.action,
+                    int(it.firing),
+                    "pending" if it.action else "ignored",
+                    received,
+                    received,
+                    it.reason,
+                ),
+            )
+            for intents, received in batches
+            for it in intents
+        ]
+        counts = iter(self._transaction(body))
+        return [[it for it in intents if next(counts) == 1] for intents, _ in batches]
 
     def record(self, intents: list[Intent], received_at: float) -> list[Intent]:
-        """Persist every alert state not seen before; return those (in order)."""
-        new: list[Intent] = []
-        with self._lock:
+        return self.record_many([(intents, received_at)])[0]
+
+    def finish_many(self, batches: list[tuple[list[Outcome], float]]) -> list[None]:
+        body: list[tuple[str, tuple[object, ...]]] = []
+        for outcomes, now in batches:
+            for o in outcomes:
+                if o.state not in (*FINAL_STATES, "pending"):
+                    raise ValueError(f"unknown state {o.state!r}")
+                body.append(
+                    (
+                        "UPDATE alerts SET state = ?, outcome = ?, updated_at = ?, "
+                        "attempts = attempts + 1 WHERE id = ?",
+                        (o.state, o.outcome[:1000], now, o.id),
+                    )
+                )
+        self._transaction(body)
+        return [None] * len(batches)
+
+    def _read(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._rlock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for it in intents:
-                        cur = self._db.execute(
-                            "INSERT OR IGNORE INTO alerts (key, correlation_id, alert, pool, "
-                            "action, firing, state, received_at, updated_at, outcome) "
-                            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                            (
-                                it.key,
-                                it.correlation_id,
-                                it.alert,
-                                it.pool,
-                                it.action,
-                                int(it.firing),
-                                "pending" if it.action else "ignored",
-                                received_at,
-                                received_at,
-                                it.reason,
-                            ),
-                        )
-                        if cur.rowcount == 1:
-                            new.append(it)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
+                return list(self._rdb.execute(sql, args).fetchall())
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
-        return new
 
-    def claim(self, now: float) -> QueuedIntent | None:
-        """The oldest pending intent, now marked running (committed before it is acted on)."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    row = self._db.execute(
-                        f"SELECT {_COLS} FROM alerts WHERE state = 'pending' ORDER BY id LIMIT 1"  # noqa: S608
-                    ).fetchone()
-                    if row is not None:
-                        self._db.execute(
-                            "UPDATE alerts SET state = 'running', attempts = attempts + 1, "
-                            "updated_at = ? WHERE id = ?",
-                            (now, row[0]),
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as e:
-                raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
-        return None if row is None else _queued((*row[:8], row[8] + 1))
-
-    def interrupted(self) -> list[QueuedIntent]:
-        """Intents left running by a crash: their action may or may not have happened."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLS} FROM alerts WHERE state = 'running' ORDER BY id"  # noqa: S608
-            ).fetchall()
-        return [_queued(r) for r in rows]
-
-    def finish(self, intent_id: int, state: str, outcome: str, now: float) -> None:
-        if state not in ("done", "failed", "pending"):
-            raise ValueError(f"unknown final state {state!r}")
-        self._write(
-            "UPDATE alerts SET state = ?, outcome = ?, updated_at = ? WHERE id = ?",
-            (state, outcome, now, intent_id),
+    def fetch_pending(self, limit: int = 64) -> list[QueuedIntent]:
+        """The oldest pending intents, in arrival order."""
+        rows = self._read(
+            "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, attempts "
+            "FROM alerts WHERE state = 'pending' ORDER BY id LIMIT ?",
+            (limit,),
         )
+        return [
+            QueuedIntent(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                str(r[3]),
+                str(r[4]),
+                str(r[5]),
+                bool(r[6]),
+                float(r[7]),
+                int(r[8]),
+            )
+            for r in rows
+        ]
 
     def pending(self) -> int:
-        with self._lock:
-            (n,) = self._db.execute(
-                "SELECT count(*) FROM alerts WHERE state IN ('pending', 'running')"
-            ).fetchone()
+        ((n,),) = self._read("SELECT count(*) FROM alerts WHERE state = 'pending'")
         return int(n)
 
     def states(self) -> dict[str, int]:
         """How many alert states are in each state (for tests and /healthz)."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, count(*) FROM alerts GROUP BY state").fetchall()
+        rows = self._read("SELECT state, count(*) FROM alerts GROUP BY state")
         return {str(s): int(n) for s, n in rows}
 
     def prune(self, older_than: float) -> int:
@@ -189,13 +201,13 @@ class IntentQueue:
         A replay of a pruned state would act again, so callers keep far longer
         than Alertmanager ever resends (its repeat_interval).
         """
-        with self._lock:
-            try:
-                cur = self._db.execute(
+        (n,) = self._transaction(
+            [
+                (
                     "DELETE FROM alerts WHERE state IN ('done', 'failed', 'ignored') "
                     "AND updated_at < ?",
                     (older_than,),
                 )
-            except sqlite3.Error as e:
-                raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
-        return int(cur.rowcount)
+            ]
+        )
+        return n
