@@ -42,7 +42,7 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def sel(sample: str, matchers: Mapping[str, str] | None = None, **eq: str) -> str:
+def sel(sample: str, matchers: Mapping[str, str] | None = None, /, **eq: str) -> str:
     """A vector selector. ``eq`` are equality matchers; ``matchers`` maps a label to
     an operator-prefixed value for the other operators, e.g. ``{"reason": "!~a|b"}``."""
     parts = [f"{k}={_quote(v)}" for k, v in eq.items()]

@@ -180,10 +180,10 @@ def _panel(raw: dict[str, Any], datasource: dict[str, str]) -> dict[str, Any]:
     panel = copy.deepcopy(raw)
     kind = panel["type"]
     legacy_defaults = panel.get("fieldConfig", {}).get("defaults", {})
-    options = panel.get("options") if isinstance(panel.get("options"), dict) else {}
+    options: dict[str, Any] = panel["options"] if isinstance(panel.get("options"), dict) else {}
     # Bar gauges keep their field options under options.fieldOptions; gauges keep
     # reducer settings in fieldConfig.defaults.
-    field_options = options.get("fieldOptions", {}) if isinstance(options, dict) else {}
+    field_options: dict[str, Any] = options.get("fieldOptions") or {}
     reduce_calcs = field_options.get("calcs") or legacy_defaults.get("calcs")
     defaults = {**field_options.get("defaults", {}), **legacy_defaults}
     thresholds = legacy_defaults.get("thresholds") or field_options.get("thresholds")
