@@ -262,7 +262,7 @@ ROUTES: tuple[Route, ...] = (
         f"{API}/decisions",
         Permission.READ,
         "Recent decisions, newest last",
-        params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),),
+        params=(Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 10000}),),
         response=_LIST,
     ),
     Route(
