@@ -553,10 +553,13 @@ class Service:
                 outcomes.append(self.act(it, entries))
         finally:
             # Settled before the next batch is read: nothing is ever acted on twice.
+            # Both writes are queued before either is awaited, so they share a commit round.
+            writes = []
             if outcomes:
-                await self.finish_commit.submit((outcomes, self.clock()))
+                writes.append(self.finish_commit.submit((outcomes, self.clock())))
             if entries:
-                await self.write_audit_quietly(entries)
+                writes.append(self.write_audit_quietly(entries))
+            await asyncio.gather(*writes)
             self.m_pending.set(self.intents.pending())
         return len(outcomes)
 

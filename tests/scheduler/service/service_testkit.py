@@ -200,3 +200,5 @@ async def settle(env: Env, timeout: float = 10.0) -> None:
     while env.service.intents.pending() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert env.service.intents.pending() == 0, "intent worker did not drain the queue"
+    # The worker's audit records are queued with the settling write: wait for them too.
+    await env.service.audit_commit.flush()

@@ -323,3 +323,30 @@ async def test_fuzzed_payloads_never_5xx_or_log_errors(
 async def test_fuzzed_bytes_never_5xx(env: Env, raw: bytes) -> None:
     r = await env.client.post(ALERTS_PATH, data=raw, headers=auth("alertmanager"))
     assert r.status == 400
+
+
+async def test_retention_archives_audit_and_prunes_settled_keys(tmp_path: Path) -> None:
+    cfg = ServiceConfig(
+        webhook_rate=RateLimit(1e6, 1e6),
+        audit_retention_seconds=0.0,
+        intent_key_retention_seconds=0.0,
+    )
+    env = await start_env(tmp_path, cfg)
+    try:
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 200
+        await settle(env)
+        env.service.maintain()
+        assert (tmp_path / "audit-archive.db").exists()
+        assert env.service.audit.query() == []  # everything older than "now" moved
+        r = await env.client.get("/api/v1/audit/verify", headers=auth("admin"))
+        body = await r.json()
+        assert body["ok"] and body["checked"] >= 4, body
+        # A pruned alert state is forgotten: a replay now acts again (hence the long default).
+        assert env.service.intents.states() == {}
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert (await r.json())["queued"] == 1
+        await settle(env)
+        assert len(env.runtime.alerts) == 2
+    finally:
+        await env.client.close()
