@@ -4,10 +4,12 @@ Two tiers. The fast tier (every ``fast_interval``) reads, per GPU, one
 ``nvmlDeviceGetFieldValues`` call for everything NVML exposes as a field
 (energy, power, power limit, memory temperature, ECC, remapped rows, PCIe
 replays, NVLink) plus the values that have no field id (utilisation, memory,
-temperature, clocks, throttle reasons), and drains XID events once per node.
-The slow tier (every ``slow_interval``) reads what is expensive: processes (and
-their attribution), PCIe throughput (the driver samples for 20 ms per call)
-and MIG instances.
+temperature, SM clock, throttle reasons), and drains XID events once per node:
+six NVML calls per GPU. The slow tier (every ``slow_interval``) reads what is
+expensive or moves slowly: processes (and their attribution), PCIe throughput
+(the driver samples for 20 ms per call), MIG instances, and the video engines'
+utilisation and the memory clock (idle or fixed on data-centre GPUs, so reading
+them every second would only cost calls).
 
 Each tier builds its metric families once per cycle and swaps them in as one
 immutable tuple; ``collect()`` (one per scrape) only yields them, so scrapes
@@ -45,7 +47,14 @@ from exporters.gpu.attribution import Attribution, Attributor
 from exporters.gpu.errors import ConfigError
 from exporters.nvml.backend import FieldRequest, Nvml
 from exporters.nvml.errors import DriverError, GpuLostError, NotSupportedError, NvmlError
-from exporters.nvml.values import ALL_LINKS, Clock, Field, GpuIdentity, PcieCounter
+from exporters.nvml.values import (
+    ALL_LINKS,
+    Clock,
+    Field,
+    GpuIdentity,
+    PcieCounter,
+    ProcessMemory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +101,6 @@ FAST_FAMILIES: tuple[Metric, ...] = (
     cat.GPU_UP,
     cat.GPU_UTILIZATION,
     cat.GPU_MEMORY_COPY_UTILIZATION,
-    cat.GPU_ENCODER_UTILIZATION,
-    cat.GPU_DECODER_UTILIZATION,
     cat.GPU_MEMORY_USED,
     cat.GPU_MEMORY_FREE,
     cat.GPU_MEMORY_TOTAL,
@@ -103,7 +110,6 @@ FAST_FAMILIES: tuple[Metric, ...] = (
     cat.GPU_POWER_LIMIT,
     cat.GPU_ENERGY,
     cat.GPU_SM_CLOCK,
-    cat.GPU_MEMORY_CLOCK,
     cat.GPU_THROTTLE,
     cat.GPU_PCIE_REPLAY,
     cat.GPU_NVLINK_BANDWIDTH,
@@ -115,6 +121,9 @@ FAST_FAMILIES: tuple[Metric, ...] = (
     cat.EXPORTER_LAST_COLLECT,
 )
 SLOW_FAMILIES: tuple[Metric, ...] = (
+    cat.GPU_ENCODER_UTILIZATION,
+    cat.GPU_DECODER_UTILIZATION,
+    cat.GPU_MEMORY_CLOCK,
     cat.GPU_PCIE_TX,
     cat.GPU_PCIE_RX,
     cat.GPU_MIG_INFO,
@@ -354,21 +363,22 @@ class GpuExporter(Collector):
             fams.add(cat.GPU_XID_ERRORS, labels, float(n))
             fams.add(cat.GPU_XID_LAST_SEEN, labels, self._xid_last[(dev, xid)])
 
+    def _attempt(self, g: GpuIdentity, read: Callable[[], None]) -> None:
+        """Run one read; GpuLostError and DriverError propagate, any other error skips the value."""
+        try:
+            read()
+        except NotSupportedError as e:
+            self._count_error(e)
+            self._skip(g.uuid, e)
+        except (GpuLostError, DriverError):
+            raise
+        except NvmlError as e:  # TIMEOUT, UNKNOWN, ...: this value is missing this cycle
+            self._count_error(e)
+
     def _read_gpu(self, g: GpuIdentity, out: list[Sample]) -> None:
         """Every fast value of one GPU. GpuLostError and DriverError propagate; others skip a value."""
         b = self.backend
         dev = g.dev
-
-        def attempt(read: Callable[[], None]) -> None:
-            try:
-                read()
-            except NotSupportedError as e:
-                self._count_error(e)
-                self._skip(g.uuid, e)
-            except (GpuLostError, DriverError):
-                raise
-            except NvmlError as e:  # TIMEOUT, UNKNOWN, ...: this value is missing this cycle
-                self._count_error(e)
 
         def fields() -> None:
             for (_, metric, labels, scale), v in zip(
@@ -388,12 +398,6 @@ class GpuExporter(Collector):
             out.append((cat.GPU_UTILIZATION, (), u.gpu_percent / 100))
             out.append((cat.GPU_MEMORY_COPY_UTILIZATION, (), u.memory_percent / 100))
 
-        def encoder() -> None:
-            out.append((cat.GPU_ENCODER_UTILIZATION, (), b.encoder_utilization(dev) / 100))
-
-        def decoder() -> None:
-            out.append((cat.GPU_DECODER_UTILIZATION, (), b.decoder_utilization(dev) / 100))
-
         def memory() -> None:
             m = b.memory(dev)
             out.append((cat.GPU_MEMORY_USED, (), float(m.used_bytes)))
@@ -405,18 +409,13 @@ class GpuExporter(Collector):
         def sm_clock() -> None:
             out.append((cat.GPU_SM_CLOCK, (), b.clock(dev, Clock.SM) * 1e6))
 
-        def mem_clock() -> None:
-            out.append((cat.GPU_MEMORY_CLOCK, (), b.clock(dev, Clock.MEM) * 1e6))
-
         def throttle() -> None:
             mask = b.throttle_reasons(dev)
             for bit, reason in THROTTLE_REASONS:
                 out.append((cat.GPU_THROTTLE, (reason,), 1.0 if mask & bit else 0.0))
 
-        for read in (fields, utilization, encoder, decoder, memory, temperature):
-            attempt(read)
-        for read in (sm_clock, mem_clock, throttle):
-            attempt(read)
+        for read in (fields, utilization, memory, temperature, sm_clock, throttle):
+            self._attempt(g, read)
 
     def _read_xids(self, now: float) -> None:
         """Count XID events by code: a counter that never forgets a repeat, unlike a last-value gauge."""
@@ -458,50 +457,50 @@ class GpuExporter(Collector):
 
     def _read_slow(self, fams: _Families) -> None:
         b = self.backend
-        procs: dict[str, tuple[GpuIdentity, list[tuple[int, int]]]] = {}
+        procs: dict[str, tuple[GpuIdentity, tuple[ProcessMemory, ...]]] = {}
         for g in self._gpus:
-            base = self._gpu_labels(g)
+            dev = g.dev
+            out: list[Sample] = []
+
+            def processes(g: GpuIdentity = g) -> None:
+                procs[g.uuid] = (g, b.processes(g.dev))
+
+            def pcie(dev: int = dev, out: list[Sample] = out) -> None:
+                out.append((cat.GPU_PCIE_TX, (), b.pcie_throughput(dev, PcieCounter.TX) * 1000))
+                out.append((cat.GPU_PCIE_RX, (), b.pcie_throughput(dev, PcieCounter.RX) * 1000))
+
+            def video(dev: int = dev, out: list[Sample] = out) -> None:
+                out.append((cat.GPU_ENCODER_UTILIZATION, (), b.encoder_utilization(dev) / 100))
+                out.append((cat.GPU_DECODER_UTILIZATION, (), b.decoder_utilization(dev) / 100))
+
+            def mem_clock(dev: int = dev, out: list[Sample] = out) -> None:
+                out.append((cat.GPU_MEMORY_CLOCK, (), b.clock(dev, Clock.MEM) * 1e6))
+
+            def mig(dev: int = dev, out: list[Sample] = out) -> None:
+                for m in b.mig_instances(dev):
+                    out.append((cat.GPU_MIG_INFO, (str(m.gpu_instance_id), m.profile), 1.0))
+
             try:
-                ps = [(p.pid, p.used_bytes) for p in b.processes(g.dev)]
-                procs[g.uuid] = (g, ps)
-            except (GpuLostError, DriverError):
-                raise
-            except NvmlError as e:
-                self._count_error(e)
-                if isinstance(e, NotSupportedError):
-                    self._skip(g.uuid, e)
-            try:
-                for counter, metric in (
-                    (PcieCounter.TX, cat.GPU_PCIE_TX),
-                    (PcieCounter.RX, cat.GPU_PCIE_RX),
-                ):
-                    fams.add(metric, base, b.pcie_throughput(g.dev, counter) * 1000)
+                for read in (processes, pcie, video, mem_clock, mig):
+                    self._attempt(g, read)
             except GpuLostError as e:
+                # The fast tier owns gpu_up; here a lost GPU just reports nothing.
                 self._count_error(e)
+                procs.pop(g.uuid, None)
                 continue
-            except DriverError:
-                raise
-            except NvmlError as e:
-                self._count_error(e)
-                if isinstance(e, NotSupportedError):
-                    self._skip(g.uuid, e)
-            try:
-                for mig in b.mig_instances(g.dev):
-                    fams.add(cat.GPU_MIG_INFO, (*base, str(mig.gpu_instance_id), mig.profile), 1.0)
-            except DriverError:
-                raise
-            except NvmlError as e:
-                self._count_error(e)
-                if isinstance(e, NotSupportedError):
-                    self._skip(g.uuid, e)
-        owners = self.attributor.resolve({u: [p for p, _ in ps] for u, (_, ps) in procs.items()})
+            base = self._gpu_labels(g)
+            for metric, labels, value in out:
+                fams.add(metric, base + labels, value)
+        owners = self.attributor.resolve(
+            {uuid: [p.pid for p in ps] for uuid, (_, ps) in procs.items()}
+        )
         for uuid, (g, ps) in procs.items():
             base = self._gpu_labels(g)
-            for pid, used in ps:
-                a = owners.get((uuid, pid), Attribution())
-                job = (self.job_resolver(pid) if self.job_resolver else None) or ""
-                labels = (*base, str(pid), a.namespace, a.pod, a.container, job)
-                fams.add(cat.GPU_PROCESS_MEMORY, labels, float(used))
+            for p in ps:
+                a = owners.get((uuid, p.pid), Attribution())
+                job = (self.job_resolver(p.pid) if self.job_resolver else None) or ""
+                labels = (*base, str(p.pid), a.namespace, a.pod, a.container, job)
+                fams.add(cat.GPU_PROCESS_MEMORY, labels, float(p.used_bytes))
 
     # ------------------------------------------------------------------ loops
 
