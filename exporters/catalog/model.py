@@ -40,6 +40,13 @@ MODEL_REQUESTS_RUNNING = gauge(
 )
 MODEL_REQUESTS_WAITING = gauge("model_requests_waiting", "LLM requests queued.", *MODEL_LABELS)
 
+# Requests naming a model the stack does not declare: one unlabelled series, so
+# that a hostile path is visible without creating series.
+MODEL_UNKNOWN_REQUESTS = counter(
+    "model_unknown_requests",
+    "Requests for a model or version the stack does not declare (no labels: never a request-derived value).",
+)
+
 MODEL_METRICS: tuple[Metric, ...] = (
     MODEL_REQUESTS,
     MODEL_ERRORS,
@@ -53,4 +60,5 @@ MODEL_METRICS: tuple[Metric, ...] = (
     MODEL_GENERATION_TOKENS,
     MODEL_REQUESTS_RUNNING,
     MODEL_REQUESTS_WAITING,
+    MODEL_UNKNOWN_REQUESTS,
 )

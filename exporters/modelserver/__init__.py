@@ -1,0 +1,1 @@
+"""The simulated model server (instrumented with ``exporters.instrument``) and its load generator."""
