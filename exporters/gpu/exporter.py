@@ -46,7 +46,13 @@ from exporters.catalog import gpu as cat
 from exporters.gpu.attribution import Attribution, Attributor
 from exporters.gpu.errors import ConfigError
 from exporters.nvml.backend import FieldRequest, Nvml
-from exporters.nvml.errors import DriverError, GpuLostError, NotSupportedError, NvmlError
+from exporters.nvml.errors import (
+    DriverError,
+    ErrorCode,
+    GpuLostError,
+    NotSupportedError,
+    NvmlError,
+)
 from exporters.nvml.values import (
     ALL_LINKS,
     Clock,
@@ -238,6 +244,9 @@ class GpuExporter(Collector):
             labelnames=(*cat.EXPORTER_ERRORS.labels, *self._extra_names),
             registry=registry,
         )
+        # Known codes start at 0 so increase() sees the first error of each kind.
+        for code in ErrorCode:
+            self._errors.labels(code.name, *self._extra_values)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         registry.register(self)

@@ -41,9 +41,11 @@ class _Handle:
 
 
 class FakePynvml(ModuleType):
-    """The module object; ``calls`` counts every NVML function called, by name."""
+    """The module object; ``calls`` counts every NVML function called, by name, and
+    ``log`` keeps each call's name and arguments in order."""
 
     calls: collections.Counter[str]
+    log: list[tuple[str, tuple[Any, ...]]]
     sim: SimBackend
 
 
@@ -54,6 +56,7 @@ def fake_pynvml(sim: SimBackend) -> FakePynvml:
             setattr(mod, name, value)
     mod.__dict__["__version__"] = getattr(_real, "__version__", "fake")
     mod.calls = collections.Counter()
+    mod.log = []
     mod.sim = sim
     impl = _implementations(sim)
 
@@ -62,6 +65,7 @@ def fake_pynvml(sim: SimBackend) -> FakePynvml:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             mod.calls[name] += 1
+            mod.log.append((name, args))
             if body is None:
                 raise _real.NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
             try:
