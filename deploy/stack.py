@@ -263,7 +263,7 @@ class _Node:
             return None if default is ... else default
         return self.value[key]
 
-    def str(self, key: str, default: Any = ..., *, pattern: re.Pattern[str] | None = None) -> str:
+    def text(self, key: str, default: Any = ..., *, pattern: re.Pattern[str] | None = None) -> str:
         v = self.raw(key, default)
         if not isinstance(v, str) or not v:
             raise StackError(self._p(key), f"must be a non-empty string, got {v!r}")
@@ -271,7 +271,7 @@ class _Node:
             raise StackError(self._p(key), f"{v!r} must match {pattern.pattern}")
         return v
 
-    def int(self, key: str, default: Any = ..., *, min: int = 0, max: int | None = None) -> int:
+    def integer(self, key: str, default: Any = ..., *, min: int = 0, max: int | None = None) -> int:
         v = self.raw(key, default)
         if isinstance(v, bool) or not isinstance(v, int):
             raise StackError(self._p(key), f"must be an integer, got {v!r}")
@@ -280,7 +280,7 @@ class _Node:
             raise StackError(self._p(key), f"must be {bound}, got {v}")
         return v
 
-    def float(
+    def number(
         self,
         key: str,
         default: Any = ...,
@@ -299,7 +299,7 @@ class _Node:
             raise StackError(self._p(key), f"must be {bound}, got {v}")
         return float(v)
 
-    def bool(self, key: str, default: Any = ...) -> bool:
+    def flag(self, key: str, default: Any = ...) -> bool:
         v = self.raw(key, default)
         if not isinstance(v, bool):
             raise StackError(self._p(key), f"must be true or false, got {v!r}")
@@ -334,27 +334,27 @@ class _Node:
 
 def _node_group(n: _Node) -> NodeGroup:
     return NodeGroup(
-        name=n.str("name", pattern=_NAME),
-        count=n.int("count", min=1, max=10_000),
-        gpus_per_node=n.int("gpus_per_node", min=1, max=16),
-        gpu_model=n.str("gpu_model", "NVIDIA H100 80GB HBM3"),
-        gpu_memory_bytes=n.int("gpu_memory_bytes", 80 * 1024**3, min=1),
+        name=n.text("name", pattern=_NAME),
+        count=n.integer("count", min=1, max=10_000),
+        gpus_per_node=n.integer("gpus_per_node", min=1, max=16),
+        gpu_model=n.text("gpu_model", "NVIDIA H100 80GB HBM3"),
+        gpu_memory_bytes=n.integer("gpu_memory_bytes", 80 * 1024**3, min=1),
     )
 
 
 def _pool(n: _Node) -> Pool:
-    nominal = n.int("nominal_gpus", min=0)
+    nominal = n.integer("nominal_gpus", min=0)
     pool = Pool(
-        name=n.str("name", pattern=_NAME),
-        priority=n.str("priority"),
-        team=n.str("team", pattern=_NAME),
+        name=n.text("name", pattern=_NAME),
+        priority=n.text("priority"),
+        team=n.text("team", pattern=_NAME),
         nominal_gpus=nominal,
-        guaranteed_gpus=n.int("guaranteed_gpus", 0, min=0),
-        lending_limit=n.int("lending_limit", nominal, min=0),
-        borrowing_limit=n.int("borrowing_limit", 0, min=0),
-        preemptible=n.bool("preemptible", True),
-        min_nodes=n.int("min_nodes", 0, min=0),
-        max_nodes=n.int("max_nodes", 0, min=0),
+        guaranteed_gpus=n.integer("guaranteed_gpus", 0, min=0),
+        lending_limit=n.integer("lending_limit", nominal, min=0),
+        borrowing_limit=n.integer("borrowing_limit", 0, min=0),
+        preemptible=n.flag("preemptible", True),
+        min_nodes=n.integer("min_nodes", 0, min=0),
+        max_nodes=n.integer("max_nodes", 0, min=0),
     )
     if pool.guaranteed_gpus > nominal:
         raise StackError(n._p("guaranteed_gpus"), f"must be <= nominal_gpus ({nominal})")
@@ -372,10 +372,10 @@ def _pool(n: _Node) -> Pool:
 def _model(n: _Node) -> Model:
     s = n.child("slo")
     slo = Slo(
-        latency_threshold_seconds=s.float("latency_threshold_seconds", min=0, exclusive_min=True),
-        latency_quantile=s.float("latency_quantile", 0.99, min=0.5, max=0.999),
-        latency_target=s.float("latency_target", 0.99, min=0.5, max=0.99999),
-        availability_target=s.float("availability_target", 0.999, min=0.5, max=0.99999),
+        latency_threshold_seconds=s.number("latency_threshold_seconds", min=0, exclusive_min=True),
+        latency_quantile=s.number("latency_quantile", 0.99, min=0.5, max=0.999),
+        latency_target=s.number("latency_target", 0.99, min=0.5, max=0.99999),
+        availability_target=s.number("availability_target", 0.999, min=0.5, max=0.99999),
     )
     s.done()
     action = n.raw("action", None)
@@ -384,31 +384,33 @@ def _model(n: _Node) -> Model:
             n._p("action"), f"must be one of {', '.join(ACTIONS)} or absent, got {action!r}"
         )
     return Model(
-        name=n.str("name", pattern=_NAME),
-        version=n.str("version", "v1"),
-        pool=n.str("pool"),
+        name=n.text("name", pattern=_NAME),
+        version=n.text("version", "v1"),
+        pool=n.text("pool"),
         slo=slo,
         action=action,
-        min_qps=n.float("min_qps", 0.0),
-        llm=n.bool("llm", False),
+        min_qps=n.number("min_qps", 0.0),
+        llm=n.flag("llm", False),
     )
 
 
 def _policy(n: _Node) -> Policy:
     return Policy(
-        fairness_factor_per_hour=n.float("fairness_factor_per_hour", 100.0),
-        fairness_cap=n.float("fairness_cap", 400.0),
-        min_runtime_seconds=n.float("min_runtime_seconds", 300.0),
-        preemption_budget=n.int("preemption_budget", 3, min=1),
-        preemption_budget_window_seconds=n.float("preemption_budget_window_seconds", 3600.0, min=1),
-        cycle_window_seconds=n.float("cycle_window_seconds", 900.0),
-        default_grace_seconds=n.float("default_grace_seconds", 30.0),
-        rebalance_step_gpus=n.int("rebalance_step_gpus", 8, min=1),
-        return_stabilization_seconds=n.float("return_stabilization_seconds", 300.0),
-        scale_up_stabilization_seconds=n.float("scale_up_stabilization_seconds", 0.0),
-        scale_down_stabilization_seconds=n.float("scale_down_stabilization_seconds", 300.0),
-        scale_down_unneeded_seconds=n.float("scale_down_unneeded_seconds", 600.0),
-        dry_run=n.bool("dry_run", False),
+        fairness_factor_per_hour=n.number("fairness_factor_per_hour", 100.0),
+        fairness_cap=n.number("fairness_cap", 400.0),
+        min_runtime_seconds=n.number("min_runtime_seconds", 300.0),
+        preemption_budget=n.integer("preemption_budget", 3, min=1),
+        preemption_budget_window_seconds=n.number(
+            "preemption_budget_window_seconds", 3600.0, min=1
+        ),
+        cycle_window_seconds=n.number("cycle_window_seconds", 900.0),
+        default_grace_seconds=n.number("default_grace_seconds", 30.0),
+        rebalance_step_gpus=n.integer("rebalance_step_gpus", 8, min=1),
+        return_stabilization_seconds=n.number("return_stabilization_seconds", 300.0),
+        scale_up_stabilization_seconds=n.number("scale_up_stabilization_seconds", 0.0),
+        scale_down_stabilization_seconds=n.number("scale_down_stabilization_seconds", 300.0),
+        scale_down_unneeded_seconds=n.number("scale_down_unneeded_seconds", 600.0),
+        dry_run=n.flag("dry_run", False),
     )
 
 
@@ -416,7 +418,7 @@ _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
 def _reservation(n: _Node) -> Reservation:
-    tz = n.str("timezone")
+    tz = n.text("timezone")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -435,46 +437,46 @@ def _reservation(n: _Node) -> Reservation:
             raise StackError(f"{n._p('windows')}[{i}]", "must end after it starts")
         windows.append((start, end))
     return Reservation(
-        name=n.str("name", pattern=_NAME),
-        pool=n.str("pool"),
-        gpus=n.int("gpus", min=1),
+        name=n.text("name", pattern=_NAME),
+        pool=n.text("pool"),
+        gpus=n.integer("gpus", min=1),
         timezone=tz,
         days=days,
         windows=tuple(windows),
-        drain_lead_seconds=n.float("drain_lead_seconds", 300.0),
+        drain_lead_seconds=n.number("drain_lead_seconds", 300.0),
     )
 
 
 def _user(n: _Node) -> User:
-    role = n.str("role")
+    role = n.text("role")
     if role not in ROLES:
         raise StackError(n._p("role"), f"must be one of {', '.join(ROLES)}, got {role!r}")
     return User(
-        name=n.str("name"),
+        name=n.text("name"),
         role=role,
         # Only the hash is ever stored: the file can be committed and read by
         # anyone who may read the configuration.
-        token_sha256=n.str("token_sha256", pattern=_SHA256),
+        token_sha256=n.text("token_sha256", pattern=_SHA256),
     )
 
 
 def _receiver(n: _Node) -> Receiver:
     return Receiver(
-        name=n.str("name", pattern=_NAME),
-        webhook_url=n.str("webhook_url"),
+        name=n.text("name", pattern=_NAME),
+        webhook_url=n.text("webhook_url"),
         teams=n.str_list("teams", []),
     )
 
 
 def _alerting(n: _Node) -> Alerting:
     return Alerting(
-        scheduler_webhook_url=n.str("scheduler_webhook_url"),
-        webhook_credentials_file=n.str("webhook_credentials_file"),
-        latency_alert_for_seconds=n.float("latency_alert_for_seconds", 60.0),
-        group_wait_seconds=n.float("group_wait_seconds", 10.0),
-        group_interval_seconds=n.float("group_interval_seconds", 30.0),
-        repeat_interval_seconds=n.float("repeat_interval_seconds", 4 * 3600.0),
-        runbook_base_url=n.str("runbook_base_url"),
+        scheduler_webhook_url=n.text("scheduler_webhook_url"),
+        webhook_credentials_file=n.text("webhook_credentials_file"),
+        latency_alert_for_seconds=n.number("latency_alert_for_seconds", 60.0),
+        group_wait_seconds=n.number("group_wait_seconds", 10.0),
+        group_interval_seconds=n.number("group_interval_seconds", 30.0),
+        repeat_interval_seconds=n.number("repeat_interval_seconds", 4 * 3600.0),
+        runbook_base_url=n.text("runbook_base_url"),
         oncall=n.items("oncall", _receiver),
     )
 
@@ -498,7 +500,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     pc_node = root.child("priority_classes")
     priority_classes: dict[str, int] = {}
     for key in list(pc_node.value):
-        priority_classes[str(key)] = pc_node.int(str(key), min=0)
+        priority_classes[str(key)] = pc_node.integer(str(key), min=0)
     pc_node.done()
     if not priority_classes:
         raise StackError("priority_classes", "must name at least one class")
@@ -554,30 +556,30 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
 
     ports_node = root.child("ports", {})
     ports = Ports(
-        scheduler=ports_node.int("scheduler", 9470, min=1, max=65535),
-        gpu_exporter=ports_node.int("gpu_exporter", 9471, min=1, max=65535),
-        model_server=ports_node.int("model_server", 9472, min=1, max=65535),
+        scheduler=ports_node.integer("scheduler", 9470, min=1, max=65535),
+        gpu_exporter=ports_node.integer("gpu_exporter", 9471, min=1, max=65535),
+        model_server=ports_node.integer("model_server", 9472, min=1, max=65535),
     )
     ports_node.done()
 
     prom_node = root.child("prometheus", {})
     prometheus = Prometheus(
-        scrape_interval_seconds=prom_node.float("scrape_interval_seconds", 15.0, min=0.1),
-        evaluation_interval_seconds=prom_node.float("evaluation_interval_seconds", 15.0, min=0.1),
+        scrape_interval_seconds=prom_node.number("scrape_interval_seconds", 15.0, min=0.1),
+        evaluation_interval_seconds=prom_node.number("evaluation_interval_seconds", 15.0, min=0.1),
     )
     prom_node.done()
 
     g = root.child("grafana")
     grafana = Grafana(
-        url=g.str("url"),
-        folder=g.str("folder", "NovaBrain"),
-        datasource_uid=g.str("datasource_uid", "prometheus"),
-        token_file=g.str("token_file", "/etc/novabrain/grafana-token"),
+        url=g.text("url"),
+        folder=g.text("folder", "NovaBrain"),
+        datasource_uid=g.text("datasource_uid", "prometheus"),
+        token_file=g.text("token_file", "/etc/novabrain/grafana-token"),
     )
     g.done()
 
     stack = Stack(
-        name=root.str("name", pattern=_NAME),
+        name=root.text("name", pattern=_NAME),
         priority_classes=priority_classes,
         node_groups=node_groups,
         pools=pools,
