@@ -36,7 +36,6 @@ machine serves next to Prometheus.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 import time
@@ -52,6 +51,8 @@ from exporters.instrument import ModelInstruments, ModelRecorder, instrument_mid
 from exporters.modelserver.errors import UnknownModel
 
 UTILISATION_TIME_CONSTANT_SECONDS = 2.0
+# How often a stalled pool (requests waiting, none running) re-reads its GPU count.
+CAPACITY_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class ServingPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._ewma = 0.0
         self._last = clock()
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
@@ -104,11 +106,8 @@ class ServingPool:
     def _wake(self) -> None:
         cap = self._capacity()
         while self._waiters and self.busy < cap:
+            # Abandoned waiters remove themselves at once: every future here is pending.
             fut = self._waiters.popleft()
-            if fut.done():
-                # Cancelled (timeout or client gone) and not yet removed by its
-                # task, which runs after this callback.
-                continue
             # The slot is handed over here, so a later arrival cannot overtake.
             self.busy += 1
             fut.set_result(None)
@@ -122,33 +121,45 @@ class ServingPool:
             return True
         if len(self._waiters) >= max_queue:
             return None
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
+        self._watch_if_stalled()
         try:
-            async with asyncio.timeout(timeout):
-                await fut
-        except TimeoutError:
-            self._abandon(fut)
-            return False
+            await asyncio.wait((fut,), timeout=timeout)
         except asyncio.CancelledError:
             self._abandon(fut)
             raise
+        if not fut.done():
+            self._abandon(fut)
+            return False
         return True
 
+    def _watch_if_stalled(self) -> None:
+        """With requests waiting and none running no release will come to re-read the
+        capacity: poll it until one does, so GPUs given to an idle pool serve at once."""
+        if self.busy == 0 and self._waiters and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        # Ends when the waiters are served or have timed out, or a slot is busy.
+        while self._waiters and self.busy == 0:
+            await asyncio.sleep(CAPACITY_POLL_SECONDS)
+            self._wake()
+
     def _abandon(self, fut: asyncio.Future[None]) -> None:
-        if fut.done() and not fut.cancelled():
+        if fut.done():
             # Granted just as the wait ended: give the slot back.
             self.release()
             return
         fut.cancel()
-        # A wake-up may already have dropped it (see _wake).
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
+        self._waiters.remove(fut)
 
     def release(self) -> None:
         self._advance()
         self.busy -= 1
         self._wake()
+        self._watch_if_stalled()
 
 
 class ModelServerSim:
