@@ -326,6 +326,9 @@ class GpuExporter(Collector):
                 self._count_error(e)
                 self._driver_failed(e, now)
                 fams = _Families(self._extra_names, self._extra_values)
+            except NvmlError as e:  # a backend error outside any GPU: fail the cycle, not the loop
+                self._count_error(e)
+                fams = _Families(self._extra_names, self._extra_values)
         if not ok:
             # Known GPUs read down instead of vanishing, so `gpu_up == 0` alerts fire.
             for g in self._gpus:
@@ -430,9 +433,9 @@ class GpuExporter(Collector):
         """Count XID events by code: a counter that never forgets a repeat, unlike a last-value gauge."""
         try:
             events = self.backend.xid_events(XID_EVENTS_PER_CYCLE)
-        except (DriverError, GpuLostError):
+        except DriverError:
             raise
-        except NvmlError as e:
+        except NvmlError as e:  # the event set is per node: no one GPU to mark down
             self._count_error(e)
             return
         for ev in events:
@@ -459,6 +462,9 @@ class GpuExporter(Collector):
             except DriverError as e:
                 self._count_error(e)
                 self._driver_failed(e, now)
+                fams = _Families(self._extra_names, self._extra_values)
+            except NvmlError as e:
+                self._count_error(e)
                 fams = _Families(self._extra_names, self._extra_values)
         self._slow = fams.build(SLOW_FAMILIES)
         self._duration.labels("slow", *self._extra_values).observe(time.perf_counter() - t0)

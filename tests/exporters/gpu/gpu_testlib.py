@@ -38,6 +38,15 @@ def scrape(registry: CollectorRegistry) -> Series:
     return parse(generate_latest(registry).decode())
 
 
+def samples(registry: CollectorRegistry) -> Series:
+    """The registry's samples without the text round trip (cheaper, for tight loops)."""
+    out: Series = {}
+    for fam in registry.collect():
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), s.value))
+    return out
+
+
 def value_of(series: Series, name: str, **labels: str) -> float | None:
     """The value of the one sample of ``name`` whose labels include ``labels`` (None if absent)."""
     hits = [v for lab, v in series.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
