@@ -8,13 +8,14 @@ is how the tests run this backend against a fake binding and assert its calls.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
 
 from exporters.nvml.backend import FieldRequest, FieldResult
-from exporters.nvml.errors import ErrorCode, NvmlError, nvml_error
+from exporters.nvml.errors import DriverError, ErrorCode, NvmlError, nvml_error
 from exporters.nvml.values import (
     Call,
     Clock,
@@ -28,6 +29,7 @@ from exporters.nvml.values import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # nvmlEventTypeXidCriticalError
 _XID_EVENT = 0x0000000000000008
@@ -75,26 +77,35 @@ class NvmlBackend:
             self._nv = pynvml
         nv = self._nv
         self._call(Call.INIT, nv.nvmlInit)
-        handles = []
-        gpus = []
+        handles: list[Any] = []
+        gpus: list[GpuIdentity] = []
         for i in range(self._call(Call.INIT, nv.nvmlDeviceGetCount)):
-            h = self._call(Call.INIT, nv.nvmlDeviceGetHandleByIndex, i)
+            try:
+                h, g = self._identify(i, len(gpus))
+            except DriverError:
+                raise
+            except NvmlError as e:
+                # One GPU already off the bus must not hide the others: enumerate the
+                # rest; the lost one is absent until NVML is initialised again.
+                log.warning("GPU %d skipped at NVML init: %s", i, e)
+                continue
             handles.append(h)
-            gpus.append(
-                GpuIdentity(
-                    dev=i,
-                    node=self.node,
-                    index=i,
-                    uuid=_text(self._call(Call.INIT, nv.nvmlDeviceGetUUID, h)),
-                    name=_text(self._call(Call.INIT, nv.nvmlDeviceGetName, h)),
-                    pci_bus_id=_text(self._call(Call.INIT, nv.nvmlDeviceGetPciInfo, h).busId),
-                    memory_total_bytes=int(
-                        self._call(Call.INIT, nv.nvmlDeviceGetMemoryInfo, h).total
-                    ),
-                )
-            )
+            gpus.append(g)
         self._handles, self._gpus = handles, tuple(gpus)
         self._events = self._arm_xid_events()
+
+    def _identify(self, index: int, dev: int) -> tuple[Any, GpuIdentity]:
+        nv = self._nv
+        h = self._call(Call.INIT, nv.nvmlDeviceGetHandleByIndex, index)
+        return h, GpuIdentity(
+            dev=dev,
+            node=self.node,
+            index=index,
+            uuid=_text(self._call(Call.INIT, nv.nvmlDeviceGetUUID, h)),
+            name=_text(self._call(Call.INIT, nv.nvmlDeviceGetName, h)),
+            pci_bus_id=_text(self._call(Call.INIT, nv.nvmlDeviceGetPciInfo, h).busId),
+            memory_total_bytes=int(self._call(Call.INIT, nv.nvmlDeviceGetMemoryInfo, h).total),
+        )
 
     def _arm_xid_events(self) -> Any:
         """An event set with every GPU that supports XID events (None if none does)."""
