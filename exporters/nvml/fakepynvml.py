@@ -15,6 +15,7 @@ and nvitop's exporter on the same fake to count NVML calls side by side.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -110,14 +111,22 @@ def _implementations(sim: SimBackend) -> dict[str, Callable[..., Any]]:
         reqs = [(f, 0) if isinstance(f, int) else (int(f[0]), int(f[1])) for f in ids]
         values = sim.field_values(h.dev, reqs)
         arr = (_real.c_nvmlFieldValue_t * len(reqs))()
+        now_us = time.time_ns() // 1000
         for slot, (fid, scope), v in zip(arr, reqs, values, strict=True):
             slot.fieldId, slot.scopeId = fid, scope
             if isinstance(v, NvmlError):
                 slot.nvmlReturn = v.code
             else:
+                # Counters and most readings are integers in NVML: typed as such, because
+                # callers (nvitop among them) check the type before using a value.
                 slot.nvmlReturn = 0
-                slot.valueType = _real.NVML_VALUE_TYPE_DOUBLE
-                slot.value.dVal = v
+                slot.timestamp = now_us
+                if float(v).is_integer() and v >= 0:
+                    slot.valueType = _real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+                    slot.value.ullVal = int(v)
+                else:
+                    slot.valueType = _real.NVML_VALUE_TYPE_DOUBLE
+                    slot.value.dVal = v
         return arr
 
     def power_mw(h: _Handle, fid: int) -> int:

@@ -38,6 +38,8 @@ from exporters.nvml.values import (
 )
 
 DRIVER_VERSION = "550.54.15"
+NVLINK_LINKS = 18  # an H100 SXM's NVLink count
+_NVLINK_LINK_COUNT_FIELD = 91  # NVML_FI_DEV_NVLINK_LINK_COUNT: peers such as nvitop ask for it
 _KIB = 1024
 
 
@@ -324,13 +326,16 @@ class SimBackend:
             Field.POWER_INSTANT: int(g.power_watts * 1000),
             Field.POWER_CURRENT_LIMIT: int(g.power_limit_watts * 1000),
         }
+        if fid == _NVLINK_LINK_COUNT_FIELD:
+            return float(NVLINK_LINKS)
         if fid in (Field.NVLINK_THROUGHPUT_DATA_TX, Field.NVLINK_THROUGHPUT_DATA_RX):
-            if scope != ALL_LINKS:
-                return nvml_error(ErrorCode.INVALID_ARGUMENT, f"field:{fid}")
-            total = (
-                g.nvlink_tx_bytes if fid == Field.NVLINK_THROUGHPUT_DATA_TX else g.nvlink_rx_bytes
-            )
-            return float(int(total // _KIB))
+            tx = fid == Field.NVLINK_THROUGHPUT_DATA_TX
+            total = g.nvlink_tx_bytes if tx else g.nvlink_rx_bytes
+            if scope == ALL_LINKS:
+                return float(int(total // _KIB))
+            if 0 <= scope < NVLINK_LINKS:  # traffic spread evenly over the links
+                return float(int(total / NVLINK_LINKS // _KIB))
+            return nvml_error(ErrorCode.INVALID_ARGUMENT, f"field:{fid}")
         if fid not in values:
             return nvml_error(ErrorCode.NOT_SUPPORTED, f"field:{fid}")
         return float(values[fid])

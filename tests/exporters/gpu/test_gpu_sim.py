@@ -7,7 +7,7 @@ from gpu_testlib import FakeClock
 
 from deploy.stack import Stack
 from exporters.nvml.errors import DriverError, ErrorCode, GpuLostError, NotSupportedError, NvmlError
-from exporters.nvml.sim import SimBackend
+from exporters.nvml.sim import NVLINK_LINKS, SimBackend
 from exporters.nvml.values import ALL_LINKS, Clock, Field, PcieCounter
 
 
@@ -169,3 +169,24 @@ def test_calls_are_counted() -> None:
     sim.temperature(1)
     assert sim.calls["temperature"] == 2
     assert sim.calls["init"] == 1
+
+
+def test_nvlink_link_count_and_per_link_throughput(clock: FakeClock) -> None:
+    """What peers such as nvitop read: the link count, then each link's counter."""
+    sim = SimBackend.cluster(1, 1, timer=clock)
+    sim.init()
+    sim.set(sim.gpus[0].uuid, nvlink_rx_bytes_per_second=NVLINK_LINKS * 1024.0)
+    clock.advance(10)
+    count, link0, total, bad = sim.field_values(
+        0,
+        [
+            (91, 0),  # NVML_FI_DEV_NVLINK_LINK_COUNT
+            (Field.NVLINK_THROUGHPUT_DATA_RX, 0),
+            (Field.NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS),
+            (Field.NVLINK_THROUGHPUT_DATA_RX, NVLINK_LINKS),
+        ],
+    )
+    assert count == NVLINK_LINKS
+    assert link0 == 10  # KiB
+    assert total == 10 * NVLINK_LINKS
+    assert isinstance(bad, NvmlError) and bad.code == ErrorCode.INVALID_ARGUMENT
