@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.generate import write_all
 from alerts.promql import dur, le, num, sel
@@ -19,6 +21,7 @@ from alerts.rules import (
     build,
     fast_window,
     latency_alert_name,
+    p0_models,
     p99_expr,
     quantile_name,
     render,
@@ -203,3 +206,22 @@ def test_burn_rate_pages_need_both_windows(stack: Stack, tmp_path: Path) -> None
     (tmp_path / "tests/windows.test.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
     res = _promtool("test", "rules", "tests/windows.test.yml", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_slo_thresholds_are_bucket_bounds_the_model_server_exports(stack: Stack) -> None:
+    """The latency SLO counts ``le="<threshold>"``: the instrumentation must export exactly that
+    bucket (and 4x it, which the promtool fixtures use), spelt the same way."""
+    from exporters.instrument.buckets import buckets_for
+
+    for m in p0_models(stack):
+        bounds = {le(b) for b in buckets_for(m).request_duration}
+        assert le(m.slo.latency_threshold_seconds) in bounds
+        assert le(4 * m.slo.latency_threshold_seconds) in bounds
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(min_value=0.001, max_value=30.0).map(lambda x: float(f"{x:.3g}")))
+def test_any_threshold_is_a_bucket_bound(threshold: float) -> None:
+    from exporters.instrument.buckets import latency_buckets
+
+    assert le(threshold) in {le(b) for b in latency_buckets(threshold)}
