@@ -222,8 +222,10 @@ class GpuExporter(Collector):
         self._backoff = self._backoff_first
         self._up: dict[str, bool] = {}
         self._logged: set[tuple[str, str]] = set()
-        self._xid_count: dict[tuple[int, int], int] = {}
-        self._xid_last: dict[tuple[int, int], float] = {}
+        # Keyed by GPU identity, not position: a re-init may enumerate GPUs differently.
+        # Bounded by the GPUs ever seen times the XID codes NVIDIA defines.
+        self._xid_count: dict[tuple[GpuIdentity, int], int] = {}
+        self._xid_last: dict[tuple[GpuIdentity, int], float] = {}
 
         # The snapshot: each tier swaps in its own tuple; scrapes only read.
         self._fast: tuple[PromMetric, ...] = ()
@@ -370,10 +372,10 @@ class GpuExporter(Collector):
             for metric, labels, value in samples:
                 fams.add(metric, base + labels, value)
         self._read_xids(now)
-        for (dev, xid), n in self._xid_count.items():
-            labels = (*self._gpu_labels(self._gpus[dev]), str(xid))
+        for (g, xid), n in self._xid_count.items():
+            labels = (*self._gpu_labels(g), str(xid))
             fams.add(cat.GPU_XID_ERRORS, labels, float(n))
-            fams.add(cat.GPU_XID_LAST_SEEN, labels, self._xid_last[(dev, xid)])
+            fams.add(cat.GPU_XID_LAST_SEEN, labels, self._xid_last[(g, xid)])
 
     def _attempt(self, g: GpuIdentity, read: Callable[[], None]) -> None:
         """Run one read; GpuLostError and DriverError propagate, any other error skips the value."""
@@ -441,10 +443,10 @@ class GpuExporter(Collector):
         for ev in events:
             if not 0 <= ev.dev < len(self._gpus):
                 continue
-            key = (ev.dev, ev.xid)
+            g = self._gpus[ev.dev]
+            key = (g, ev.xid)
             self._xid_count[key] = self._xid_count.get(key, 0) + 1
             self._xid_last[key] = now
-            g = self._gpus[ev.dev]
             log.warning("GPU %s (%s/%d): XID %d", g.uuid, g.node, g.index, ev.xid)
 
     # ------------------------------------------------------------------ slow tier
