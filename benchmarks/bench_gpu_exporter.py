@@ -150,11 +150,11 @@ def calls_side_by_side(rounds: int) -> None:
     avg = mine["fast"] + mine["slow"] / SLOW_EVERY
     avg_same = mine["fast, same metrics"] + mine["slow, same metrics"] / SLOW_EVERY
     print(f"NVML calls per GPU per collection, {gpus} GPUs, same fake bindings")
-    print(f"{'':<44} {'novabrain':>10} {'nvitop':>10} {'ratio':>7}")
+    print(f"{'':<52} {'novabrain':>10} {'nvitop':>10} {'ratio':>7}")
     if isinstance(peer, str):
         print(f"  {peer}")
         for k, v in mine.items():
-            print(f"{k:<44} {v:>10.2f}")
+            print(f"{k:<52} {v:>10.2f}")
         return
     per_gpu, ms, by_call = peer
     rows = (
@@ -165,16 +165,17 @@ def calls_side_by_side(rounds: int) -> None:
         ("slow cycle alone (every 5 s), full set", mine["slow"]),
     )
     for label, v in rows:
-        print(f"{label:<44} {v:>10.2f} {per_gpu:>10.2f} {v / per_gpu:>7.2f}")
+        print(f"{label:<52} {v:>10.2f} {per_gpu:>10.2f} {v / per_gpu:>7.2f}")
     print(f"nvitop's calls per collection, all {gpus} GPUs: {by_call}")
-    sim = SimBackend.cluster(1, gpus)
-    busy(sim)
-    exp = GpuExporter(sim, CollectorRegistry())
+    fake = fake_pynvml(SimBackend.cluster(1, gpus))
+    busy(fake.sim)
+    exp = GpuExporter(NvmlBackend("bench", pynvml=fake), CollectorRegistry())
     exp.collect_once()
     fast = statistics.median(timed(exp.collect_fast, rounds))
+    slow = statistics.median(timed(exp.collect_slow, rounds))
     print(
-        f"time per {gpus}-GPU collection on the fake bindings: nvitop {ms:.3f} ms; "
-        f"novabrain fast tier on the sim backend {fast:.3f} ms"
+        f"ms per {gpus}-GPU collection on the same fake bindings: nvitop {ms:.3f}; "
+        f"novabrain fast tier {fast:.3f}, slow tier {slow:.3f}"
     )
 
 
