@@ -29,11 +29,25 @@ def _route_model(request: web.Request) -> tuple[str, str | None] | None:
     return model_from_path(request.path)
 
 
+def _classify_raised(e: BaseException) -> tuple[Outcome, ErrorReason | None]:
+    if isinstance(e, web.HTTPException):
+        # aiohttp answers these as responses: a 404 is the client's, a 503 ours.
+        return classify_status(e.status)
+    if isinstance(e, asyncio.CancelledError):
+        # aiohttp cancels the handler when the client disconnects (if configured to).
+        return Outcome.CANCELLED, None
+    if isinstance(e, Exception):
+        return Outcome.ERROR, ErrorReason.BACKEND
+    return Outcome.ERROR, ErrorReason.OTHER
+
+
 def instrument_middleware(
     instruments: ModelInstruments,
     model_of: Callable[[web.Request], tuple[str, str | None] | None] = _route_model,
 ) -> Middleware:
     """A middleware for ``web.Application(middlewares=[...])``."""
+
+    clock = instruments.clock
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -43,27 +57,22 @@ def instrument_middleware(
         rec = instruments.get(*which)
         if rec is None:
             return await handler(request)
-        outcome: Outcome = Outcome.ERROR
-        reason: ErrorReason | None = ErrorReason.OTHER
-        rec.in_flight.inc()
-        started = rec.now()
+        in_flight = rec.in_flight
+        in_flight.inc()
+        started = clock()
         try:
             response = await handler(request)
-            outcome, reason = classify_status(response.status)
-            return response
-        except web.HTTPException as e:
-            # aiohttp answers these as responses: a 404 is the client's, a 503 ours.
-            outcome, reason = classify_status(e.status)
+        except BaseException as e:
+            in_flight.dec()
+            rec.observe(clock() - started, *_classify_raised(e))
             raise
-        except asyncio.CancelledError:
-            # aiohttp cancels the handler when the client disconnects.
-            outcome, reason = Outcome.CANCELLED, None
-            raise
-        except Exception:
-            outcome, reason = Outcome.ERROR, ErrorReason.BACKEND
-            raise
-        finally:
-            rec.in_flight.dec()
-            rec.observe(rec.now() - started, outcome, reason)
+        status = response.status
+        # The common case first, without building an outcome tuple.
+        if status < 400:
+            rec.finish_ok(clock() - started)
+        else:
+            in_flight.dec()
+            rec.observe(clock() - started, *classify_status(status))
+        return response
 
     return middleware

@@ -255,6 +255,11 @@ class ModelRecorder:
         self.duration.observe(duration_seconds)
         self._outcome_children[0].inc()
 
+    def finish_ok(self, duration_seconds: float) -> None:
+        """A request that was counted in flight ended well: ``in_flight.dec()`` and ``observe_ok``."""
+        self.in_flight.dec()
+        self.observe_ok(duration_seconds)
+
     def observe_batch(self, size: int) -> None:
         self.batch_size.observe(size)
 
@@ -346,6 +351,9 @@ class Tracked:
         elapsed = rec.now() - self._started
         if e is not None:
             self.outcome, self.reason = self._classify(e)
+        if self.outcome is Outcome.OK and self._queue_wait is None:
+            rec.finish_ok(elapsed)
+            return
         rec.in_flight.dec()
         rec.observe(elapsed, self.outcome, self.reason, queue_wait_seconds=self._queue_wait)
 
@@ -359,6 +367,37 @@ class Tracked:
 
 
 # ----------------------------------------------------------------------------- stores
+
+
+class _InProcessRecorder(ModelRecorder):
+    """The in-process store's recorder: the common paths update all their values
+    under one acquisition of the model's lock instead of one per value."""
+
+    __slots__ = ("_dur", "_flight", "_lock", "_ok")
+
+    def __init__(self, key: ModelKey, clock: Clock, lock: threading.Lock, **parts: Any) -> None:
+        super().__init__(key, clock, **parts)
+        self._lock = lock
+        self._dur: _Hist = parts["duration"]
+        self._ok: _Value = parts["requests"][Outcome.OK]
+        self._flight: _Value = parts["in_flight"]
+
+    def observe_ok(self, duration_seconds: float) -> None:
+        h = self._dur
+        i = bisect_left(h.bounds, duration_seconds)
+        with self._lock:
+            h.counts[i] += 1
+            h.sum += duration_seconds
+            self._ok.value += 1
+
+    def finish_ok(self, duration_seconds: float) -> None:
+        h = self._dur
+        i = bisect_left(h.bounds, duration_seconds)
+        with self._lock:
+            self._flight.value -= 1
+            h.counts[i] += 1
+            h.sum += duration_seconds
+            self._ok.value += 1
 
 
 class _InProcessStore(Collector):
@@ -388,7 +427,7 @@ class _InProcessStore(Collector):
             "waiting": v(),
         }
         self.recorders.append((key, parts))
-        return ModelRecorder(key, clock, **parts)
+        return _InProcessRecorder(key, clock, lock, **parts)
 
     def collect(self) -> Iterable[Metric]:
         labels = list(cat.MODEL_LABELS)

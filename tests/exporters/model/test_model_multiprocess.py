@@ -35,7 +35,8 @@ from exporters.instrument import ErrorReason, ModelInstruments, Outcome
 ins = ModelInstruments(load_stack(sys.argv[1]), None, multiprocess=True)
 rec = ins.recorder("risk-scorer")
 for _ in range(int(sys.argv[2])):
-    rec.observe_ok(0.01)
+    rec.in_flight.inc()
+    rec.finish_ok(0.01)
 if sys.argv[3] == "crash":
     rec.observe(0.3, Outcome.ERROR, ErrorReason.BACKEND)
     ins.get("no-such-model")
