@@ -100,6 +100,11 @@ _FIELDS: tuple[tuple[FieldRequest, Metric, tuple[str, ...], float], ...] = (
     ((Field.REMAPPED_UNC, 0), cat.GPU_REMAPPED_ROWS, ("uncorrectable",), 1.0),
 )
 _FIELD_REQUEST: tuple[FieldRequest, ...] = tuple(f[0] for f in _FIELDS)
+# Drivers before R535 lack the power fields: one call each instead, on those drivers only.
+_FIELD_FALLBACKS: dict[int, Callable[[Nvml, int], float]] = {
+    Field.POWER_INSTANT: lambda b, dev: b.power_usage(dev),
+    Field.POWER_CURRENT_LIMIT: lambda b, dev: b.power_limit(dev),
+}
 
 # The families each tier emits (health is emitted by the fast tier).
 FAST_FAMILIES: tuple[Metric, ...] = (
@@ -395,7 +400,7 @@ class GpuExporter(Collector):
         dev = g.dev
 
         def fields() -> None:
-            for (_, metric, labels, scale), v in zip(
+            for ((fid, _), metric, labels, scale), v in zip(
                 _FIELDS, b.field_values(dev, _FIELD_REQUEST), strict=True
             ):
                 if isinstance(v, NvmlError):
@@ -404,8 +409,18 @@ class GpuExporter(Collector):
                     self._count_error(v)
                     if isinstance(v, NotSupportedError):
                         self._skip(g.uuid, v)
+                        if fid in _FIELD_FALLBACKS:
+                            self._attempt(g, fallback(fid, metric, labels, scale))
                     continue
                 out.append((metric, labels, v * scale))
+
+        def fallback(
+            fid: int, metric: Metric, labels: tuple[str, ...], scale: float
+        ) -> Callable[[], None]:
+            def read() -> None:
+                out.append((metric, labels, _FIELD_FALLBACKS[fid](b, dev) * scale))
+
+            return read
 
         def utilization() -> None:
             u = b.utilization(dev)

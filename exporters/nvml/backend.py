@@ -56,6 +56,12 @@ class Nvml(Protocol):
     def clock(self, dev: int, clock: Clock) -> float:
         """MHz."""
 
+    def power_usage(self, dev: int) -> float:
+        """mW. Only where the POWER_INSTANT field is missing (drivers before R535)."""
+
+    def power_limit(self, dev: int) -> float:
+        """mW, enforced. Only where the POWER_CURRENT_LIMIT field is missing."""
+
     def throttle_reasons(self, dev: int) -> int:
         """The ``nvmlClocksEventReason*`` bit mask."""
 

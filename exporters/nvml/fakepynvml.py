@@ -206,9 +206,9 @@ def _implementations(sim: SimBackend) -> dict[str, Callable[..., Any]]:
         "nvmlDeviceGetClockInfo": clock_info,
         "nvmlDeviceGetCurrentClocksEventReasons": lambda h: sim.throttle_reasons(h.dev),
         "nvmlDeviceGetCurrentClocksThrottleReasons": lambda h: sim.throttle_reasons(h.dev),
-        "nvmlDeviceGetPowerUsage": lambda h: power_mw(h, Field.POWER_INSTANT),
-        "nvmlDeviceGetPowerManagementLimit": lambda h: power_mw(h, Field.POWER_CURRENT_LIMIT),
-        "nvmlDeviceGetEnforcedPowerLimit": lambda h: power_mw(h, Field.POWER_CURRENT_LIMIT),
+        "nvmlDeviceGetPowerUsage": lambda h: int(sim.power_usage(h.dev)),
+        "nvmlDeviceGetPowerManagementLimit": lambda h: int(sim.power_limit(h.dev)),
+        "nvmlDeviceGetEnforcedPowerLimit": lambda h: int(sim.power_limit(h.dev)),
         "nvmlDeviceGetTotalEnergyConsumption": lambda h: power_mw(
             h, Field.TOTAL_ENERGY_CONSUMPTION
         ),

@@ -58,6 +58,7 @@ class NvmlBackend:
         self._handles: list[Any] = []
         self._gpus: tuple[GpuIdentity, ...] = ()
         self._events: Any = None
+        self._old_throttle_api = False
 
     def _call(self, call: Call, fn: Callable[..., T], *args: Any) -> T:
         nv = self._nv
@@ -195,10 +196,30 @@ class NvmlBackend:
         h = self._h(call, dev)
         return float(self._call(call, self._nv.nvmlDeviceGetClockInfo, h, int(clock)))
 
+    def power_usage(self, dev: int) -> float:
+        call = Call.POWER_USAGE
+        return float(self._call(call, self._nv.nvmlDeviceGetPowerUsage, self._h(call, dev)))
+
+    def power_limit(self, dev: int) -> float:
+        call = Call.POWER_LIMIT
+        fn = self._nv.nvmlDeviceGetEnforcedPowerLimit
+        return float(self._call(call, fn, self._h(call, dev)))
+
     def throttle_reasons(self, dev: int) -> int:
         call = Call.THROTTLE_REASONS
-        fn = self._nv.nvmlDeviceGetCurrentClocksEventReasons
-        return int(self._call(call, fn, self._h(call, dev)))
+        h = self._h(call, dev)
+        if not self._old_throttle_api:
+            try:
+                fn = self._nv.nvmlDeviceGetCurrentClocksEventReasons
+                return int(self._call(call, fn, h))
+            except AttributeError:
+                self._old_throttle_api = True  # nvidia-ml-py older than the rename
+            except NvmlError as e:
+                if e.code != ErrorCode.FUNCTION_NOT_FOUND:
+                    raise
+                self._old_throttle_api = True  # a driver older than the rename (R535)
+        fn = self._nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        return int(self._call(call, fn, h))
 
     def pcie_throughput(self, dev: int, counter: PcieCounter) -> float:
         call = Call.PCIE_THROUGHPUT

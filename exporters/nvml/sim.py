@@ -371,6 +371,14 @@ class SimBackend:
             hz = g.sm_clock_hz if clock is Clock.SM else g.memory_clock_hz
             return float(round(hz / 1e6))
 
+    def power_usage(self, dev: int) -> float:
+        with self._lock:
+            return float(int(self._dev(Call.POWER_USAGE, dev).power_watts * 1000))
+
+    def power_limit(self, dev: int) -> float:
+        with self._lock:
+            return float(int(self._dev(Call.POWER_LIMIT, dev).power_limit_watts * 1000))
+
     def throttle_reasons(self, dev: int) -> int:
         with self._lock:
             return self._dev(Call.THROTTLE_REASONS, dev).throttle_reasons

@@ -60,6 +60,8 @@ class Call(StrEnum):
     TEMPERATURE = "temperature"
     CLOCK = "clock"
     THROTTLE_REASONS = "throttle_reasons"
+    POWER_USAGE = "power_usage"
+    POWER_LIMIT = "power_limit"
     PCIE_THROUGHPUT = "pcie_throughput"
     PROCESSES = "processes"
     MIG_INSTANCES = "mig_instances"

@@ -195,3 +195,36 @@ def test_a_thousand_collections_with_random_errors(clock: FakeClock) -> None:
     assert value_of(series, SUCCESS) == 1.0
     assert ups(series) == dict.fromkeys(uuids, 1.0)
     assert all(has_values(series, u) for u in uuids)
+
+
+def test_power_falls_back_to_the_power_calls_on_drivers_without_the_fields(
+    stack: Stack, clock: FakeClock
+) -> None:
+    sim, exp, registry = make(stack, clock)
+    u = sim.gpus[0].uuid
+    sim.set(u, power_watts=432.0, power_limit_watts=600.0)
+    sim.inject("NOT_SUPPORTED", call=f"field:{Field.POWER_INSTANT.value}")
+    sim.inject("NOT_SUPPORTED", call=f"field:{Field.POWER_CURRENT_LIMIT.value}")
+    exp.collect_fast()
+    series = scrape(registry)
+    assert value_of(series, cat.GPU_POWER.series, uuid=u) == 432.0
+    assert value_of(series, cat.GPU_POWER_LIMIT.series, uuid=u) == 600.0
+    n = len(stack.gpus())
+    assert (sim.calls["power_usage"], sim.calls["power_limit"]) == (n, n)
+    # Where the fields work, the fallback calls are never made.
+    sim.clear_faults()
+    sim.calls.clear()
+    exp.collect_fast()
+    assert (sim.calls["power_usage"], sim.calls["power_limit"]) == (0, 0)
+
+
+def test_a_failing_fallback_skips_power_only(stack: Stack, clock: FakeClock) -> None:
+    sim, exp, registry = make(stack, clock)
+    u = sim.gpus[0].uuid
+    sim.inject("NOT_SUPPORTED", call=f"field:{Field.POWER_INSTANT.value}", uuid=u)
+    sim.inject("NOT_SUPPORTED", call=Call.POWER_USAGE.value, uuid=u)
+    exp.collect_fast()
+    series = scrape(registry)
+    assert value_of(series, cat.GPU_POWER.series, uuid=u) is None
+    assert value_of(series, cat.GPU_ENERGY.series, uuid=u) is not None
+    assert ups(series)[u] == 1.0

@@ -155,3 +155,31 @@ def test_without_a_driver_the_exporter_serves_health_only() -> None:
     assert cat.GPU_UP.series not in s
     errors = {lab["error"]: v for lab, v in s[cat.EXPORTER_ERRORS.series] if v}
     assert errors in ({"LIBRARY_NOT_FOUND": 1.0}, {"DRIVER_NOT_LOADED": 1.0})
+
+
+def test_throttle_reasons_fall_back_to_the_pre_r535_function() -> None:
+    sim, fake, nv = setup(2)
+    sim.set(sim.gpus[1].uuid, throttle_reasons=0x40)
+    nv.init()
+
+    def missing(_: object) -> int:
+        fake.calls["nvmlDeviceGetCurrentClocksEventReasons"] += 1
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+
+    fake.nvmlDeviceGetCurrentClocksEventReasons = missing  # type: ignore[attr-defined]
+    assert nv.throttle_reasons(1) == 0x40
+    assert nv.throttle_reasons(0) == 0
+    # The new name is tried once; after that the old one is called directly.
+    assert fake.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 1
+    assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 2
+
+
+def test_power_fallback_calls_through_the_binding() -> None:
+    sim, fake, nv = setup(1)
+    sim.set(sim.gpus[0].uuid, power_watts=250.5, power_limit_watts=700.0)
+    sim.inject("NOT_SUPPORTED", call=f"field:{Field.POWER_INSTANT.value}")
+    registry = CollectorRegistry()
+    GpuExporter(nv, registry).collect_fast()
+    assert value_of(scrape(registry), cat.GPU_POWER.series) == 250.5
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 1
+    assert fake.calls["nvmlDeviceGetEnforcedPowerLimit"] == 0
