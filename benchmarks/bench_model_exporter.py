@@ -10,6 +10,9 @@ Side by side in one run:
    middleware, in-process client at fixed concurrency, rounds interleaved
    (A B A B ...) so drift hits both alike; best round of each. Goal: < 5%.
 3. ``/metrics`` exposition (``generate_latest``) for 50 models x 3 versions.
+4. The simulator's latency model as the demo uses it (client-side p50/p99 for
+   the P0 model): base rate 0.5x and spike 1.4x the capacity of its own 8 GPUs,
+   then the spike on 16 GPUs (after the scheduler lent it 8).
 
 Prints numbers and exits 0; it asserts nothing (machines are shared and noisy).
 """
@@ -33,6 +36,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from deploy.stack import Stack, load_stack
 from exporters.catalog.model import MODEL_IN_FLIGHT, MODEL_REQUEST_DURATION, MODEL_REQUESTS
 from exporters.instrument import ModelInstruments, Outcome, buckets_for, instrument_middleware
+from exporters.modelserver.load import LoadGenerator
+from exporters.modelserver.sim import ModelServerSim
 
 
 def _ns_per_call(fn: Callable[[], None], number: int, repeat: int = 7) -> float:
@@ -234,6 +239,40 @@ def bench_exposition(stack: Stack, models: int, versions: int, repeat: int) -> N
     print(f"   per sample       {statistics.median(times) / samples * 1e9:6.0f} ns")
 
 
+async def _scenario(stack: Stack, gpus: int, factor: float, seconds: float) -> str:
+    model = next(m for m in stack.models if m.action == "rebalance")
+    sim = ModelServerSim(stack, CollectorRegistry(), lambda pool: gpus)
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rate = factor * sim.capacity_qps(model.name, stack.pool(model.pool).nominal_gpus)
+    gen = LoadGenerator(f"http://127.0.0.1:{port}", model.name, rate, seed=1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gen.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    await runner.cleanup()
+    lat = sorted(gen.latencies)
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    thr = model.slo.latency_threshold_seconds
+    return (
+        f"   {gpus:2d} GPUs at {rate:4.0f} req/s ({factor:.1f}x own capacity): "
+        f"p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:7.1f} ms "
+        f"({'over' if p99 > thr else 'under'} {thr * 1000:.0f} ms)  "
+        f"sent {gen.sent}, errors {gen.errors}"
+    )
+
+
+def bench_latency_model(stack: Stack, seconds: float) -> None:
+    print(f"4. simulator latency model, {seconds:.0f} s per scenario, client-side latencies")
+    own = next(stack.pool(m.pool).nominal_gpus for m in stack.models if m.action == "rebalance")
+    for gpus, factor in ((own, 0.5), (own, 1.4), (2 * own, 1.4)):
+        print(asyncio.run(_scenario(stack, gpus, factor, seconds)))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,11 +283,13 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--expo-runs", type=int, default=30)
+    p.add_argument("--scenario-seconds", type=float, default=5.0)
     args = p.parse_args()
     stack = load_stack(args.stack)
     bench_hot_path(stack, args.calls)
     bench_aiohttp(stack, args.requests, args.rounds, args.concurrency)
     bench_exposition(stack, 50, 3, args.expo_runs)
+    bench_latency_model(stack, args.scenario_seconds)
     return 0
 
 

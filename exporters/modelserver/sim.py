@@ -11,8 +11,8 @@ the pool GPUs the extra capacity takes effect at once.
   ``replica_concurrency`` requests at a time. These are the pool's *slots*.
 * A request waits (real asyncio waiting, first come first served) until a slot
   is free, then holds it for a service time drawn from a gamma distribution
-  with mean ``service_time_seconds`` and shape ``service_time_shape`` (shape 8:
-  coefficient of variation 0.35), multiplied by the model's injected slowdown.
+  with mean ``service_time_seconds`` and shape ``service_time_shape`` (shape 16:
+  coefficient of variation 0.25), multiplied by the model's injected slowdown.
 * A request that waited ``queue_timeout_seconds`` is answered 504 (timeout);
   one that finds ``max_queue`` requests waiting is answered 503 (rejected).
   Both bound memory and latency under overload.
@@ -20,13 +20,15 @@ the pool GPUs the extra capacity takes effect at once.
   ``token_time_seconds`` decode step per generated token, observing time to
   first token, inter-token latency and token counts.
 
-The pool is thus an M/G/c queue with c = slots. With the defaults (10 ms, 4
+The pool is thus an M/G/c queue with c = slots. With the defaults (8 ms, 4
 GPUs per replica, concurrency 1), the demo's ``risk-scorer`` (p0-risk, 8 GPUs, so
-2 slots) has a capacity of 200 req/s: at 100 req/s p99 is about 30 ms; at 280
-req/s (1.4x) the queue grows without bound and p99 passes the 50 ms threshold
-within a second or two; with 16 GPUs (4 slots, utilisation 0.7) p99 is back at
-about 30 ms. The rates stay in the low hundreds per second, which a 2-core
-machine serves next to Prometheus.
+2 slots) has a capacity of 250 req/s. At 125 req/s (0.5x) queueing theory gives
+a p99 of 22 ms and the loopback HTTP path adds a few ms (about 30 ms measured);
+at 350 req/s (1.4x) the queue grows without bound and p99 passes the 50 ms
+threshold within a second, reaching the 2 s queue timeout; with 16 GPUs (4
+slots, utilisation 0.7) p99 is back at about 30 ms. ``benchmarks/
+bench_model_exporter.py`` measures these three points. The rates stay in the
+low hundreds per second, which a 2-core machine serves next to Prometheus.
 
 ``busy_ratio(pool)`` is the fraction of the pool's slots busy, smoothed with a
 2 s time constant (an instantaneous count of 2 slots would flicker between 0,
@@ -171,8 +173,8 @@ class ModelServerSim:
         registry: CollectorRegistry,
         gpus_for_pool: Callable[[str], int],
         *,
-        service_time_seconds: float = 0.010,
-        service_time_shape: float = 8.0,
+        service_time_seconds: float = 0.008,
+        service_time_shape: float = 16.0,
         gpus_per_replica: int = 4,
         replica_concurrency: int = 1,
         queue_timeout_seconds: float = 2.0,

@@ -74,12 +74,12 @@ async def env(rich_stack: Stack) -> AsyncIterator[Env]:
 
 def test_capacity_from_gpus(rich_stack: Stack) -> None:
     sim = ModelServerSim(rich_stack, CollectorRegistry(), lambda p: 8)
-    # 4 GPUs per replica, one request at a time, 10 ms per request.
+    # 4 GPUs per replica, one request at a time, 8 ms per request.
     assert sim.slots(0) == 0 and sim.slots(1) == 1 and sim.slots(8) == 2 and sim.slots(16) == 4
-    assert sim.capacity_qps("risk-scorer", 8) == pytest.approx(200.0)
-    assert sim.capacity_qps("risk-scorer", 16) == pytest.approx(400.0)
+    assert sim.capacity_qps("risk-scorer", 8) == pytest.approx(250.0)
+    assert sim.capacity_qps("risk-scorer", 16) == pytest.approx(500.0)
     sim.inject("risk-scorer", slowdown=2.0)
-    assert sim.capacity_qps("risk-scorer", 8) == pytest.approx(100.0)
+    assert sim.capacity_qps("risk-scorer", 8) == pytest.approx(125.0)
     # LLM requests also hold the slot while decoding.
     assert sim.capacity_qps("chat-llm", 8) < sim.capacity_qps("risk-scorer", 8)
     with pytest.raises(UnknownModel):
