@@ -11,11 +11,16 @@ pod labels dcgm-exporter users complain about.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from exporters.gpu.errors import PodResourcesError
+
+log = logging.getLogger(__name__)
 
 # Pod uid as the kubelet writes it in cgroup paths: with dashes (cgroupfs) or
 # with underscores (systemd driver, where dashes separate slice names).
@@ -77,6 +82,7 @@ class Attributor:
         self.pod_resources = pod_resources
         self._read = read or (lambda p: p.read_text())
         self._cgroups: dict[int, CgroupRef | None] = {}
+        self._kubelet_failed = False
 
     def cgroup(self, pid: int) -> CgroupRef | None:
         if pid not in self._cgroups:
@@ -98,8 +104,14 @@ class Attributor:
         if self.pod_resources is not None:
             try:
                 pods = self.pod_resources.gpu_pods()
-            except OSError:
-                pods = {}  # kubelet socket absent or restarting: fall back to /proc alone
+            except (OSError, PodResourcesError) as e:
+                # Kubelet socket absent or restarting: fall back to /proc alone.
+                if not self._kubelet_failed:
+                    log.warning("pod attribution from /proc only: %s", e)
+                self._kubelet_failed = True
+                pods = {}
+            else:
+                self._kubelet_failed = False
         out: dict[tuple[str, int], Attribution] = {}
         for uuid, pids in pids_by_gpu.items():
             holders = pods.get(uuid, ())

@@ -9,3 +9,7 @@ class GpuExporterError(Exception):
 
 class ConfigError(GpuExporterError):
     """The exporter was asked for something it cannot do (an unknown backend, a clashing label)."""
+
+
+class PodResourcesError(GpuExporterError):
+    """The kubelet pod-resources API is unreachable or answered something unreadable."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from deploy.stack import Stack
-from exporters.gpu.errors import ConfigError
+from exporters.gpu.attribution import Attributor
+from exporters.gpu.errors import ConfigError, PodResourcesError
 from exporters.gpu.exporter import GpuExporter
+from exporters.gpu.podresources import DEFAULT_SOCKET, KubeletPodResources
 from exporters.nvml.backend import Nvml
 
 log = logging.getLogger(__name__)
@@ -69,15 +72,29 @@ async def serve(
     extra_labels: Mapping[str, str] | None = None,
     fast_interval: float = 1.0,
     slow_interval: float = 5.0,
+    job_resolver: Callable[[int], str | None] | None = None,
+    pod_resources_socket: Path = DEFAULT_SOCKET,
 ) -> None:
-    """Serve until cancelled: what ``novabrain gpu-exporter`` runs."""
+    """Serve until cancelled: what ``novabrain gpu-exporter`` runs.
+
+    Processes are attributed to pods through the kubelet's pod-resources socket
+    when it exists (a GPU node running Kubernetes), else through /proc alone.
+    """
     registry = CollectorRegistry()
+    kubelet = None
+    if backend == "nvml" and pod_resources_socket.exists():
+        try:
+            kubelet = KubeletPodResources(pod_resources_socket)
+        except PodResourcesError as e:
+            log.warning("no pod names from the kubelet: %s", e)
     exporter = GpuExporter(
         make_backend(stack, backend, node=node),
         registry,
         fast_interval=fast_interval,
         slow_interval=slow_interval,
         extra_labels=extra_labels,
+        job_resolver=job_resolver,
+        attributor=Attributor(pod_resources=kubelet),
     )
     await exporter.start()
     runner = web.AppRunner(build_app(exporter, registry), access_log=None)
@@ -89,3 +106,5 @@ async def serve(
     finally:
         await runner.cleanup()
         await exporter.stop()
+        if kubelet is not None:
+            kubelet.close()
