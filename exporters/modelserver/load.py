@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -23,6 +25,26 @@ import aiohttp
 MAX_CATCH_UP_SECONDS = 1.0
 # How often a generator at rate 0 looks whether it has been given a rate.
 IDLE_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """What a run measured on the client side (latencies in seconds; None without answers)."""
+
+    sent: int
+    errors: int
+    dropped: int
+    p50: float | None
+    p99: float | None
+
+    def __str__(self) -> str:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v * 1000:.1f} ms"
+
+        return (
+            f"sent {self.sent}, errors {self.errors}, dropped {self.dropped}, "
+            f"p50 {ms(self.p50)}, p99 {ms(self.p99)}"
+        )
 
 
 class LoadGenerator:
@@ -56,6 +78,14 @@ class LoadGenerator:
     def latencies(self) -> list[float]:
         """Client-side latencies (seconds) of answered requests, oldest first."""
         return list(self._latencies)
+
+    def summary(self) -> LoadSummary:
+        lat = sorted(self._latencies)
+
+        def q(x: float) -> float | None:
+            return lat[max(0, math.ceil(x * len(lat)) - 1)] if lat else None
+
+        return LoadSummary(self.sent, self.errors, self.dropped, q(0.5), q(0.99))
 
     @property
     def outstanding(self) -> int:
@@ -118,3 +148,17 @@ class LoadGenerator:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if status >= 300:
             self.errors += 1
+
+
+async def run_for(
+    base_url: str, model: str, rate_qps: float, seconds: float, *, seed: int = 0
+) -> LoadSummary:
+    """Send load for ``seconds`` and summarise: what ``novabrain loadgen`` runs."""
+    gen = LoadGenerator(base_url, model, rate_qps, seed=seed)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gen.run(stop))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), seconds)
+    stop.set()
+    await task
+    return gen.summary()

@@ -30,7 +30,7 @@ from exporters.catalog.model import (
     MODEL_UNKNOWN_REQUESTS,
 )
 from exporters.modelserver.errors import UnknownModel
-from exporters.modelserver.load import LoadGenerator
+from exporters.modelserver.load import LoadGenerator, run_for
 from exporters.modelserver.sim import ModelServerSim, ServingPool
 
 RISK = {"model": "risk-scorer", "version": "v3", "pool": "p0-risk"}
@@ -239,3 +239,13 @@ async def test_load_generator_is_bounded(env: Env) -> None:
     env.gpus["p0-risk"] = 8
     await asyncio.wait_for(task, 20)  # stopping waits for the answers still due
     assert gen.statuses == {200: 3} and gen.errors == 0 and gen.outstanding == 0
+
+
+async def test_run_for_summarises(env: Env) -> None:
+    summary = await run_for(str(env.client.make_url("/")), "risk-scorer", 200.0, 0.3, seed=2)
+    assert summary.sent > 0 and summary.errors == 0 and summary.dropped == 0
+    assert summary.p50 is not None and summary.p99 is not None and summary.p50 <= summary.p99
+    assert f"sent {summary.sent}" in str(summary)
+    env.sim.inject("risk-scorer", error_ratio=1.0)
+    failing = await run_for(str(env.client.make_url("/")), "risk-scorer", 200.0, 0.3)
+    assert failing.errors == failing.sent > 0
