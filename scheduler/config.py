@@ -1,0 +1,61 @@
+"""Map the stack file (``deploy.stack.Stack``) onto the policy core's specs.
+
+The core never imports ``deploy``; this module is the one translation.
+GPUs get their home pool by walking the cluster's GPUs in node order and
+filling pools in stack order up to their nominal quota, so with node-aligned
+quotas (the example stack: 8 + 16 + 8 on 8-GPU nodes) every node belongs to
+exactly one pool, as the Kubernetes actuator's node labels require.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from deploy.stack import DAYS, Stack
+from scheduler.core.model import ClusterSpec, GpuSpec, PolicySpec, PoolSpec, ReservationSpec
+
+
+def policy_spec(stack: Stack) -> PolicySpec:
+    p = stack.policy
+    known = {f.name for f in dataclasses.fields(PolicySpec)}
+    values = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name in known}
+    return PolicySpec(**values)
+
+
+def cluster_spec(stack: Stack) -> ClusterSpec:
+    pools = tuple(
+        PoolSpec(
+            name=p.name,
+            priority_class=p.priority,
+            priority=stack.priority_classes[p.priority],
+            nominal_gpus=p.nominal_gpus,
+            guaranteed_gpus=p.guaranteed_gpus,
+            lending_limit=p.lending_limit,
+            borrowing_limit=p.borrowing_limit,
+            preemptible=p.preemptible,
+            min_nodes=p.min_nodes,
+            max_nodes=p.max_nodes,
+        )
+        for p in stack.pools
+    )
+    homes = [p.name for p in stack.pools for _ in range(p.nominal_gpus)]
+    gpus = tuple(
+        GpuSpec(uuid=g.uuid, node=g.node, pool=home)
+        for g, home in zip(stack.gpus(), homes, strict=True)
+    )
+    reservations = tuple(
+        ReservationSpec(
+            name=r.name,
+            pool=r.pool,
+            gpus=r.gpus,
+            timezone=r.timezone,
+            days=tuple(DAYS.index(d) for d in r.days),
+            windows=tuple((s.hour * 60 + s.minute, e.hour * 60 + e.minute) for s, e in r.windows),
+            drain_lead_seconds=r.drain_lead_seconds,
+        )
+        for r in stack.reservations
+    )
+    per_node = stack.node_groups[0].gpus_per_node if stack.node_groups else 8
+    return ClusterSpec(
+        pools=pools, gpus=gpus, reservations=reservations, gpus_per_new_node=per_node
+    )

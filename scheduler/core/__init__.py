@@ -1,0 +1,49 @@
+"""The pure policy core: no I/O, an injected clock, deterministic decisions."""
+
+from scheduler.core.engine import Scheduler
+from scheduler.core.errors import (
+    ActuatorError,
+    Conflict,
+    InvalidRequest,
+    SchedulerError,
+    StoreUnavailable,
+    UnknownJob,
+    UnknownPool,
+)
+from scheduler.core.model import (
+    ClusterSpec,
+    Decision,
+    GpuSpec,
+    JobKind,
+    JobRequest,
+    JobState,
+    JobView,
+    PolicySpec,
+    PoolSpec,
+    ReservationSpec,
+)
+from scheduler.core.ordering import Candidate, order_victims, victim_key
+
+__all__ = [
+    "ActuatorError",
+    "Candidate",
+    "ClusterSpec",
+    "Conflict",
+    "Decision",
+    "GpuSpec",
+    "InvalidRequest",
+    "JobKind",
+    "JobRequest",
+    "JobState",
+    "JobView",
+    "PolicySpec",
+    "PoolSpec",
+    "ReservationSpec",
+    "Scheduler",
+    "SchedulerError",
+    "StoreUnavailable",
+    "UnknownJob",
+    "UnknownPool",
+    "order_victims",
+    "victim_key",
+]

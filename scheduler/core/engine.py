@@ -1,0 +1,1713 @@
+"""The policy core: pools, queues, borrowing, checkpoint-aware preemption, reservations, scaling.
+
+Pure and deterministic: no I/O, no wall clock (``clock`` is injected), no
+randomness; the same calls on the same clock give the same decisions. Every
+public method returns the ``Decision``s it took, in order. The rim (runtime)
+persists those decisions and only then actuates them.
+
+Accounting. Every GPU has a *home* pool (whose nominal quota it is part of)
+and at most one *claimant*: the pool of the job it is held for (a preemptor
+waiting for it) or else of the job running on it. Per pool the core keeps
+``own`` (home GPUs it claims), ``borrowed`` (foreign GPUs it claims) and
+``lent`` (home GPUs others claim); ``own + lent + idle == nominal``. Limits are
+checked on claims, so GPUs promised to a preemptor already count: a pool never
+claims more than ``borrowing_limit`` foreign GPUs and never has more than
+``lending_limit`` of its own claimed by others (the stack validates
+``lending_limit <= nominal - guaranteed``, so the floor is never lent).
+
+Data structures are sized for thousands of GPUs and tens of thousands of jobs:
+free GPUs per home pool, a FIFO per pool, preemptible running jobs indexed per
+pool in buckets that are already in victim order, and the borrowers on each
+pool's GPUs; a decision touches only the pools and buckets it needs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from itertools import islice
+from typing import Any
+
+from scheduler.core.errors import Conflict, InvalidRequest, UnknownJob, UnknownPool
+from scheduler.core.model import (
+    FINISHED_STATES,
+    WAITING_STATES,
+    ClusterSpec,
+    Decision,
+    GpuSpec,
+    JobKind,
+    JobRequest,
+    JobState,
+    JobView,
+    PolicySpec,
+    PoolSpec,
+)
+from scheduler.core.ordering import Candidate, effective_priority, victim_key, work_lost
+from scheduler.core.windows import current, next_occurrence
+
+# Jobs finished longer ago than this many finished jobs are forgotten by the
+# core (the store keeps them): memory stays bounded on a long-running service.
+FINISHED_KEPT = 10_000
+# How many waiting jobs per pool may each try a preemption plan in one pass
+# behind a job that could not get one (best-effort FIFO, bounded).
+BLOCKED_LOOKAHEAD = 8
+# Alert correlation ids remembered for de-duplicating retried notifications.
+SEEN_ALERTS_KEPT = 1_000
+
+_BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus)
+_Entry = tuple[float, float, str]  # (-checkpoint reference, -started_at, id): victim order
+
+
+class _Gpu:
+    __slots__ = ("claim", "held_for", "holder", "home", "node", "uuid")
+
+    def __init__(self, uuid: str, node: str, home: str) -> None:
+        self.uuid = uuid
+        self.node = node
+        self.home = home
+        self.holder: str | None = None  # job running (or preempting) on it
+        self.held_for: str | None = None  # waiting job it is promised to
+        self.claim: str | None = None  # pool it counts against (held_for's, else holder's)
+
+
+class _Job:
+    __slots__ = (
+        "bucket",
+        "checkpoint_progress",
+        "checkpointable",
+        "correlation_id",
+        "deadline",
+        "duration",
+        "elastic",
+        "entry",
+        "fail_mark",
+        "gpu_ids",
+        "gpus",
+        "grace",
+        "held",
+        "id",
+        "kind",
+        "last_checkpoint",
+        "lost",
+        "pending_victims",
+        "pool",
+        "preempted_for",
+        "preemptible",
+        "preemptions",
+        "progress",
+        "qseq",
+        "queued_at",
+        "reservation",
+        "resume_count",
+        "run_seq",
+        "shadowed",
+        "started_at",
+        "state",
+        "submitted_at",
+    )
+
+    def __init__(self, req: JobRequest, *, preemptible: bool, grace: float, now: float) -> None:
+        self.id = req.id
+        self.pool = req.pool
+        self.gpus = req.gpus
+        self.kind = req.kind
+        self.preemptible = preemptible
+        self.checkpointable = req.checkpointable and req.kind is not JobKind.INFERENCE
+        self.grace = grace
+        self.duration = req.duration_seconds
+        self.submitted_at = req.submitted_at if req.submitted_at is not None else now
+        self.queued_at = now
+        self.state = JobState.QUEUED
+        self.started_at: float | None = None
+        self.last_checkpoint: float | None = None
+        self.progress = 0.0  # work done when the current run started
+        self.checkpoint_progress = 0.0  # work done as of the last checkpoint
+        self.resume_count = 0
+        self.preemptions: list[float] = []
+        self.lost = 0.0
+        self.gpu_ids: list[str] = []
+        self.held: list[str] = []
+        self.pending_victims: set[str] = set()
+        self.preempted_for: str | None = None
+        self.deadline: float | None = None
+        self.elastic = False
+        self.reservation: str | None = None
+        self.correlation_id = ""
+        self.qseq = -1
+        self.run_seq = -1
+        self.bucket: _BucketKey | None = None
+        self.entry: _Entry | None = None
+        self.fail_mark: tuple[int, float] | None = None
+        self.shadowed = False
+
+    @property
+    def stateless(self) -> bool:
+        return self.kind in (JobKind.INFERENCE, JobKind.RESERVATION)
+
+    def checkpoint_ref(self) -> float:
+        assert self.started_at is not None
+        if self.last_checkpoint is None:
+            return self.started_at
+        return max(self.started_at, self.last_checkpoint)
+
+
+class _Pool:
+    def __init__(self, spec: PoolSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.priority = spec.priority
+        self.nominal = spec.nominal_gpus
+        self.own = 0
+        self.borrowed = 0
+        self.lent = 0
+        self.free: dict[str, None] = {}  # free home GPUs, in a deterministic order
+        self.nodes: dict[str, list[str]] = {}  # node -> home GPU uuids
+        self.autoscaled: dict[str, float | None] = {}  # node -> idle since
+        self.queue: deque[tuple[float, int, str]] = deque()  # (queued_at, seq, job id)
+        self.waiting = 0
+        self.waiting_gpus = 0
+        self.running_gpus = 0
+        self.victims: dict[_BucketKey, list[_Entry]] = {}
+        self.borrowers_on: dict[str, None] = {}  # other pools' jobs on this pool's GPUs
+        self.elastic: dict[str, None] = {}
+        self.lost = 0.0
+        self.firing = False
+        self.resolved_at: float | None = None
+        self.last_scale_event = -math.inf
+        self.scale_pending_until = -math.inf
+
+
+@dataclass(frozen=True)
+class _Plan:
+    free: tuple[_Gpu, ...]  # idle GPUs to claim now
+    victims: tuple[_Job, ...]  # jobs to preempt, in victim order
+    gpus: int  # GPUs the plan yields (free + usable from victims)
+
+
+class Scheduler:
+    """The policy core. Not thread-safe: the runtime serialises calls."""
+
+    def __init__(
+        self,
+        cluster: ClusterSpec,
+        policy: PolicySpec,
+        *,
+        clock: Callable[[], float],
+        first_decision_seq: int = 1,
+    ) -> None:
+        self._cluster = cluster
+        self._policy = policy
+        self._clock = clock
+        self._seq = first_decision_seq
+        self._job_seq = 0
+        self._gen = 0  # bumped whenever GPUs are freed or limits change
+        self._pools: dict[str, _Pool] = {}
+        for spec in cluster.pools:
+            self._pools[spec.name] = _Pool(spec)
+        # Lenders are tried lowest priority first: borrowing from batch before training.
+        self._by_priority = sorted(self._pools.values(), key=lambda p: (p.priority, p.name))
+        self._priority_names = {p.name: p.priority_class for p in cluster.pools}
+        self._gpus: dict[str, _Gpu] = {}
+        for g in cluster.gpus:
+            self._add_gpu(g)
+        self._jobs: dict[str, _Job] = {}
+        self._finished: deque[str] = deque()
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._ends: list[tuple[float, int, str]] = []
+        self._cycles: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
+        self._refused: dict[tuple[str, str], float] = {}
+        self._seen_alerts: dict[str, None] = {}
+        self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
+        self._dirty: set[str] = set()
+        self.cycles_refused = 0
+
+    # ------------------------------------------------------------------ setup helpers
+
+    def _add_gpu(self, g: GpuSpec) -> None:
+        if g.pool not in self._pools:
+            raise UnknownPool(g.pool)
+        if g.uuid in self._gpus:
+            raise InvalidRequest(f"GPU {g.uuid} listed twice")
+        self._gpus[g.uuid] = _Gpu(g.uuid, g.node, g.pool)
+        pool = self._pools[g.pool]
+        pool.free[g.uuid] = None
+        pool.nodes.setdefault(g.node, []).append(g.uuid)
+
+    @property
+    def policy(self) -> PolicySpec:
+        return self._policy
+
+    @property
+    def cluster(self) -> ClusterSpec:
+        return self._cluster
+
+    @property
+    def next_decision_seq(self) -> int:
+        return self._seq
+
+    def _pool(self, name: str) -> _Pool:
+        try:
+            return self._pools[name]
+        except KeyError:
+            raise UnknownPool(name) from None
+
+    def _job(self, job_id: str) -> _Job:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise UnknownJob(job_id) from None
+
+    def _decide(
+        self, out: list[Decision], action: str, pool: str, result: str, reason: str, **kw: Any
+    ) -> Decision:
+        d = Decision(
+            id=f"d-{self._seq:010d}",
+            at=self._clock(),
+            action=action,
+            pool=pool,
+            result=result,
+            reason=reason,
+            dry_run=self._policy.dry_run,
+            priority=self._priority_names.get(pool, ""),
+            **kw,
+        )
+        self._seq += 1
+        out.append(d)
+        return d
+
+    # ------------------------------------------------------------------ claims and GPUs
+
+    def _set_claim(self, g: _Gpu, new: str | None) -> None:
+        old = g.claim
+        if old == new:
+            return
+        home = self._pools[g.home]
+        if old is not None:
+            if old == g.home:
+                home.own -= 1
+            else:
+                self._pools[old].borrowed -= 1
+                home.lent -= 1
+        if new is not None:
+            if new == g.home:
+                home.own += 1
+            else:
+                self._pools[new].borrowed += 1
+                home.lent += 1
+        g.claim = new
+
+    def _make_free(self, g: _Gpu) -> None:
+        g.holder = None
+        g.held_for = None
+        self._set_claim(g, None)
+        self._pools[g.home].free[g.uuid] = None
+        self._gen += 1
+
+    def _hold(self, g: _Gpu, job: _Job) -> None:
+        self._pools[g.home].free.pop(g.uuid, None)
+        g.held_for = job.id
+        self._set_claim(g, job.pool)
+        job.held.append(g.uuid)
+
+    def _unhold(self, g: _Gpu) -> None:
+        """A hold that is no longer needed: the GPU goes back to its holder, or is freed."""
+        if g.holder is None:
+            self._make_free(g)
+        else:
+            g.held_for = None
+            self._set_claim(g, self._jobs[g.holder].pool)
+
+    def _free_usable(self, pool: _Pool, want: int, *, own_only: bool) -> list[_Gpu]:
+        """Idle GPUs ``pool`` may claim now: its own first, then borrowed within the limits."""
+        out = [self._gpus[u] for u in islice(pool.free, want)]
+        if len(out) >= want or own_only:
+            return out
+        borrow_room = pool.spec.borrowing_limit - pool.borrowed
+        for lender in self._by_priority:
+            if borrow_room <= 0 or len(out) >= want:
+                break
+            if lender is pool or not lender.free:
+                continue
+            room = min(lender.spec.lending_limit - lender.lent, borrow_room, want - len(out))
+            if room <= 0:
+                continue
+            got = [self._gpus[u] for u in islice(lender.free, room)]
+            out.extend(got)
+            borrow_room -= len(got)
+        return out
+
+    # ------------------------------------------------------------------ queues
+
+    def _enqueue(self, job: _Job, state: JobState) -> None:
+        now = self._clock()
+        job.state = state
+        job.queued_at = now
+        self._job_seq += 1
+        job.qseq = self._job_seq
+        job.fail_mark = None
+        job.shadowed = False
+        pool = self._pools[job.pool]
+        pool.queue.append((now, job.qseq, job.id))
+        pool.waiting += 1
+        pool.waiting_gpus += job.gpus
+        self._dirty.add(job.id)
+
+    def _dequeued(self, job: _Job) -> None:
+        pool = self._pools[job.pool]
+        pool.waiting -= 1
+        pool.waiting_gpus -= job.gpus
+        job.qseq = -1
+        while pool.queue and self._dead(pool.queue[0]):
+            pool.queue.popleft()
+
+    def _dead(self, entry: tuple[float, int, str]) -> bool:
+        job = self._jobs.get(entry[2])
+        return job is None or job.qseq != entry[1]
+
+    def _waiting(self, pool: _Pool) -> Iterator[_Job]:
+        for entry in pool.queue:
+            job = self._jobs.get(entry[2])
+            if job is not None and job.qseq == entry[1]:
+                yield job
+
+    def _effective(self, job: _Job, now: float) -> float:
+        return effective_priority(
+            self._pools[job.pool].priority,
+            now - job.queued_at,
+            self._policy.fairness_factor_per_hour,
+            self._policy.fairness_cap,
+        )
+
+    # ------------------------------------------------------------------ victim index
+
+    def _index(self, job: _Job) -> None:
+        if not job.preemptible or job.kind is JobKind.RESERVATION or job.started_at is None:
+            return
+        borrower = any(self._gpus[u].home != job.pool for u in job.gpu_ids)
+        key: _BucketKey = (borrower, job.stateless, job.gpus)
+        entry: _Entry = (0.0 if job.stateless else -job.checkpoint_ref(), -job.started_at, job.id)
+        bisect.insort(self._pools[job.pool].victims.setdefault(key, []), entry)
+        job.bucket = key
+        job.entry = entry
+
+    def _unindex(self, job: _Job) -> None:
+        if job.bucket is None or job.entry is None:
+            return
+        bucket = self._pools[job.pool].victims[job.bucket]
+        i = bisect.bisect_left(bucket, job.entry)
+        if i < len(bucket) and bucket[i] == job.entry:
+            del bucket[i]
+        job.bucket = None
+        job.entry = None
+
+    def _candidate(self, job: _Job, now: float) -> Candidate:
+        assert job.started_at is not None
+        return Candidate(
+            job_id=job.id,
+            borrower=any(self._gpus[u].home != job.pool for u in job.gpu_ids),
+            priority=self._pools[job.pool].priority,
+            work_lost=work_lost(
+                gpus=job.gpus,
+                stateless=job.stateless,
+                started_at=job.started_at,
+                last_checkpoint=job.last_checkpoint,
+                now=now,
+            ),
+            gpus=job.gpus,
+            started_at=job.started_at,
+        )
+
+    def _bucket_candidates(self, pool: _Pool, key: _BucketKey, now: float) -> Iterator[Candidate]:
+        borrower, stateless, gpus = key
+        for neg_ref, neg_start, job_id in pool.victims[key]:
+            lost = 0.0 if stateless else gpus * max(0.0, now + neg_ref)
+            yield Candidate(job_id, borrower, pool.priority, lost, gpus, -neg_start)
+
+    def _candidates(self, pool: _Pool, need: int, now: float) -> Iterator[Candidate]:
+        """Every job that might give GPUs to ``pool``, lazily, in victim order."""
+        reclaim = sorted(
+            (self._candidate(self._jobs[j], now) for j in pool.borrowers_on),
+            key=lambda c: victim_key(c, need),
+        )
+        streams: list[Iterable[Candidate]] = [reclaim]
+        for other in self._by_priority:
+            if other.priority >= pool.priority:
+                break
+            for key, bucket in other.victims.items():
+                if bucket:
+                    streams.append(self._bucket_candidates(other, key, now))
+        seen: set[str] = set()
+        for c in heapq.merge(*streams, key=lambda c: victim_key(c, need)):
+            if c.job_id not in seen:
+                seen.add(c.job_id)
+                yield c
+
+    def _eligible(self, victim: _Job, preemptor: str, now: float, *, count: bool) -> bool:
+        p = self._policy
+        if victim.state is not JobState.RUNNING or not victim.preemptible:
+            return False
+        if victim.started_at is None or now - victim.started_at < p.min_runtime_seconds:
+            return False
+        horizon = now - p.preemption_budget_window_seconds
+        if sum(1 for t in victim.preemptions if t > horizon) >= p.preemption_budget:
+            return False
+        # Cycle: the would-be victim was itself recently preempted for... no: the
+        # preemptor was recently preempted for this victim. Refuse the reversal.
+        at = self._cycles.get((preemptor, victim.id))
+        if at is not None and now - at < p.cycle_window_seconds:
+            if count and (victim.id, preemptor) not in self._refused:
+                self._refused[(victim.id, preemptor)] = now
+                self.cycles_refused += 1
+            return False
+        return True
+
+    def _usable(
+        self, victim: _Job, pool: _Pool, planned: dict[str, int], borrowed: list[int]
+    ) -> list[_Gpu]:
+        """GPUs of ``victim`` that ``pool`` may claim, updating the planned claim counters."""
+        lower = self._pools[victim.pool].priority < pool.priority
+        out = []
+        for u in victim.gpu_ids:
+            g = self._gpus[u]
+            if g.held_for is not None:
+                continue
+            if g.home == pool.name:  # reclaiming its own GPU
+                out.append(g)
+                continue
+            if not lower:
+                continue
+            if pool.borrowed + borrowed[0] >= pool.spec.borrowing_limit:
+                continue
+            home = self._pools[g.home]
+            if victim.pool == g.home:  # an owner's GPU becomes lent
+                if home.lent + planned.get(g.home, 0) >= home.spec.lending_limit:
+                    continue
+                planned[g.home] = planned.get(g.home, 0) + 1
+            borrowed[0] += 1
+            out.append(g)
+        return out
+
+    def _plan(
+        self, pool: _Pool, need: int, preemptor: str, *, best_effort: bool, count: bool = True
+    ) -> _Plan | None:
+        """Idle GPUs plus the fewest, cheapest victims that give ``pool`` ``need`` GPUs.
+
+        Returns None when ``need`` cannot be met (unless ``best_effort``, which
+        returns whatever can be had, possibly nothing). Read-only.
+        """
+        now = self._clock()
+        free = self._free_usable(pool, need, own_only=False)
+        remaining = need - len(free)
+        if remaining <= 0:
+            return _Plan(tuple(free[:need]), (), need)
+        # The idle GPUs taken from lenders count against the limits too.
+        planned: dict[str, int] = {}
+        borrowed = [0]
+        for g in free:
+            if g.home != pool.name:
+                planned[g.home] = planned.get(g.home, 0) + 1
+                borrowed[0] += 1
+        chosen: list[tuple[_Job, int]] = []
+        got = 0
+        for c in self._candidates(pool, remaining, now):
+            victim = self._jobs[c.job_id]
+            if not self._eligible(victim, preemptor, now, count=count):
+                continue
+            n = len(self._usable(victim, pool, planned, borrowed))
+            if n == 0:
+                continue
+            chosen.append((victim, n))
+            got += n
+            if got >= remaining:
+                break
+        if got < remaining and not best_effort:
+            return None
+        # Fewest victims: drop, latest first, any victim the others already cover.
+        for i in range(len(chosen) - 1, -1, -1):
+            if got - chosen[i][1] >= remaining:
+                got -= chosen[i][1]
+                del chosen[i]
+        return _Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
+
+    def _execute(self, plan: _Plan, job: _Job, cause: str, out: list[Decision]) -> None:
+        """Claim the plan's idle GPUs and signal its victims; freed GPUs are held for ``job``."""
+        pool = self._pools[job.pool]
+        still = job.gpus - len(job.held)
+        for g in plan.free[:still]:
+            self._hold(g, job)
+        still -= min(still, len(plan.free))
+        for victim in plan.victims:
+            usable = self._usable(victim, pool, {}, [0])[:still]
+            for g in usable:
+                self._hold(g, job)
+            still -= len(usable)
+            reason_cause = cause
+            if cause == "priority" and any(g.home == pool.name for g in usable):
+                reason_cause = "reclaim"
+            self._signal(victim, job, reason_cause, out)
+        self._dirty.add(job.id)
+
+    def _signal(self, victim: _Job, preemptor: _Job, cause: str, out: list[Decision]) -> None:
+        now = self._clock()
+        self._unindex(victim)
+        for u in victim.gpu_ids:
+            home = self._pools[self._gpus[u].home]
+            home.borrowers_on.pop(victim.id, None)
+        self._pools[victim.pool].running_gpus -= victim.gpus
+        victim.state = JobState.PREEMPTING
+        victim.deadline = now + victim.grace
+        victim.preempted_for = preemptor.id
+        victim.preemptions.append(now)
+        horizon = now - self._policy.preemption_budget_window_seconds
+        victim.preemptions = [t for t in victim.preemptions if t > horizon]
+        self._cycles[(victim.id, preemptor.id)] = now
+        preemptor.pending_victims.add(victim.id)
+        heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
+        self._dirty.add(victim.id)
+        assert victim.started_at is not None
+        lost_now = work_lost(
+            gpus=victim.gpus,
+            stateless=victim.stateless,
+            started_at=victim.started_at,
+            last_checkpoint=victim.last_checkpoint,
+            now=now,
+        )
+        self._decide(
+            out,
+            "preempt",
+            victim.pool,
+            "ok",
+            f"{victim.id} preempted for {preemptor.id} ({cause}); "
+            f"{victim.grace:.0f}s grace to checkpoint, {lost_now:.0f} GPU-s at risk",
+            gpus=victim.gpus,
+            gpu_ids=tuple(victim.gpu_ids),
+            victims=(victim.id,),
+            job=victim.id,
+            cause=cause,
+            correlation_id=preemptor.correlation_id,
+            grace_seconds=victim.grace,
+        )
+        if victim.grace <= 0:
+            self._release_preempted(victim, "grace", out)
+
+    def _release_preempted(self, victim: _Job, cause: str, out: list[Decision]) -> None:
+        """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
+        now = self._clock()
+        assert victim.started_at is not None
+        lost = work_lost(
+            gpus=victim.gpus,
+            stateless=victim.stateless,
+            started_at=victim.started_at,
+            last_checkpoint=victim.last_checkpoint,
+            now=now,
+        )
+        gpu_ids = tuple(victim.gpu_ids)
+        for u in gpu_ids:
+            g = self._gpus[u]
+            g.holder = None
+            if g.held_for is None:
+                self._make_free(g)
+            else:
+                self._gen += 1
+        victim.gpu_ids = []
+        victim.lost += lost
+        pool = self._pools[victim.pool]
+        pool.lost += lost
+        has_checkpoint = (
+            victim.checkpointable
+            and victim.last_checkpoint is not None
+            and victim.last_checkpoint >= victim.started_at
+        )
+        victim.progress = victim.checkpoint_progress if has_checkpoint else 0.0
+        victim.checkpoint_progress = victim.progress
+        victim.started_at = None
+        victim.last_checkpoint = None
+        victim.deadline = None
+        preemptor = self._jobs.get(victim.preempted_for or "")
+        if preemptor is not None:
+            preemptor.pending_victims.discard(victim.id)
+            self._dirty.add(preemptor.id)
+        victim.preempted_for = None
+        if victim.elastic:
+            # A rebalance burst is extra capacity, not work: it is not requeued.
+            self._finish(victim, JobState.CANCELLED)
+            outcome = "stopped"
+        else:
+            victim.resume_count += 1
+            self._enqueue(victim, JobState.REQUEUED)
+            outcome = (
+                "requeued to resume from its last checkpoint"
+                if has_checkpoint
+                else ("requeued" if victim.stateless else "requeued to restart (no checkpoint)")
+            )
+        self._decide(
+            out,
+            "release",
+            victim.pool,
+            "ok",
+            f"{victim.id} released {len(gpu_ids)} GPUs ({cause}); {lost:.0f} GPU-s lost; {outcome}",
+            gpus=len(gpu_ids),
+            gpu_ids=gpu_ids,
+            job=victim.id,
+            cause=cause,
+            gpu_seconds_lost=lost,
+        )
+
+    # ------------------------------------------------------------------ placing
+
+    def _place(self, job: _Job, gpus: Sequence[_Gpu], out: list[Decision], cause: str) -> None:
+        now = self._clock()
+        pool = self._pools[job.pool]
+        self._dequeued(job)
+        for g in gpus:
+            self._pools[g.home].free.pop(g.uuid, None)
+            g.holder = job.id
+            g.held_for = None
+            self._set_claim(g, job.pool)
+            if g.home != job.pool:
+                self._pools[g.home].borrowers_on[job.id] = None
+        taken = {g.uuid for g in gpus}
+        for u in job.held:
+            if u not in taken:
+                self._unhold(self._gpus[u])
+        job.held = []
+        job.gpu_ids = [g.uuid for g in gpus]
+        waited = now - job.queued_at
+        job.state = JobState.RUNNING
+        job.started_at = now
+        job.fail_mark = None
+        self._job_seq += 1
+        job.run_seq = self._job_seq
+        pool.running_gpus += job.gpus
+        self._index(job)
+        if job.duration is not None:
+            end = now + max(0.0, job.duration - job.progress)
+            heapq.heappush(self._ends, (end, job.run_seq, job.id))
+        self._dirty.add(job.id)
+        borrowed = sum(1 for g in gpus if g.home != job.pool)
+        what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
+        self._decide(
+            out,
+            "place",
+            job.pool,
+            "ok",
+            f"{job.id} {what} on {len(gpus)} GPUs"
+            + (f", {borrowed} borrowed" if borrowed else "")
+            + f" after {waited:.0f}s",
+            gpus=len(gpus),
+            gpu_ids=tuple(job.gpu_ids),
+            job=job.id,
+            cause=cause,
+            correlation_id=job.correlation_id,
+            waited_seconds=waited,
+        )
+
+    def _try_place(self, job: _Job, out: list[Decision]) -> bool:
+        ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
+        if len(ready) >= job.gpus:
+            self._place(job, ready[: job.gpus], out, "preemption" if job.held else "queue")
+            return True
+        want = job.gpus - len(ready)
+        free = self._free_usable(self._pools[job.pool], want, own_only=self._policy.dry_run)
+        if len(free) < want:
+            return False
+        self._place(job, ready + free, out, "preemption" if ready else "queue")
+        return True
+
+    def _schedule(self, out: list[Decision]) -> None:
+        """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
+        now = self._clock()
+        order = []
+        for pool in self._pools.values():
+            head = next(self._waiting(pool), None)
+            if head is not None:
+                order.append((-self._effective(head, now), -pool.priority, pool.name, pool))
+        order.sort(key=lambda t: t[:3])
+        for *_, pool in order:
+            self._drain(pool, out, now)
+
+    def _drain(self, pool: _Pool, out: list[Decision], now: float) -> None:
+        blocked = 0
+        placed = False
+        for job in list(islice(self._waiting(pool), self._lookahead(pool))):
+            if job.state not in WAITING_STATES:
+                continue
+            if self._try_place(job, out):
+                placed = True
+                continue
+            if job.pending_victims:
+                continue  # waiting out its victims' grace periods
+            mark = (self._gen, now)
+            if job.fail_mark == mark:
+                blocked += 1
+            elif self._policy.dry_run:
+                self._shadow(job, out)
+                blocked += 1
+            else:
+                cause = (
+                    "reservation"
+                    if job.kind is JobKind.RESERVATION
+                    else ("rebalance" if job.elastic else "priority")
+                )
+                plan = self._plan(pool, job.gpus - len(job.held), job.id, best_effort=False)
+                if plan is None:
+                    job.fail_mark = mark
+                    blocked += 1
+                else:
+                    self._execute(plan, job, cause, out)
+                    if self._try_place(job, out):
+                        placed = True
+            if blocked >= BLOCKED_LOOKAHEAD:
+                break
+        if placed:
+            while pool.queue and self._dead(pool.queue[0]):
+                pool.queue.popleft()
+
+    def _lookahead(self, pool: _Pool) -> int:
+        # Jobs waiting on their victims do not count against the look-ahead.
+        holders = 0
+        for job in self._waiting(pool):
+            if not job.pending_victims:
+                break
+            holders += 1
+        return holders + 4 * BLOCKED_LOOKAHEAD
+
+    def _shadow(self, job: _Job, out: list[Decision]) -> None:
+        """Dry run: record once what would be preempted for ``job``, change nothing."""
+        if job.shadowed:
+            return
+        job.shadowed = True
+        pool = self._pools[job.pool]
+        plan = self._plan(pool, job.gpus, job.id, best_effort=False, count=False)
+        if plan is None:
+            return
+        self._decide(
+            out,
+            "preempt",
+            job.pool,
+            "dry_run",
+            f"would preempt {len(plan.victims)} jobs and borrow for {job.id}",
+            gpus=plan.gpus,
+            victims=tuple(v.id for v in plan.victims),
+            job=job.id,
+            cause="priority",
+        )
+
+    # ------------------------------------------------------------------ finishing
+
+    def _finish(self, job: _Job, state: JobState) -> None:
+        """Job leaves for good (completed or cancelled); frees GPUs and holds."""
+        pool = self._pools[job.pool]
+        if job.state in WAITING_STATES:
+            self._dequeued(job)
+        if job.state is JobState.RUNNING:
+            pool.running_gpus -= job.gpus
+        self._unindex(job)
+        for u in job.gpu_ids:
+            g = self._gpus[u]
+            self._pools[g.home].borrowers_on.pop(job.id, None)
+            if g.held_for is None:
+                self._make_free(g)
+            else:
+                g.holder = None
+                self._gen += 1
+        job.gpu_ids = []
+        for u in job.held:
+            g = self._gpus[u]
+            if g.held_for == job.id:
+                self._unhold(g)
+        job.held = []
+        if job.preempted_for is not None:
+            pre = self._jobs.get(job.preempted_for)
+            if pre is not None:
+                pre.pending_victims.discard(job.id)
+            job.preempted_for = None
+        job.deadline = None
+        job.state = state
+        pool.elastic.pop(job.id, None)
+        self._dirty.add(job.id)
+        self._finished.append(job.id)
+        while len(self._finished) > FINISHED_KEPT:
+            old = self._finished.popleft()
+            gone = self._jobs.get(old)
+            if gone is not None and gone.state in FINISHED_STATES:
+                del self._jobs[old]
+
+    # ------------------------------------------------------------------ public: jobs
+
+    def _new_job(self, req: JobRequest) -> _Job:
+        pool = self._pool(req.pool)
+        if not req.id or len(req.id) > 253:
+            raise InvalidRequest("job id must be 1-253 characters")
+        if req.id in self._jobs:
+            raise Conflict(f"job {req.id} exists")
+        if req.gpus < 1:
+            raise InvalidRequest("a job needs at least one GPU")
+        if req.gpus > pool.nominal + pool.spec.borrowing_limit:
+            raise InvalidRequest(
+                f"{req.gpus} GPUs exceed what {pool.name} may ever hold "
+                f"({pool.nominal} nominal + {pool.spec.borrowing_limit} borrowed)"
+            )
+        if req.grace_seconds is not None and req.grace_seconds < 0:
+            raise InvalidRequest("grace_seconds must be >= 0")
+        if req.duration_seconds is not None and req.duration_seconds < 0:
+            raise InvalidRequest("duration_seconds must be >= 0")
+        preemptible = pool.spec.preemptible if req.preemptible is None else req.preemptible
+        grace = (
+            self._policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
+        )
+        job = _Job(req, preemptible=preemptible, grace=grace, now=self._clock())
+        self._jobs[job.id] = job
+        return job
+
+    def submit(self, req: JobRequest, *, correlation_id: str = "") -> list[Decision]:
+        """Queue a job; it is placed (or preempts) right away if it can."""
+        job = self._new_job(req)
+        job.correlation_id = correlation_id
+        self._enqueue(job, JobState.QUEUED)
+        out: list[Decision] = []
+        self._schedule(out)
+        return out
+
+    def seed(self, reqs: Sequence[JobRequest]) -> list[Decision]:
+        """Jobs already running (``started_at`` in the past), placed on their own pool first.
+
+        Jobs without ``started_at`` are queued as if submitted.
+        """
+        out: list[Decision] = []
+        now = self._clock()
+        for req in reqs:
+            job = self._new_job(req)
+            if req.started_at is None:
+                self._enqueue(job, JobState.QUEUED)
+                continue
+            if req.started_at > now:
+                raise InvalidRequest(f"{req.id}: started_at is in the future")
+            self._enqueue(job, JobState.QUEUED)
+            free = self._free_usable(self._pools[job.pool], job.gpus, own_only=False)
+            if len(free) < job.gpus:
+                raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
+            job.queued_at = req.started_at
+            self._place(job, free, out, "seed")
+            job.started_at = req.started_at
+            self._unindex(job)
+            if req.last_checkpoint is not None and job.checkpointable:
+                job.last_checkpoint = min(req.last_checkpoint, now)
+                job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
+            self._index(job)
+            if job.duration is not None:
+                # Re-key its end from the real start (the heap entry at "now" is stale).
+                self._job_seq += 1
+                job.run_seq = self._job_seq
+                heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
+        self._schedule(out)
+        return out
+
+    def cancel(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
+        job = self._job(job_id)
+        if job.state in FINISHED_STATES:
+            raise Conflict(f"job {job_id} is already {job.state.value}")
+        out: list[Decision] = []
+        n = len(job.gpu_ids)
+        gpu_ids = tuple(job.gpu_ids)
+        self._finish(job, JobState.CANCELLED)
+        self._decide(
+            out,
+            "cancel",
+            job.pool,
+            "ok",
+            f"{job_id} cancelled" + (f", {n} GPUs freed" if n else ""),
+            gpus=n,
+            gpu_ids=gpu_ids,
+            job=job_id,
+            cause="request",
+            correlation_id=correlation_id,
+        )
+        self._schedule(out)
+        return out
+
+    def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
+        """The job saved a checkpoint at ``at`` (default now): work before it is safe."""
+        job = self._job(job_id)
+        now = self._clock()
+        if not job.checkpointable:
+            raise InvalidRequest(f"job {job_id} cannot checkpoint")
+        if job.state not in (JobState.RUNNING, JobState.PREEMPTING) or job.started_at is None:
+            raise Conflict(f"job {job_id} is {job.state.value}, not running")
+        at = now if at is None else at
+        if at > now or at < job.started_at:
+            raise InvalidRequest("checkpoint time must lie within the job's current run")
+        if job.last_checkpoint is not None and at <= job.last_checkpoint:
+            return
+        self._unindex(job)
+        job.last_checkpoint = at
+        job.checkpoint_progress = job.progress + (at - job.started_at)
+        if job.state is JobState.RUNNING:
+            self._index(job)
+        self._dirty.add(job.id)
+
+    def ack_preemption(self, job_id: str) -> list[Decision]:
+        """The victim is done checkpointing: release its GPUs before the grace period ends.
+
+        Idempotent: acking a job that is no longer preempting does nothing.
+        """
+        job = self._job(job_id)
+        out: list[Decision] = []
+        if job.state is not JobState.PREEMPTING:
+            return out
+        self._release_preempted(job, "ack", out)
+        self._schedule(out)
+        return out
+
+    # ------------------------------------------------------------------ public: alerts
+
+    def alert(self, *, pool: str, action: str, firing: bool, correlation_id: str) -> list[Decision]:
+        """An Alertmanager notification for ``pool``, already mapped to an action."""
+        p = self._pool(pool)
+        if action not in ("rebalance", "scale"):
+            raise InvalidRequest(f"unknown action {action!r}")
+        out: list[Decision] = []
+        if correlation_id:
+            key = f"{correlation_id}|{action}|{pool}|{firing}"
+            if key in self._seen_alerts:
+                return out  # a retried delivery: decided already
+            self._seen_alerts[key] = None
+            while len(self._seen_alerts) > SEEN_ALERTS_KEPT:
+                del self._seen_alerts[next(iter(self._seen_alerts))]
+        now = self._clock()
+        if action == "rebalance":
+            if firing:
+                p.firing = True
+                p.resolved_at = None
+                self._rebalance(p, self._policy.rebalance_step_gpus, correlation_id, "alert", out)
+            else:
+                p.firing = False
+                if p.elastic:
+                    p.resolved_at = now
+                    stab = self._policy.return_stabilization_seconds
+                    self._decide(
+                        out,
+                        "return",
+                        pool,
+                        "pending",
+                        f"alert resolved: borrowed GPUs go back after {stab:.0f}s stable",
+                        correlation_id=correlation_id,
+                        cause="resolved",
+                    )
+                else:
+                    self._decide(
+                        out,
+                        "return",
+                        pool,
+                        "noop",
+                        "alert resolved: nothing borrowed",
+                        correlation_id=correlation_id,
+                        cause="resolved",
+                    )
+        elif firing:
+            self._scale_up(p, 1, correlation_id, "alert", out)
+        else:
+            self._decide(
+                out,
+                "scale_up",
+                pool,
+                "noop",
+                "alert resolved: scale-down follows the idle timer",
+                correlation_id=correlation_id,
+                cause="resolved",
+            )
+        self._schedule(out)
+        return out
+
+    def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
+        """An operator asks for ``gpus`` more GPUs for ``pool`` (returned like an alert's)."""
+        p = self._pool(pool)
+        if gpus < 1:
+            raise InvalidRequest("gpus must be >= 1")
+        out: list[Decision] = []
+        self._rebalance(p, gpus, correlation_id, "manual", out)
+        if not p.firing and p.elastic:
+            p.resolved_at = self._clock()  # no alert to wait for: the return timer starts now
+        self._schedule(out)
+        return out
+
+    def _rebalance(
+        self, pool: _Pool, step: int, correlation_id: str, cause: str, out: list[Decision]
+    ) -> None:
+        held_by_waiting = sum(len(j.held) for j in self._waiting(pool))
+        headroom = (
+            pool.nominal
+            + pool.spec.borrowing_limit
+            - (pool.own + pool.borrowed)
+            - (pool.waiting_gpus - held_by_waiting)
+        )
+        want = min(step, headroom)
+        if want <= 0:
+            self._decide(
+                out,
+                "rebalance",
+                pool.name,
+                "noop",
+                f"{pool.name} is at its borrowing limit ({pool.spec.borrowing_limit})",
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return
+        burst_id = f"{pool.name}/burst-{self._seq}"
+        plan = self._plan(pool, want, burst_id, best_effort=True, count=not self._policy.dry_run)
+        assert plan is not None
+        if plan.gpus == 0:
+            self._decide(
+                out,
+                "rebalance",
+                pool.name,
+                "noop",
+                f"no idle GPU and no preemptible job past its {self._policy.min_runtime_seconds:.0f}s "
+                "cooldown within the limits",
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return
+        victims = tuple(v.id for v in plan.victims)
+        if self._policy.dry_run:
+            self._decide(
+                out,
+                "rebalance",
+                pool.name,
+                "dry_run",
+                f"would grow {pool.name} by {plan.gpus} GPUs ({len(plan.free)} idle, "
+                f"{len(victims)} preemptions)",
+                gpus=plan.gpus,
+                victims=victims,
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return
+        job = self._new_job(
+            JobRequest(
+                id=burst_id,
+                pool=pool.name,
+                gpus=plan.gpus,
+                kind=JobKind.INFERENCE,
+                preemptible=pool.spec.preemptible,
+            )
+        )
+        job.elastic = True
+        job.correlation_id = correlation_id
+        pool.elastic[job.id] = None
+        self._enqueue(job, JobState.QUEUED)
+        self._execute(plan, job, "rebalance", out)
+        placed = self._try_place(job, out)
+        self._decide(
+            out,
+            "rebalance",
+            pool.name,
+            "ok" if placed else "pending",
+            f"{pool.name} grows by {plan.gpus} GPUs ({len(plan.free)} idle now"
+            + (f", {len(victims)} preempted with grace" if victims else "")
+            + (")" if plan.gpus == want else f"; wanted {want})"),
+            gpus=plan.gpus,
+            gpu_ids=tuple(job.gpu_ids or job.held),
+            victims=victims,
+            job=job.id,
+            correlation_id=correlation_id,
+            cause=cause,
+        )
+
+    def _return(self, pool: _Pool, out: list[Decision]) -> None:
+        for job_id in list(pool.elastic):
+            job = self._jobs[job_id]
+            n = len(job.gpu_ids)
+            gpu_ids = tuple(job.gpu_ids)
+            self._finish(job, JobState.COMPLETED)
+            self._decide(
+                out,
+                "return",
+                pool.name,
+                "ok",
+                f"{pool.name} stable for {self._policy.return_stabilization_seconds:.0f}s: "
+                f"{job_id} returns {n} GPUs",
+                gpus=n,
+                gpu_ids=gpu_ids,
+                job=job_id,
+                correlation_id=job.correlation_id,
+                cause="stabilized",
+            )
+        pool.resolved_at = None
+
+    # ------------------------------------------------------------------ public: scaling
+
+    def manual_scale(self, pool: str, delta_nodes: int, correlation_id: str) -> list[Decision]:
+        p = self._pool(pool)
+        if delta_nodes == 0:
+            raise InvalidRequest("delta_nodes must not be 0")
+        out: list[Decision] = []
+        if delta_nodes > 0:
+            self._scale_up(p, delta_nodes, correlation_id, "manual", out)
+        else:
+            for _ in range(-delta_nodes):
+                if not self._scale_down(p, correlation_id, "manual", out, require_idle_for=0.0):
+                    break
+        return out
+
+    def _node_count(self, pool: _Pool) -> int:
+        return len(pool.nodes)
+
+    def _scale_up(
+        self, pool: _Pool, nodes: int, correlation_id: str, cause: str, out: list[Decision]
+    ) -> None:
+        now = self._clock()
+        p = self._policy
+        room = pool.spec.max_nodes - self._node_count(pool)
+        if room <= 0:
+            self._decide(
+                out,
+                "scale_up",
+                pool.name,
+                "refused",
+                f"{pool.name} is at max_nodes ({pool.spec.max_nodes})",
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return
+        if now - pool.last_scale_event < p.scale_up_stabilization_seconds:
+            self._decide(
+                out,
+                "scale_up",
+                pool.name,
+                "refused",
+                "inside the scale-up stabilization window",
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return
+        n = min(nodes, room)
+        pool.last_scale_event = now
+        # The node arrives through add_node; until then (or the unneeded timeout,
+        # the Cluster Autoscaler's provisioning timeout here) no further request.
+        pool.scale_pending_until = now + p.scale_down_unneeded_seconds
+        self._decide(
+            out,
+            "scale_up",
+            pool.name,
+            "dry_run" if p.dry_run else "ok",
+            f"{pool.name}: +{n} node(s) of {self._cluster.gpus_per_new_node} GPUs ({cause})",
+            gpus=n * self._cluster.gpus_per_new_node,
+            correlation_id=correlation_id,
+            cause=cause,
+        )
+
+    def _scale_down(
+        self,
+        pool: _Pool,
+        correlation_id: str,
+        cause: str,
+        out: list[Decision],
+        *,
+        require_idle_for: float,
+    ) -> bool:
+        now = self._clock()
+        if self._node_count(pool) <= pool.spec.min_nodes:
+            return False
+        for node, idle_since in pool.autoscaled.items():
+            gpus = pool.nodes.get(node, [])
+            if not all(u in pool.free for u in gpus):
+                continue
+            if idle_since is None or now - idle_since < require_idle_for:
+                continue
+            pool.last_scale_event = now
+            if not self._policy.dry_run:
+                self.remove_node(node)
+            self._decide(
+                out,
+                "scale_down",
+                pool.name,
+                "dry_run" if self._policy.dry_run else "ok",
+                f"{pool.name}: -1 node ({node} idle {now - idle_since:.0f}s, {cause})",
+                gpus=len(gpus),
+                gpu_ids=tuple(gpus),
+                nodes=(node,),
+                correlation_id=correlation_id,
+                cause=cause,
+            )
+            return True
+        return False
+
+    def add_node(self, pool: str, node: str, gpu_uuids: Sequence[str]) -> list[Decision]:
+        """A node the autoscaler brought up joined ``pool``: its GPUs raise the pool's quota."""
+        p = self._pool(pool)
+        if node in p.nodes or any(u in self._gpus for u in gpu_uuids):
+            raise Conflict(f"node {node} or one of its GPUs is known already")
+        for u in gpu_uuids:
+            self._add_gpu(GpuSpec(u, node, pool))
+        p.nominal += len(gpu_uuids)
+        p.autoscaled[node] = self._clock()
+        p.scale_pending_until = -math.inf
+        self._gen += 1
+        out: list[Decision] = []
+        self._schedule(out)
+        return out
+
+    def remove_node(self, node: str) -> None:
+        """Take an idle autoscaled node out (scale-down)."""
+        for p in self._pools.values():
+            if node in p.autoscaled:
+                gpus = p.nodes.pop(node)
+                if not all(u in p.free for u in gpus):
+                    p.nodes[node] = gpus
+                    raise Conflict(f"node {node} still has GPUs in use")
+                for u in gpus:
+                    del p.free[u]
+                    del self._gpus[u]
+                p.nominal -= len(gpus)
+                del p.autoscaled[node]
+                return
+        raise InvalidRequest(f"{node} is not an autoscaled node")
+
+    def _autoscale(self, out: list[Decision]) -> None:
+        now = self._clock()
+        p = self._policy
+        for pool in self._pools.values():
+            for node in pool.autoscaled:
+                idle = all(u in pool.free for u in pool.nodes.get(node, []))
+                if not idle:
+                    pool.autoscaled[node] = None
+                elif pool.autoscaled[node] is None:
+                    pool.autoscaled[node] = now
+            head = next(self._waiting(pool), None)
+            if head is not None:
+                if (
+                    now - head.queued_at >= p.scale_up_wait_seconds
+                    and now >= pool.scale_pending_until
+                    and self._node_count(pool) < pool.spec.max_nodes
+                ):
+                    per = self._cluster.gpus_per_new_node
+                    self._scale_up(
+                        pool, max(1, math.ceil(pool.waiting_gpus / per)), "", "queue", out
+                    )
+            elif now - pool.last_scale_event >= p.scale_down_stabilization_seconds:
+                self._scale_down(
+                    pool, "", "unneeded", out, require_idle_for=p.scale_down_unneeded_seconds
+                )
+
+    # ------------------------------------------------------------------ public: time
+
+    def tick(self) -> list[Decision]:
+        """Time-driven progress: grace expiry, completions, reservations, returns, scaling, placement."""
+        now = self._clock()
+        out: list[Decision] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, run_seq, job_id = heapq.heappop(self._deadlines)
+            job = self._jobs.get(job_id)
+            if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
+                self._release_preempted(job, "grace", out)
+        while self._ends and self._ends[0][0] <= now:
+            _, run_seq, job_id = heapq.heappop(self._ends)
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.run_seq == run_seq
+                and job.state in (JobState.RUNNING, JobState.PREEMPTING)
+            ):
+                n = len(job.gpu_ids)
+                self._finish(job, JobState.COMPLETED)
+                self._decide(
+                    out,
+                    "complete",
+                    job.pool,
+                    "ok",
+                    f"{job_id} completed, {n} GPUs freed",
+                    gpus=n,
+                    job=job_id,
+                    cause="done",
+                )
+        self._reservations(out)
+        for pool in self._pools.values():
+            if (
+                pool.resolved_at is not None
+                and not pool.firing
+                and now - pool.resolved_at >= self._policy.return_stabilization_seconds
+            ):
+                if self._policy.dry_run:
+                    pool.resolved_at = None
+                    self._decide(
+                        out,
+                        "return",
+                        pool.name,
+                        "dry_run",
+                        "would return borrowed GPUs",
+                        cause="stabilized",
+                    )
+                else:
+                    self._return(pool, out)
+        self._autoscale(out)
+        self._schedule(out)
+        self._prune(now)
+        return out
+
+    def _prune(self, now: float) -> None:
+        window = self._policy.cycle_window_seconds
+        if len(self._cycles) > 4096:
+            self._cycles = {k: t for k, t in self._cycles.items() if now - t < window}
+        if len(self._refused) > 4096:
+            self._refused = {k: t for k, t in self._refused.items() if now - t < window}
+
+    def _reservations(self, out: list[Decision]) -> None:
+        now = self._clock()
+        for spec in self._cluster.reservations:
+            occ = current(spec, now)
+            job_id = self._reservation_jobs.get(spec.name)
+            job = self._jobs.get(job_id) if job_id else None
+            want = f"reservation/{spec.name}/{int(occ.start)}" if occ else None
+            if job is not None and job.id != want:
+                n = len(job.gpu_ids)
+                if job.state not in FINISHED_STATES:
+                    self._finish(job, JobState.COMPLETED)
+                    self._decide(
+                        out,
+                        "reserve",
+                        spec.pool,
+                        "ok",
+                        f"reservation {spec.name} window over: {n} GPUs released",
+                        gpus=n,
+                        job=job.id,
+                        cause="window_end",
+                    )
+                del self._reservation_jobs[spec.name]
+            if occ is not None and want is not None and want not in self._jobs:
+                if self._policy.dry_run:
+                    if self._reservation_jobs.get(spec.name) != want:
+                        self._reservation_jobs[spec.name] = want
+                        self._decide(
+                            out,
+                            "reserve",
+                            spec.pool,
+                            "dry_run",
+                            f"would hold {spec.gpus} GPUs for {spec.pool} from "
+                            f"{occ.start - now:.0f}s before the window",
+                            cause="drain",
+                        )
+                    continue
+                job = self._new_job(
+                    JobRequest(
+                        id=want,
+                        pool=spec.pool,
+                        gpus=spec.gpus,
+                        kind=JobKind.RESERVATION,
+                        preemptible=False,
+                        grace_seconds=0.0,
+                    )
+                )
+                job.reservation = spec.name
+                self._reservation_jobs[spec.name] = want
+                self._enqueue(job, JobState.QUEUED)
+                self._decide(
+                    out,
+                    "reserve",
+                    spec.pool,
+                    "pending",
+                    f"reservation {spec.name}: draining borrowers for {spec.gpus} GPUs, "
+                    f"window opens in {max(0.0, occ.start - now):.0f}s",
+                    gpus=spec.gpus,
+                    job=want,
+                    cause="drain",
+                )
+
+    # ------------------------------------------------------------------ public: policy
+
+    def set_policy(self, **changes: Any) -> list[Decision]:
+        known = {f.name: f for f in fields(PolicySpec)}
+        for k, v in changes.items():
+            if k not in known:
+                raise InvalidRequest(f"unknown policy field {k!r}")
+            current_value = getattr(self._policy, k)
+            if isinstance(current_value, bool):
+                if not isinstance(v, bool):
+                    raise InvalidRequest(f"{k} must be true or false")
+            elif isinstance(current_value, int):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise InvalidRequest(f"{k} must be an integer >= 1")
+            elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                raise InvalidRequest(f"{k} must be a number >= 0")
+        old = self._policy
+        typed: dict[str, Any] = {
+            k: (float(v) if isinstance(getattr(old, k), float) else v) for k, v in changes.items()
+        }
+        self._policy = replace(old, **typed)
+        self._gen += 1
+        out: list[Decision] = []
+        changed = ", ".join(
+            f"{k}: {getattr(old, k)} -> {getattr(self._policy, k)}" for k in changes
+        )
+        self._decide(out, "set_policy", "", "ok", changed or "no change", cause="request")
+        return out
+
+    # ------------------------------------------------------------------ views
+
+    def serving_gpus(self, pool: str) -> int:
+        return self._pool(pool).running_gpus
+
+    def gpu_assignments(self) -> dict[str, tuple[str, str]]:
+        """uuid -> (node, pool): the pool of the job on it, else the one it is held for, else home."""
+        out = {}
+        for g in self._gpus.values():
+            job = g.holder or g.held_for
+            out[g.uuid] = (g.node, self._jobs[job].pool if job else g.home)
+        return out
+
+    def pool_names(self) -> list[str]:
+        return list(self._pools)
+
+    def priority_class(self, pool: str) -> str:
+        return self._pool(pool).spec.priority_class
+
+    def pool_state(self, pool: str) -> dict[str, Any]:
+        p = self._pool(pool)
+        s = p.spec
+        return {
+            "name": p.name,
+            "priority_class": s.priority_class,
+            "priority": s.priority,
+            "nominal_gpus": p.nominal,
+            "guaranteed_gpus": s.guaranteed_gpus,
+            "lending_limit": s.lending_limit,
+            "borrowing_limit": s.borrowing_limit,
+            "min_nodes": s.min_nodes,
+            "max_nodes": s.max_nodes,
+            "nodes": len(p.nodes),
+            "owned": p.own,
+            "borrowed": p.borrowed,
+            "lent": p.lent,
+            "idle": len(p.free),
+            "serving_gpus": p.running_gpus,
+            "waiting": p.waiting,
+            "waiting_gpus": p.waiting_gpus,
+            "gpu_seconds_lost": p.lost,
+            "firing": p.firing,
+            "return_at": (
+                None
+                if p.resolved_at is None
+                else p.resolved_at + self._policy.return_stabilization_seconds
+            ),
+        }
+
+    def job(self, job_id: str) -> JobView:
+        return self._view(self._job(job_id))
+
+    def iter_jobs(self) -> Iterator[JobView]:
+        for job in self._jobs.values():
+            yield self._view(job)
+
+    def queue(self, pool: str) -> list[tuple[JobView, float]]:
+        """Waiting jobs of ``pool`` in order, with their effective priority."""
+        now = self._clock()
+        p = self._pool(pool)
+        return [(self._view(j), self._effective(j, now)) for j in self._waiting(p)]
+
+    def reservation_states(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        out = []
+        for spec in self._cluster.reservations:
+            occ = current(spec, now)
+            nxt = occ or next_occurrence(spec, now)
+            job = self._jobs.get(self._reservation_jobs.get(spec.name, ""))
+            out.append(
+                {
+                    "name": spec.name,
+                    "pool": spec.pool,
+                    "gpus": spec.gpus,
+                    "timezone": spec.timezone,
+                    "active": occ is not None,
+                    "open": occ is not None and occ.open(now),
+                    "satisfied": job is not None and job.state is JobState.RUNNING,
+                    "next_start": None if nxt is None else nxt.start,
+                    "next_end": None if nxt is None else nxt.end,
+                    "drain_from": None if nxt is None else nxt.drain_from,
+                }
+            )
+        return out
+
+    def _view(self, job: _Job) -> JobView:
+        return JobView(
+            id=job.id,
+            pool=job.pool,
+            gpus=job.gpus,
+            kind=job.kind,
+            state=job.state,
+            preemptible=job.preemptible,
+            checkpointable=job.checkpointable,
+            grace_seconds=job.grace,
+            duration_seconds=job.duration,
+            submitted_at=job.submitted_at,
+            queued_at=job.queued_at,
+            started_at=job.started_at,
+            last_checkpoint=job.last_checkpoint,
+            progress_seconds=job.progress,
+            checkpoint_progress_seconds=job.checkpoint_progress,
+            resume_count=job.resume_count,
+            preemptions=tuple(job.preemptions),
+            gpu_seconds_lost=job.lost,
+            gpu_ids=tuple(job.gpu_ids),
+            held_gpu_ids=tuple(job.held),
+            pending_victims=tuple(sorted(job.pending_victims)),
+            preempted_for=job.preempted_for,
+            deadline=job.deadline,
+            elastic=job.elastic,
+            reservation=job.reservation,
+            correlation_id=job.correlation_id,
+        )
+
+    # ------------------------------------------------------------------ persistence support
+
+    def take_dirty(self) -> list[JobView]:
+        """Jobs changed since the last call (for the store), in id order."""
+        out = [self._view(self._jobs[j]) for j in sorted(self._dirty) if j in self._jobs]
+        self._dirty.clear()
+        return out
+
+    def export_meta(self) -> dict[str, Any]:
+        """The small non-job state a restart needs (timers, cycle records, counters)."""
+        return {
+            "decision_seq": self._seq,
+            "job_seq": self._job_seq,
+            "policy": {f.name: getattr(self._policy, f.name) for f in fields(PolicySpec)},
+            "cycles": [[v, p, t] for (v, p), t in self._cycles.items()],
+            "cycles_refused": self.cycles_refused,
+            "reservation_jobs": dict(self._reservation_jobs),
+            "pools": {
+                p.name: {
+                    "firing": p.firing,
+                    "resolved_at": p.resolved_at,
+                    "last_scale_event": None
+                    if p.last_scale_event == -math.inf
+                    else p.last_scale_event,
+                    "lost": p.lost,
+                    "autoscaled": {n: [p.autoscaled[n], p.nodes.get(n, [])] for n in p.autoscaled},
+                }
+                for p in self._pools.values()
+            },
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        cluster: ClusterSpec,
+        policy: PolicySpec,
+        *,
+        clock: Callable[[], float],
+        jobs: Sequence[JobView],
+        meta: Mapping[str, Any],
+    ) -> Scheduler:
+        """Rebuild the core from the store: same GPUs held, same queues, same timers."""
+        pol = meta.get("policy")
+        if isinstance(pol, dict):
+            policy = replace(policy, **{k: v for k, v in pol.items() if hasattr(policy, k)})
+        s = cls(cluster, policy, clock=clock, first_decision_seq=int(meta.get("decision_seq", 1)))
+        s._job_seq = int(meta.get("job_seq", 0))
+        s.cycles_refused = int(meta.get("cycles_refused", 0))
+        s._cycles = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
+        s._reservation_jobs = {str(k): str(v) for k, v in meta.get("reservation_jobs", {}).items()}
+        for name, pm in meta.get("pools", {}).items():
+            p = s._pools.get(name)
+            if p is None:
+                continue
+            p.firing = bool(pm.get("firing", False))
+            p.resolved_at = pm.get("resolved_at")
+            lse = pm.get("last_scale_event")
+            p.last_scale_event = -math.inf if lse is None else float(lse)
+            p.lost = float(pm.get("lost", 0.0))
+            for node, (idle_since, gpus) in pm.get("autoscaled", {}).items():
+                for u in gpus:
+                    s._add_gpu(GpuSpec(u, node, name))
+                p.nominal += len(gpus)
+                p.autoscaled[node] = idle_since
+        waiting: list[JobView] = []
+        for v in jobs:
+            job = s._restore_job(v)
+            if v.state in WAITING_STATES:
+                waiting.append(v)
+            elif v.state in (JobState.RUNNING, JobState.PREEMPTING):
+                s._restore_running(job, v)
+        # Queues in their original order; holds after every holder is back.
+        for v in sorted(waiting, key=lambda v: (v.queued_at, v.id)):
+            job = s._jobs[v.id]
+            state = v.state
+            queued_at = v.queued_at
+            s._enqueue(job, state)
+            job.queued_at = queued_at
+            p = s._pools[job.pool]
+            p.queue[-1] = (queued_at, job.qseq, job.id)
+            for u in v.held_gpu_ids:
+                g = s._gpus.get(u)
+                if g is not None and g.held_for is None:
+                    s._hold(g, job)
+            job.pending_victims = {
+                x
+                for x in v.pending_victims
+                if x in s._jobs and s._jobs[x].state is JobState.PREEMPTING
+            }
+            if job.elastic:
+                p.elastic[job.id] = None
+        for v in jobs:
+            job = s._jobs[v.id]
+            if job.elastic and job.state is JobState.RUNNING:
+                s._pools[job.pool].elastic[job.id] = None
+        s._dirty.clear()
+        return s
+
+    def _restore_job(self, v: JobView) -> _Job:
+        req = JobRequest(
+            id=v.id,
+            pool=v.pool,
+            gpus=v.gpus,
+            kind=v.kind,
+            checkpointable=v.checkpointable,
+            duration_seconds=v.duration_seconds,
+            submitted_at=v.submitted_at,
+        )
+        self._pool(v.pool)
+        job = _Job(req, preemptible=v.preemptible, grace=v.grace_seconds, now=v.queued_at)
+        job.state = v.state
+        job.started_at = v.started_at
+        job.last_checkpoint = v.last_checkpoint
+        job.progress = v.progress_seconds
+        job.checkpoint_progress = v.checkpoint_progress_seconds
+        job.resume_count = v.resume_count
+        job.preemptions = list(v.preemptions)
+        job.lost = v.gpu_seconds_lost
+        job.preempted_for = v.preempted_for
+        job.deadline = v.deadline
+        job.elastic = v.elastic
+        job.reservation = v.reservation
+        job.correlation_id = v.correlation_id
+        self._jobs[v.id] = job
+        if v.state in FINISHED_STATES:
+            self._finished.append(v.id)
+        return job
+
+    def _restore_running(self, job: _Job, v: JobView) -> None:
+        pool = self._pools[job.pool]
+        self._job_seq += 1
+        job.run_seq = self._job_seq
+        for u in v.gpu_ids:
+            g = self._gpus.get(u)
+            if g is None or g.holder is not None:
+                raise Conflict(f"stored allocation of {u} to {v.id} is inconsistent")
+            self._pools[g.home].free.pop(u, None)
+            g.holder = job.id
+            self._set_claim(g, job.pool)
+            if g.home != job.pool and v.state is JobState.RUNNING:
+                self._pools[g.home].borrowers_on[job.id] = None
+        job.gpu_ids = list(v.gpu_ids)
+        if v.state is JobState.RUNNING:
+            pool.running_gpus += job.gpus
+            self._index(job)
+        elif job.deadline is not None:
+            heapq.heappush(self._deadlines, (job.deadline, job.run_seq, job.id))
+        if job.duration is not None and job.started_at is not None:
+            end = job.started_at + max(0.0, job.duration - job.progress)
+            heapq.heappush(self._ends, (end, job.run_seq, job.id))

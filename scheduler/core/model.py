@@ -1,0 +1,255 @@
+"""Values the policy core works with: specs in, decisions and views out.
+
+Everything here is a small frozen dataclass or an enum; the core's mutable
+state lives in ``scheduler.core.engine`` and never leaves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class JobKind(StrEnum):
+    INFERENCE = "inference"  # a stateless model-server replica: loses no work when stopped
+    TRAINING = "training"
+    BATCH = "batch"
+    RESERVATION = "reservation"  # the capacity a reservation window holds for its pool
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PREEMPTING = "preempting"  # signalled, inside its grace period, still holds its GPUs
+    REQUEUED = "requeued"  # preempted and waiting to resume from its last checkpoint
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+WAITING_STATES = frozenset({JobState.QUEUED, JobState.REQUEUED})
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    name: str
+    priority_class: str  # e.g. "P0"
+    priority: int  # the class's number: higher wins
+    nominal_gpus: int
+    guaranteed_gpus: int  # never lent
+    lending_limit: int  # at most this many of the pool's own GPUs are claimed by others
+    borrowing_limit: int  # at most this many foreign GPUs are claimed by the pool
+    preemptible: bool  # default for the pool's jobs
+    min_nodes: int
+    max_nodes: int
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    uuid: str
+    node: str
+    pool: str  # home pool: whose nominal quota this GPU is part of
+
+
+@dataclass(frozen=True)
+class ReservationSpec:
+    """A recurring window, in a timezone, during which ``gpus`` extra GPUs are held for ``pool``."""
+
+    name: str
+    pool: str
+    gpus: int
+    timezone: str
+    days: tuple[int, ...]  # 0 = Monday, as datetime.weekday()
+    windows: tuple[tuple[int, int], ...]  # (start, end) in minutes after local midnight
+    drain_lead_seconds: float
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    fairness_factor_per_hour: float = 100.0
+    fairness_cap: float = 400.0
+    min_runtime_seconds: float = 300.0
+    preemption_budget: int = 3
+    preemption_budget_window_seconds: float = 3600.0
+    cycle_window_seconds: float = 900.0
+    default_grace_seconds: float = 30.0
+    rebalance_step_gpus: int = 8
+    return_stabilization_seconds: float = 300.0
+    scale_up_stabilization_seconds: float = 0.0
+    scale_down_stabilization_seconds: float = 300.0
+    scale_down_unneeded_seconds: float = 600.0
+    dry_run: bool = False
+    # Not in the stack file yet: a pool whose oldest waiting job has waited this
+    # long asks for a node (the Cluster Autoscaler's "pending pod" signal).
+    scale_up_wait_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    pools: tuple[PoolSpec, ...]
+    gpus: tuple[GpuSpec, ...]
+    reservations: tuple[ReservationSpec, ...] = ()
+    gpus_per_new_node: int = 8  # GPUs a node added by scale-up brings
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A job as submitted (or seeded). Times are seconds since the epoch on the injected clock."""
+
+    id: str
+    pool: str
+    gpus: int
+    kind: JobKind = JobKind.BATCH
+    preemptible: bool | None = None  # None: the pool's default
+    checkpointable: bool = False
+    grace_seconds: float | None = None  # None: the policy's default
+    duration_seconds: float | None = None  # work to do; None: runs until cancelled
+    # Seeding only: a job already running since ``started_at`` (in the past),
+    # with its last checkpoint and the work it had done at that checkpoint.
+    started_at: float | None = None
+    last_checkpoint: float | None = None
+    submitted_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One thing the scheduler decided, as recorded (before it is actuated) and reported."""
+
+    id: str
+    at: float
+    action: str  # place, preempt, release, complete, cancel, rebalance, return, scale_up, ...
+    pool: str
+    result: str  # ok, pending, noop, refused, dry_run
+    reason: str  # for people
+    gpus: int = 0  # GPUs moved by this decision
+    gpu_ids: tuple[str, ...] = ()
+    victims: tuple[str, ...] = ()
+    correlation_id: str = ""
+    dry_run: bool = False
+    job: str | None = None
+    cause: str = ""  # for machines: rebalance, reclaim, priority, reservation, grace, ack, ...
+    priority: str = ""  # priority class of ``pool``
+    waited_seconds: float = 0.0  # place: how long the job waited
+    gpu_seconds_lost: float = 0.0  # release: work since the last checkpoint, times GPUs
+    nodes: tuple[str, ...] = ()  # scale decisions: nodes added or removed
+    grace_seconds: float = 0.0  # preempt: the victim's grace period
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "action": self.action,
+            "pool": self.pool,
+            "result": self.result,
+            "reason": self.reason,
+            "gpus": self.gpus,
+            "gpu_ids": list(self.gpu_ids),
+            "victims": list(self.victims),
+            "correlation_id": self.correlation_id,
+            "dry_run": self.dry_run,
+            "job": self.job,
+            "cause": self.cause,
+            "priority": self.priority,
+            "waited_seconds": self.waited_seconds,
+            "gpu_seconds_lost": self.gpu_seconds_lost,
+            "nodes": list(self.nodes),
+            "grace_seconds": self.grace_seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Decision:
+        def s(k: str) -> str:
+            return str(d.get(k, ""))
+
+        def f(k: str) -> float:
+            v = d.get(k, 0.0)
+            return float(v) if isinstance(v, int | float) else 0.0
+
+        def t(k: str) -> tuple[str, ...]:
+            v = d.get(k, ())
+            return tuple(str(x) for x in v) if isinstance(v, list | tuple) else ()
+
+        gpus = d.get("gpus", 0)
+        job = d.get("job")
+        return cls(
+            id=s("id"),
+            at=f("at"),
+            action=s("action"),
+            pool=s("pool"),
+            result=s("result"),
+            reason=s("reason"),
+            gpus=int(gpus) if isinstance(gpus, int) else 0,
+            gpu_ids=t("gpu_ids"),
+            victims=t("victims"),
+            correlation_id=s("correlation_id"),
+            dry_run=bool(d.get("dry_run", False)),
+            job=None if job is None else str(job),
+            cause=s("cause"),
+            priority=s("priority"),
+            waited_seconds=f("waited_seconds"),
+            gpu_seconds_lost=f("gpu_seconds_lost"),
+            nodes=t("nodes"),
+            grace_seconds=f("grace_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the API and the store see it."""
+
+    id: str
+    pool: str
+    gpus: int
+    kind: JobKind
+    state: JobState
+    preemptible: bool
+    checkpointable: bool
+    grace_seconds: float
+    duration_seconds: float | None
+    submitted_at: float
+    queued_at: float
+    started_at: float | None
+    last_checkpoint: float | None
+    progress_seconds: float  # work done as of the current run's start (resumed from a checkpoint)
+    checkpoint_progress_seconds: float  # work done as of the last checkpoint
+    resume_count: int
+    preemptions: tuple[float, ...]  # when it was preempted (inside the budget window)
+    gpu_seconds_lost: float
+    gpu_ids: tuple[str, ...]
+    held_gpu_ids: tuple[str, ...]  # GPUs freed by preemption and held for this job
+    pending_victims: tuple[str, ...]
+    preempted_for: str | None
+    deadline: float | None  # preempting: when the grace period ends
+    elastic: bool  # a rebalance burst: returned once the pool is stable again
+    reservation: str | None
+    correlation_id: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "gpus": self.gpus,
+            "kind": self.kind.value,
+            "state": self.state.value,
+            "preemptible": self.preemptible,
+            "checkpointable": self.checkpointable,
+            "grace_seconds": self.grace_seconds,
+            "duration_seconds": self.duration_seconds,
+            "submitted_at": self.submitted_at,
+            "queued_at": self.queued_at,
+            "started_at": self.started_at,
+            "last_checkpoint": self.last_checkpoint,
+            "progress_seconds": self.progress_seconds,
+            "checkpoint_progress_seconds": self.checkpoint_progress_seconds,
+            "resume_count": self.resume_count,
+            "preemptions": list(self.preemptions),
+            "gpu_seconds_lost": self.gpu_seconds_lost,
+            "gpu_ids": list(self.gpu_ids),
+            "held_gpu_ids": list(self.held_gpu_ids),
+            "pending_victims": list(self.pending_victims),
+            "preempted_for": self.preempted_for,
+            "deadline": self.deadline,
+            "elastic": self.elastic,
+            "reservation": self.reservation,
+            "correlation_id": self.correlation_id,
+        }

@@ -1,0 +1,1 @@
+"""Simulation: the demo's seed workload and a trace-driven simulator."""

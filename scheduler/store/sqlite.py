@@ -1,0 +1,182 @@
+"""SQLite (WAL) persistence.
+
+One transaction per scheduler call writes the decisions it took, every job it
+changed (with the GPUs each job holds and the GPUs held for it: the
+allocations), and the core's small timer/counter state. Only after that commit
+does the runtime actuate, then it marks the decisions actuated. After a crash,
+decisions recorded but not marked are replayed through the (idempotent)
+actuator, and jobs that were ``preempting`` come back preempting with their
+original grace deadline: in-flight preemptions resume exactly once.
+
+Every ``sqlite3.Error`` surfaces as ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from scheduler.core.errors import StoreUnavailable
+from scheduler.core.model import Decision, JobKind, JobState, JobView
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    pool TEXT NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS allocations (
+    gpu TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    kind TEXT NOT NULL  -- 'runs' (the job is on it) or 'held' (freed for the job)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    at REAL NOT NULL,
+    pool TEXT NOT NULL,
+    action TEXT NOT NULL,
+    data TEXT NOT NULL,
+    actuated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS decisions_pending ON decisions (actuated);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"cannot open {self.path}: {e}") from e
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+
+    def journal_mode(self) -> str:
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    def write(
+        self, decisions: Sequence[Decision], jobs: Sequence[JobView], meta: dict[str, Any]
+    ) -> None:
+        """Record decisions, changed jobs and their allocations, and the core's meta, atomically."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO decisions (id, at, pool, action, data) VALUES (?, ?, ?, ?, ?)",
+                [(d.id, d.at, d.pool, d.action, json.dumps(d.to_dict())) for d in decisions],
+            )
+            for j in jobs:
+                db.execute(
+                    "INSERT OR REPLACE INTO jobs (id, pool, state, data) VALUES (?, ?, ?, ?)",
+                    (j.id, j.pool, j.state.value, json.dumps(j.to_dict())),
+                )
+                db.execute("DELETE FROM allocations WHERE job = ?", (j.id,))
+                db.executemany(
+                    "INSERT OR REPLACE INTO allocations (gpu, job, kind) VALUES (?, ?, 'runs')",
+                    [(u, j.id) for u in j.gpu_ids],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO allocations (gpu, job, kind) VALUES (?, ?, 'held')",
+                    [(u, j.id) for u in j.held_gpu_ids],
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('core', ?)", (json.dumps(meta),)
+            )
+
+    def mark_actuated(self, ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE decisions SET actuated = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def unactuated(self) -> list[Decision]:
+        return self._decisions("SELECT data FROM decisions WHERE actuated = 0 ORDER BY seq", ())
+
+    def decisions(self, limit: int = 100) -> list[Decision]:
+        """The latest ``limit`` decisions, newest first."""
+        return self._decisions("SELECT data FROM decisions ORDER BY seq DESC LIMIT ?", (limit,))
+
+    def _decisions(self, sql: str, args: tuple[Any, ...]) -> list[Decision]:
+        try:
+            rows = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+        return [Decision.from_dict(json.loads(r[0])) for r in rows]
+
+    def load(self) -> tuple[list[JobView], dict[str, Any] | None]:
+        """Every stored job (unfinished ones first-class) and the core's meta, if any."""
+        try:
+            rows = self._db.execute("SELECT data FROM jobs ORDER BY id").fetchall()
+            meta_row = self._db.execute("SELECT value FROM meta WHERE key = 'core'").fetchone()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+        jobs = [_job_from_dict(json.loads(r[0])) for r in rows]
+        meta = None if meta_row is None else json.loads(meta_row[0])
+        return jobs, meta
+
+    def allocations(self) -> dict[str, tuple[str, str]]:
+        """gpu -> (job, 'runs' | 'held'), as stored."""
+        rows = self._db.execute("SELECT gpu, job, kind FROM allocations").fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+
+
+def _job_from_dict(d: dict[str, Any]) -> JobView:
+    return JobView(
+        id=d["id"],
+        pool=d["pool"],
+        gpus=int(d["gpus"]),
+        kind=JobKind(d["kind"]),
+        state=JobState(d["state"]),
+        preemptible=bool(d["preemptible"]),
+        checkpointable=bool(d["checkpointable"]),
+        grace_seconds=float(d["grace_seconds"]),
+        duration_seconds=d["duration_seconds"],
+        submitted_at=float(d["submitted_at"]),
+        queued_at=float(d["queued_at"]),
+        started_at=d["started_at"],
+        last_checkpoint=d["last_checkpoint"],
+        progress_seconds=float(d["progress_seconds"]),
+        checkpoint_progress_seconds=float(d["checkpoint_progress_seconds"]),
+        resume_count=int(d["resume_count"]),
+        preemptions=tuple(float(t) for t in d["preemptions"]),
+        gpu_seconds_lost=float(d["gpu_seconds_lost"]),
+        gpu_ids=tuple(d["gpu_ids"]),
+        held_gpu_ids=tuple(d["held_gpu_ids"]),
+        pending_victims=tuple(d["pending_victims"]),
+        preempted_for=d["preempted_for"],
+        deadline=d["deadline"],
+        elastic=bool(d["elastic"]),
+        reservation=d["reservation"],
+        correlation_id=str(d.get("correlation_id", "")),
+    )
