@@ -82,15 +82,19 @@ class Attributor:
         self.pod_resources = pod_resources
         self._read = read or (lambda p: p.read_text())
         self._cgroups: dict[int, CgroupRef | None] = {}
+        self._unreadable: set[int] = set()
         self._kubelet_failed = False
 
     def cgroup(self, pid: int) -> CgroupRef | None:
+        """The pid's pod cgroup; None outside a pod or when /proc does not show the pid."""
         if pid not in self._cgroups:
             try:
                 self._cgroups[pid] = parse_cgroup(self._read(self.proc_root / str(pid) / "cgroup"))
             except OSError:
-                # Not visible from here (another pid namespace, or already exited).
+                # Not visible from here: the exporter runs without the host's pid
+                # namespace, or the process has just exited.
                 self._cgroups[pid] = None
+                self._unreadable.add(pid)
         return self._cgroups[pid]
 
     def resolve(
@@ -100,6 +104,7 @@ class Attributor:
         alive = {pid for pids in pids_by_gpu.values() for pid in pids}
         for gone in self._cgroups.keys() - alive:
             del self._cgroups[gone]
+            self._unreadable.discard(gone)
         pods: Mapping[str, Sequence[PodRef]] = {}
         if self.pod_resources is not None:
             try:
@@ -116,12 +121,15 @@ class Attributor:
         for uuid, pids in pids_by_gpu.items():
             holders = pods.get(uuid, ())
             for pid in pids:
-                out[(uuid, pid)] = self._attribute(self.cgroup(pid), holders)
+                out[(uuid, pid)] = self._attribute(pid, holders)
         return out
 
-    @staticmethod
-    def _attribute(cg: CgroupRef | None, holders: Sequence[PodRef]) -> Attribution:
-        if len(holders) == 1:
+    def _attribute(self, pid: int, holders: Sequence[PodRef]) -> Attribution:
+        cg = self.cgroup(pid)
+        known_host_process = cg is None and pid not in self._unreadable
+        if len(holders) == 1 and not known_host_process:
+            # The GPU is the container's alone. (A host daemon on it, such as a
+            # profiler, is in no pod cgroup and is not attributed to the pod.)
             h = holders[0]
             return Attribution(h.namespace, h.pod, h.container)
         if cg is None:

@@ -98,3 +98,13 @@ def test_cgroups_are_read_once_per_pid_and_forgotten_when_it_exits(tmp_path: Pat
     a.resolve({"GPU-a": [11]})
     a.resolve({"GPU-a": [10, 11]})  # pid 10 came back (reused): read afresh
     assert [p.parent.name for p in reads] == ["10", "11", "10"]
+
+
+def test_host_process_on_a_dedicated_gpu_is_not_the_pods(tmp_path: Path) -> None:
+    proc = files(tmp_path, {20: "0::/system.slice/nv-hostengine.service\n"})
+    kubelet = Kubelet({"GPU-a": [PodRef("risk", "scorer-7d9", "triton")]})
+    got = Attributor(proc_root=proc, pod_resources=kubelet).resolve({"GPU-a": [20, 21]})
+    assert got == {
+        ("GPU-a", 20): Attribution(),  # a host daemon: in no pod
+        ("GPU-a", 21): Attribution("risk", "scorer-7d9", "triton"),  # /proc hides it: the holder
+    }

@@ -91,12 +91,13 @@ def kubelet(tmp_path: Path) -> Iterator[Path]:
         server.stop(grace=None)
 
 
-def test_client_lists_gpu_pods_over_the_socket(kubelet: Path) -> None:
+def test_client_lists_gpu_pods_over_the_socket(kubelet: Path, tmp_path: Path) -> None:
     client = KubeletPodResources(kubelet)
     try:
         pods = client.gpu_pods()
         assert pods["GPU-a"] == [PodRef("risk", "scorer-7d9", "triton")]
-        got = Attributor(pod_resources=client).resolve({"GPU-b": [1]})
+        # No /proc entry for the pid here: the kubelet's word decides.
+        got = Attributor(proc_root=tmp_path, pod_resources=client).resolve({"GPU-b": [1]})
         assert got == {("GPU-b", 1): Attribution("risk", "scorer-7d9", "triton")}
     finally:
         client.close()
