@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
 
 from exporters.gpu.attribution import Attribution, Attributor, PodRef
@@ -70,6 +69,8 @@ def test_response_decoding() -> None:
 
 @pytest.fixture
 def kubelet(tmp_path: Path) -> Iterator[Path]:
+    # grpcio is what the client speaks to the kubelet with (pyproject: dev and kubernetes extras).
+    grpc = pytest.importorskip("grpc")
     sock = tmp_path / "kubelet.sock"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     handler = grpc.method_handlers_generic_handler(
@@ -104,6 +105,7 @@ def test_client_lists_gpu_pods_over_the_socket(kubelet: Path, tmp_path: Path) ->
 
 
 def test_missing_socket_falls_back_to_proc(tmp_path: Path) -> None:
+    pytest.importorskip("grpc")
     client = KubeletPodResources(tmp_path / "absent.sock", timeout=0.5)
     try:
         with pytest.raises(PodResourcesError):
