@@ -706,13 +706,14 @@ class Scheduler:
             waited_seconds=waited,
         )
 
-    def _try_place(self, job: _Job, out: list[Decision]) -> bool:
+    def _try_place(self, job: _Job, out: list[Decision], *, own_only: bool = False) -> bool:
         ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
         if len(ready) >= job.gpus:
             self._place(job, ready[: job.gpus], out, "preemption" if job.held else "queue")
             return True
         want = job.gpus - len(ready)
-        free = self._free_usable(self._pools[job.pool], want, own_only=self._policy.dry_run)
+        own_only = own_only or self._policy.dry_run
+        free = self._free_usable(self._pools[job.pool], want, own_only=own_only)
         if len(free) < want:
             return False
         self._place(job, ready + free, out, "preemption" if ready else "queue")
@@ -727,6 +728,12 @@ class Scheduler:
             if head is not None:
                 order.append((-self._effective(head, now), -pool.priority, pool.name, pool))
         order.sort(key=lambda t: t[:3])
+        # Jobs that fit in their own pool go first (as in Kueue, a workload that
+        # needs no borrowing is admitted before one that does): borrowing a
+        # pool's idle GPUs while its own jobs wait would only invite a reclaim.
+        for *_, pool in order:
+            for job in list(islice(self._waiting(pool), self._lookahead(pool))):
+                self._try_place(job, out, own_only=True)
         for *_, pool in order:
             self._drain(pool, out, now)
 

@@ -1,0 +1,278 @@
+"""Scenarios on the pure core: the market open, a night training burst, a reservation window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from conftest import FAST, World, bank
+
+from scheduler.core import Decision, JobKind, JobRequest, JobState, ReservationSpec
+
+
+def actions(ds: list[Decision]) -> list[tuple[str, str | None]]:
+    return [(d.action, d.job) for d in ds]
+
+
+def seed_full(world: World, core_started_ago: float = 3600.0) -> list[JobRequest]:
+    """P0 replicas on its 4 GPUs, P1 two 4-GPU training jobs, P2 two 2-GPU batch jobs."""
+    t = world.clock.now - core_started_ago
+    return [
+        *(JobRequest(f"p0-r{i}", "p0", 1, JobKind.INFERENCE, started_at=t) for i in range(4)),
+        JobRequest(
+            "train-a",
+            "p1",
+            4,
+            JobKind.TRAINING,
+            checkpointable=True,
+            started_at=t,
+            last_checkpoint=world.clock.now - 60,
+        ),
+        JobRequest(
+            "train-b",
+            "p1",
+            4,
+            JobKind.TRAINING,
+            checkpointable=True,
+            started_at=t,
+            last_checkpoint=world.clock.now - 600,
+        ),
+        JobRequest(
+            "batch-ckpt",
+            "p2",
+            2,
+            JobKind.BATCH,
+            checkpointable=True,
+            started_at=t,
+            last_checkpoint=world.clock.now - 30,
+            duration_seconds=7200,
+        ),
+        JobRequest("batch-plain", "p2", 2, JobKind.BATCH, started_at=t + core_started_ago / 6),
+    ]
+
+
+def test_market_open_p0_borrows_from_batch_first_and_gives_back(world: World) -> None:
+    core = world.make()
+    core.seed(seed_full(world))
+    assert core.serving_gpus("p0") == 4
+
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="am-1")
+    preempted = [d.job for d in ds if d.action == "preempt"]
+    # P2 before P1; the checkpointed batch job loses least, so it goes first.
+    assert preempted == ["batch-ckpt", "batch-plain"]
+    rebalance = ds[-1]
+    assert (rebalance.action, rebalance.result, rebalance.gpus) == ("rebalance", "pending", 4)
+    assert rebalance.correlation_id == "am-1"
+    assert all(d.correlation_id == "am-1" for d in ds if d.action == "preempt")
+    # Freed GPUs are held for the preemptor: nobody else may take them meanwhile.
+    assert core.serving_gpus("p0") == 4
+    world.clock.advance(1)
+    core.submit(JobRequest("p1-sneak", "p1", 1))
+    assert core.job("p1-sneak").state is JobState.QUEUED
+
+    # The checkpointed victim acks at once; the other runs out its grace.
+    core.report_checkpoint("batch-ckpt")
+    ds = core.ack_preemption("batch-ckpt")
+    assert [d.action for d in ds] == ["release"]
+    assert ds[0].gpu_seconds_lost == 0
+    world.clock.advance(FAST.default_grace_seconds)
+    ds = core.tick()
+    assert ("release", "batch-plain") in actions(ds)
+    assert ("place", rebalance.job) in actions(ds)
+    assert core.serving_gpus("p0") == 8
+    lost = next(d for d in ds if d.action == "release").gpu_seconds_lost
+    assert lost == 2 * (3600 - 600 + 1 + FAST.default_grace_seconds)
+    assert core.job("batch-ckpt").state is JobState.REQUEUED
+
+    # Resolved: nothing moves until the stabilization window has passed.
+    core.alert(pool="p0", action="rebalance", firing=False, correlation_id="am-2")
+    world.clock.advance(FAST.return_stabilization_seconds - 1)
+    assert not [d for d in core.tick() if d.action == "return"]
+    world.clock.advance(1)
+    ds = core.tick()
+    assert [d.action for d in ds if d.action == "return"] == ["return"]
+    assert core.serving_gpus("p0") == 4
+    # The victims resume; the checkpointed one from its checkpoint.
+    placed = {d.job for d in ds if d.action == "place"}
+    assert {"batch-ckpt", "batch-plain"} <= placed
+    job = core.job("batch-ckpt")
+    assert job.resume_count == 1 and job.progress_seconds == 3600 + 1  # checkpointed at the ack
+
+
+def test_a_retried_notification_does_not_borrow_twice(world: World) -> None:
+    core = world.make()
+    core.seed(seed_full(world))
+    first = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="same")
+    again = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="same")
+    assert first and again == []
+
+
+def test_min_runtime_protects_fresh_jobs(world: World) -> None:
+    core = world.make()
+    core.seed(seed_full(world, core_started_ago=FAST.min_runtime_seconds - 1))
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="x")
+    assert [(d.action, d.result) for d in ds] == [("rebalance", "noop")]
+    world.clock.advance(1)
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="y")
+    assert ds[-1].result == "pending"
+
+
+def test_preemption_budget_protects_a_job_after_n_preemptions(world: World) -> None:
+    core = world.make()
+    core.seed([JobRequest("p0-r0", "p0", 4, JobKind.INFERENCE, started_at=world.clock.now - 10)])
+    core.seed([JobRequest("victim", "p2", 4, started_at=world.clock.now - 3600)])
+    core.seed([JobRequest("fixed", "p1", 8, preemptible=False, started_at=world.clock.now)])
+    for i in range(FAST.preemption_budget):
+        ds = core.manual_rebalance("p0", 4, f"op-{i}")
+        assert ("preempt", "victim") in actions(ds)
+        core.ack_preemption("victim")
+        world.clock.advance(FAST.return_stabilization_seconds)
+        core.tick()  # burst returns, victim resumes
+        assert core.job("victim").state is JobState.RUNNING
+        world.clock.advance(FAST.min_runtime_seconds)
+    ds = core.manual_rebalance("p0", 4, "op-last")
+    assert [(d.action, d.result) for d in ds] == [("rebalance", "noop")]
+    assert core.job("victim").state is JobState.RUNNING
+
+
+def test_night_training_burst_borrows_idle_batch_gpus_then_batch_reclaims(world: World) -> None:
+    core = world.make()
+    # Night: P2 is idle; P1 submits more training than its quota.
+    for i in range(3):
+        core.submit(JobRequest(f"train-{i}", "p1", 4, JobKind.TRAINING, checkpointable=True))
+    assert all(core.job(f"train-{i}").state is JobState.RUNNING for i in range(3))
+    p1, p2 = core.pool_state("p1"), core.pool_state("p2")
+    assert (p1["owned"], p1["borrowed"]) == (8, 4)
+    assert (p2["lent"], p2["idle"]) == (4, 0)
+    # A fourth exceeds P1's borrowing limit (4): it waits, and P0 is untouched.
+    core.submit(JobRequest("train-3", "p1", 4, JobKind.TRAINING))
+    assert core.job("train-3").state is JobState.QUEUED
+    assert core.pool_state("p0")["lent"] == 0
+
+    # Morning: batch arrives and reclaims its own GPUs from the borrower, which
+    # is past its cooldown; it was checkpointing, so little is lost.
+    world.clock.advance(FAST.min_runtime_seconds)
+    core.report_checkpoint("train-2")
+    ds = core.submit(JobRequest("batch-morning", "p2", 4))
+    preempt = [d for d in ds if d.action == "preempt"]
+    assert [d.job for d in preempt] == ["train-2"]
+    assert preempt[0].cause == "reclaim"
+    core.ack_preemption("train-2")
+    assert core.job("batch-morning").state is JobState.RUNNING
+    assert core.pool_state("p1")["borrowed"] == 0
+
+
+def test_cycle_detector_refuses_the_reversal_and_counts_it(world: World) -> None:
+    core = world.make()
+    core.submit(JobRequest("train", "p1", 4))
+    core.submit(JobRequest("train-borrow", "p1", 4))
+    core.submit(JobRequest("train-borrow-2", "p1", 4))  # on P2's GPUs
+    world.clock.advance(FAST.min_runtime_seconds)
+    # B (batch) reclaims from A (train-borrow-2).
+    core.submit(JobRequest("batch", "p2", 4))
+    core.ack_preemption("train-borrow-2")
+    assert core.job("batch").state is JobState.RUNNING
+    world.clock.advance(FAST.min_runtime_seconds)
+    # A, higher priority, could now preempt B on P2's GPUs: that reverses the
+    # reclaim inside the window, so it is refused, once counted.
+    core.tick()
+    core.tick()
+    assert core.job("batch").state is JobState.RUNNING
+    assert core.job("train-borrow-2").state is JobState.REQUEUED
+    assert core.cycles_refused == 1
+    # After the window A may take them again.
+    world.clock.advance(FAST.cycle_window_seconds)
+    ds = core.tick()
+    assert ("preempt", "batch") in actions(ds)
+
+
+def test_dry_run_records_but_changes_nothing(world: World) -> None:
+    from dataclasses import replace
+
+    core = world.make(policy=replace(FAST, dry_run=True))
+    core.seed(seed_full(world))
+    before = core.gpu_assignments()
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="shadow")
+    assert [(d.action, d.result, d.dry_run) for d in ds] == [("rebalance", "dry_run", True)]
+    assert ds[0].victims == ("batch-ckpt", "batch-plain")
+    assert core.gpu_assignments() == before
+    assert core.job("batch-ckpt").state is JobState.RUNNING
+
+
+def test_grace_expiry_releases_without_an_ack_and_cancel_frees_holds(world: World) -> None:
+    core = world.make()
+    core.seed(seed_full(world))
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="c")
+    burst = ds[-1].job
+    assert burst is not None
+    core.cancel(burst)
+    world.clock.advance(FAST.default_grace_seconds)
+    core.tick()
+    # The victims were released and, nothing holding their GPUs, resumed at home.
+    assert core.job("batch-plain").state is JobState.RUNNING
+    assert core.pool_state("p2")["idle"] == 0
+    assert core.pool_state("p0")["borrowed"] == 0
+
+
+def test_queue_scale_up_then_idle_scale_down(world: World) -> None:
+    from dataclasses import replace
+
+    policy = replace(
+        FAST,
+        scale_up_wait_seconds=30,
+        scale_down_unneeded_seconds=120,
+        scale_down_stabilization_seconds=60,
+    )
+    core = world.make(policy=policy)
+    core.seed(seed_full(world))
+    core.submit(JobRequest("waiting", "p2", 4))
+    world.clock.advance(30)
+    ups = [d for d in core.tick() if d.action == "scale_up"]
+    assert [(d.result, d.gpus) for d in ups] == [("ok", 4)]
+    # The node arrives (the actuator reports it): the queued job runs on it.
+    core.add_node("p2", "p2-scaled-1", [f"GPU-new-{i}" for i in range(4)])
+    assert core.job("waiting").state is JobState.RUNNING
+    assert core.pool_state("p2")["nodes"] == 2
+    core.cancel("waiting")
+    world.clock.advance(119)
+    assert not [d for d in core.tick() if d.action == "scale_down"]
+    world.clock.advance(1)
+    downs = [d for d in core.tick() if d.action == "scale_down"]
+    assert [(d.result, d.nodes) for d in downs] == [("ok", ("p2-scaled-1",))]
+    assert core.pool_state("p2")["nominal_gpus"] == 4
+
+
+def test_reservation_drains_borrowers_before_the_bell(world: World) -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    bell = datetime(2027, 1, 15, 9, 15, tzinfo=shanghai).timestamp()  # a Friday
+    res = ReservationSpec(
+        name="bell",
+        pool="p0",
+        gpus=4,
+        timezone="Asia/Shanghai",
+        days=(0, 1, 2, 3, 4),
+        windows=((9 * 60 + 15, 9 * 60 + 45),),
+        drain_lead_seconds=300,
+    )
+    world.clock.now = bell - 3600
+    core = world.make(bank((res,)))
+    core.seed(seed_full(world))
+    world.clock.now = bell - 301
+    assert not [d for d in core.tick() if d.action in ("reserve", "preempt")]
+    world.clock.now = bell - 300
+    ds = core.tick()
+    assert ("reserve", f"reservation/bell/{int(bell)}") in actions(ds)
+    assert [d.job for d in ds if d.action == "preempt"] == ["batch-ckpt", "batch-plain"]
+    assert all(d.cause == "reservation" for d in ds if d.action == "preempt")
+    world.clock.now = bell - 300 + FAST.default_grace_seconds
+    core.tick()
+    (state,) = core.reservation_states()
+    assert state["active"] and state["satisfied"] and not state["open"]
+    world.clock.now = bell
+    assert core.reservation_states()[0]["open"]
+    assert core.serving_gpus("p0") == 8  # at the bell P0 already holds the reserved GPUs
+    world.clock.now = bell + 30 * 60
+    ds = core.tick()
+    assert [d.cause for d in ds if d.action == "reserve"] == ["window_end"]
+    assert core.serving_gpus("p0") == 4
+    assert core.job("batch-ckpt").state is JobState.RUNNING
