@@ -9,7 +9,8 @@ Side by side in one run:
 2. aiohttp throughput of a trivial inference handler with and without the
    middleware, in-process client at fixed concurrency, rounds interleaved
    (A B A B ...) so drift hits both alike; best round of each. Goal: < 5%.
-3. ``/metrics`` exposition (``generate_latest``) for 50 models x 3 versions.
+3. ``/metrics`` exposition for 50 models x 3 versions: ``generate_latest`` over
+   the registry, and the instruments' own renderer the simulator serves.
 4. The simulator's latency model as the demo uses it (client-side p50/p99 for
    the P0 model): base rate 0.5x and spike 1.4x the capacity of its own 8 GPUs,
    then the spike on 16 GPUs (after the scheduler lent it 8).
@@ -225,18 +226,26 @@ def bench_exposition(stack: Stack, models: int, versions: int, repeat: int) -> N
         rec.observe_batch(4)
     body = generate_latest(reg)
     samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        generate_latest(reg)
-        times.append(time.perf_counter() - t0)
+
+    def timed(fn: Callable[[], object]) -> list[float]:
+        out = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
+
     print(f"3. /metrics exposition, {models} models x {versions} versions ({len(many)} recorders)")
     print(f"   {samples} samples, {len(body) / 1024:.0f} KiB")
-    print(
-        f"   generate_latest  median {statistics.median(times) * 1000:6.1f} ms   "
-        f"min {min(times) * 1000:6.1f} ms   ({repeat} runs)"
-    )
-    print(f"   per sample       {statistics.median(times) / samples * 1e9:6.0f} ns")
+    for name, fn in (
+        ("generate_latest(registry)", lambda: generate_latest(reg)),
+        ("instruments.render()", ins.render),
+    ):
+        t = timed(fn)
+        print(
+            f"   {name:<26} median {statistics.median(t) * 1000:6.1f} ms   "
+            f"min {min(t) * 1000:6.1f} ms   {statistics.median(t) / samples * 1e9:5.0f} ns/sample"
+        )
 
 
 async def _scenario(stack: Stack, gpus: int, factor: float, seconds: float) -> str:

@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from deploy.stack import Model, Stack
 from exporters.instrument import ModelInstruments, ModelRecorder, instrument_middleware
@@ -256,8 +256,10 @@ class ModelServerSim:
         return app
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        # The instruments' own renderer: the same text generate_latest(registry)
+        # writes for them, several times faster (the registry holds nothing else).
         return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=self.instruments.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
     async def _healthz(self, _: web.Request) -> web.Response:
