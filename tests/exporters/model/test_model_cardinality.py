@@ -35,7 +35,7 @@ def series(reg: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...]
     return {(s.name, tuple(sorted(s.labels.items()))) for f in reg.collect() for s in f.samples}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(names, versions, statuses), min_size=1, max_size=20))
 def test_aiohttp_hostile_requests(
     rich_stack: Stack, calls: list[tuple[str, str | None, int]]
@@ -64,7 +64,7 @@ def test_aiohttp_hostile_requests(
     assert reg.get_sample_value(MODEL_UNKNOWN_REQUESTS.series) == unknown
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.text(max_size=80), statuses), min_size=1, max_size=20))
 def test_asgi_hostile_paths(rich_stack: Stack, calls: list[tuple[str, int]]) -> None:
     reg = CollectorRegistry()
