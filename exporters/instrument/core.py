@@ -180,7 +180,6 @@ class ModelRecorder:
 
     __slots__ = (
         "_clock",
-        "_error_children",
         "_outcome_children",
         "batch_size",
         "duration",
@@ -230,9 +229,8 @@ class ModelRecorder:
         self.running = running
         self.waiting = waiting
         # Enum members are hashable, but a list index by a precomputed int is the
-        # cheapest lookup there is; these lists are what the hot path reads.
+        # cheapest lookup there is; the hot path reads this list.
         self._outcome_children = [requests[o] for o in Outcome]
-        self._error_children = [errors[r] for r in ErrorReason]
 
     # -- the plain API
 

@@ -229,6 +229,11 @@ async def test_context_manager_async(ins: ModelInstruments, reg: CollectorRegist
     assert_one_request(before, reg, Outcome.ERROR, ErrorReason.REJECTED)
 
     before = snapshot(reg)
+    async with rec.track() as t:
+        t.invalid()  # a bad input, answered: the client's fault
+    assert_one_request(before, reg, Outcome.INVALID)
+
+    before = snapshot(reg)
     with pytest.raises(RuntimeError):
         async with rec.track():
             raise RuntimeError
