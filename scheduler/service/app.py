@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import gc
 import json
 import logging
@@ -25,9 +26,10 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -68,6 +70,7 @@ from scheduler.service.ratelimit import RateLimit, RateLimiter
 from scheduler.service.routes import ROUTES, Route, coerce_query, openapi, validate
 
 log = logging.getLogger("novabrain.scheduler.service")
+R = TypeVar("R")
 
 ALERTMANAGER_USER = "alertmanager"
 SCHEDULER_USER = "scheduler"  # decisions the scheduler takes on its own (tick)
@@ -89,13 +92,13 @@ class Runtime(Protocol):
     def queues(self) -> Any: ...
     def decisions(self, limit: int = 100) -> Any: ...
     def reservations(self) -> Any: ...
-    def submit_job(self, req: JobRequest) -> Any: ...
-    def cancel_job(self, job_id: str) -> Any: ...
-    def report_checkpoint(self, job_id: str, at: float | None = None) -> Any: ...
-    def ack_preemption(self, job_id: str) -> Any: ...
+    def submit_job(self, req: JobRequest, *, correlation_id: str = "") -> Any: ...
+    def cancel_job(self, job_id: str, *, correlation_id: str = "") -> list[Decision]: ...
+    def report_checkpoint(self, job_id: str, at: float | None = None) -> None: ...
+    def ack_preemption(self, job_id: str) -> list[Decision]: ...
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]: ...
     def manual_scale(self, pool: str, delta_nodes: int, correlation_id: str) -> list[Decision]: ...
-    def set_policy(self, **fields: Any) -> Any: ...
+    def set_policy(self, **fields: Any) -> list[Decision]: ...
     def policy(self) -> Any: ...
 
 
@@ -235,6 +238,7 @@ class Service:
         self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
         self._limited: set[str] = set()
         self._backlog: list[AuditEntry] = []
+        self._rt_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runtime")
         self.wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -261,6 +265,20 @@ class Service:
             AUDIT_RECORDS.name, AUDIT_RECORDS.help, AUDIT_RECORDS.labels, registry=registry
         )
         self.registry = registry
+
+    # ------------------------------------------------------------------ runtime calls
+
+    async def call(self, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """Run a runtime method on the runtime thread.
+
+        The runtime blocks: every decision is fsynced to its SQLite store before
+        it is actuated, and a production actuator calls the Kubernetes API. On
+        one dedicated thread those waits never stall the event loop (the
+        webhook keeps answering), and runtime calls stay strictly one at a time.
+        """
+        return await asyncio.get_running_loop().run_in_executor(
+            self._rt_thread, functools.partial(fn, *args, **kwargs)
+        )
 
     # ------------------------------------------------------------------ audit
 
@@ -480,7 +498,7 @@ class Service:
             return
         seen = {
             str(d.get("correlation_id", ""))
-            for d in jsonable(self.rt.decisions(limit=100_000))
+            for d in jsonable(await self.call(self.rt.decisions, limit=100_000))
             if isinstance(d, dict)
         }
         done = [it for it in pending if it.correlation_id in seen]
@@ -543,14 +561,21 @@ class Service:
         entries.extend(decision_entry(d, ALERTMANAGER_USER) for d in decisions)
         return Outcome(it.id, "done", ",".join(ids))
 
+    def _act_batch(
+        self, batch: list[QueuedIntent], outcomes: list[Outcome], entries: list[AuditEntry]
+    ) -> None:
+        """In the runtime thread: act on each intent in order, stopping at a store outage."""
+        for it in batch:
+            outcomes.append(self.act(it, entries))
+
     async def _work_once(self) -> int:
         """Act on the pending intents (a bounded batch); how many were settled."""
         batch = self.intents.fetch_pending(limit=64)
         outcomes: list[Outcome] = []
         entries: list[AuditEntry] = []
         try:
-            for it in batch:
-                outcomes.append(self.act(it, entries))
+            if batch:
+                await self.call(self._act_batch, batch, outcomes, entries)
         finally:
             # Settled before the next batch is read: nothing is ever acted on twice.
             # Both writes are queued before either is awaited, so they share a commit round.
@@ -590,7 +615,7 @@ class Service:
     async def ticker(self) -> None:
         while not self._stop.is_set():
             try:
-                decisions = self.rt.tick()
+                decisions = await self.call(self.rt.tick)
             except StoreUnavailable as e:
                 log.warning("tick: store unavailable: %s", e)
             except SchedulerError as e:
@@ -642,6 +667,7 @@ class Service:
         self._tasks.clear()
         for commit in (self.intent_commit, self.finish_commit, self.audit_commit):
             await commit.flush()
+        self._rt_thread.shutdown(wait=True)
         self.audit.close()
         self.intents.close()
 
@@ -657,7 +683,7 @@ class Service:
         return _json(openapi())
 
     async def pools_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.pools())
+        return _json(await self.call(self.rt.pools))
 
     def _decisions_reply(self, ctx: Ctx, decisions: list[Decision]) -> web.StreamResponse:
         user = ctx.principal.name if ctx.principal else ANONYMOUS
@@ -666,15 +692,20 @@ class Service:
         return _json({"correlation_id": ctx.correlation_id, "decisions": decisions})
 
     async def pools_rebalance(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = self.rt.manual_rebalance(ctx.args["pool"], ctx.body["gpus"], ctx.correlation_id)
+        ds = await self.call(
+            self.rt.manual_rebalance, ctx.args["pool"], ctx.body["gpus"], ctx.correlation_id
+        )
         return self._decisions_reply(ctx, ds)
 
     async def pools_scale(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = self.rt.manual_scale(ctx.args["pool"], ctx.body["delta_nodes"], ctx.correlation_id)
+        ds = await self.call(
+            self.rt.manual_scale, ctx.args["pool"], ctx.body["delta_nodes"], ctx.correlation_id
+        )
         return self._decisions_reply(ctx, ds)
 
     async def jobs_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.jobs(pool=ctx.args.get("pool"), state=ctx.args.get("state")))
+        jobs = await self.call(self.rt.jobs, pool=ctx.args.get("pool"), state=ctx.args.get("state"))
+        return _json(jobs)
 
     async def jobs_submit(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         b = ctx.body
@@ -688,32 +719,41 @@ class Service:
             grace_seconds=b.get("grace_seconds"),
             duration_seconds=b.get("duration_seconds"),
         )
-        return _json(self.rt.submit_job(req))
+        return _json(await self.call(self.rt.submit_job, req, correlation_id=ctx.correlation_id))
 
     async def jobs_cancel(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.cancel_job(ctx.args["job_id"]))
+        ds = await self.call(
+            self.rt.cancel_job, ctx.args["job_id"], correlation_id=ctx.correlation_id
+        )
+        return self._decisions_reply(ctx, ds)
 
     async def jobs_checkpoint(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.report_checkpoint(ctx.args["job_id"], at=ctx.body.get("at")))
+        at = ctx.body.get("at")
+        await self.call(self.rt.report_checkpoint, ctx.args["job_id"], at=at)
+        return _json({"job": ctx.args["job_id"], "at": at})
 
     async def jobs_preemption_ack(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.ack_preemption(ctx.args["job_id"]))
+        return self._decisions_reply(
+            ctx, await self.call(self.rt.ack_preemption, ctx.args["job_id"])
+        )
 
     async def queues_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.queues())
+        return _json(await self.call(self.rt.queues))
 
     async def decisions_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.decisions(limit=ctx.args.get("limit", 100)))
+        return _json(await self.call(self.rt.decisions, limit=ctx.args.get("limit", 100)))
 
     async def reservations_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.reservations())
+        return _json(await self.call(self.rt.reservations))
 
     async def policy_get(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return _json(self.rt.policy())
+        return _json(await self.call(self.rt.policy))
 
     async def policy_update(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        self.rt.set_policy(**ctx.body)
-        return _json(self.rt.policy())
+        ds = await self.call(self.rt.set_policy, **ctx.body)
+        user = ctx.principal.name if ctx.principal else ANONYMOUS
+        ctx.extra.extend(decision_entry(d, user, ctx.source_ip) for d in ds)
+        return _json(await self.call(self.rt.policy))
 
     def _audit_filters(self, ctx: Ctx) -> dict[str, Any]:
         return {k: ctx.args.get(k) for k in ("since", "until", "user", "operation")}
@@ -863,8 +903,7 @@ def tune_gc() -> None:
 
 async def serve(stack: Stack, host: str, port: int, *, state_dir: Path) -> None:
     """Run the scheduler (runtime, webhook, API) until SIGINT or SIGTERM."""
-    # Until scheduler.runtime lands in the tree; the ignore then ignores nothing.
-    from scheduler.runtime import SchedulerRuntime  # type: ignore[import-not-found, unused-ignore]
+    from scheduler.runtime import SchedulerRuntime
 
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)

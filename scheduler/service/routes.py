@@ -255,7 +255,7 @@ ROUTES: tuple[Route, ...] = (
         "A preempted job saved its checkpoint: its GPUs go back before the grace period ends",
         params=(_JOB_ID,),
     ),
-    Route("queues.list", "GET", f"{API}/queues", Permission.READ, "Queues", response=_OBJECT),
+    Route("queues.list", "GET", f"{API}/queues", Permission.READ, "Queues", response=_LIST),
     Route(
         "decisions.list",
         "GET",

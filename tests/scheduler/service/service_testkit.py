@@ -83,7 +83,7 @@ class FakeRuntime:
         return [{"id": j.id, "pool": j.pool} for j in self.jobs_by_id.values()]
 
     def queues(self) -> Any:
-        return {}
+        return []
 
     def decisions(self, limit: int = 100) -> Any:
         return [d.to_dict() for d in self._decisions[-limit:]]
@@ -91,29 +91,28 @@ class FakeRuntime:
     def reservations(self) -> Any:
         return []
 
-    def submit_job(self, req: JobRequest) -> Any:
+    def submit_job(self, req: JobRequest, *, correlation_id: str = "") -> Any:
         self._pool(req.pool)
         self.jobs_by_id[req.id] = req
         self.calls.append(("submit", req.id))
         return {"id": req.id, "state": "queued"}
 
-    def cancel_job(self, job_id: str) -> Any:
+    def cancel_job(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         if job_id not in self.jobs_by_id:
             raise UnknownJob(job_id)
         self.calls.append(("cancel", job_id))
-        return {"id": job_id, "state": "cancelled"}
+        return [self._decide("cancel", self.jobs_by_id[job_id].pool, correlation_id)]
 
-    def report_checkpoint(self, job_id: str, at: float | None = None) -> Any:
+    def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         if job_id not in self.jobs_by_id:
             raise UnknownJob(job_id)
         self.calls.append(("checkpoint", job_id))
-        return {"id": job_id}
 
-    def ack_preemption(self, job_id: str) -> Any:
+    def ack_preemption(self, job_id: str) -> list[Decision]:
         if job_id not in self.jobs_by_id:
             raise UnknownJob(job_id)
         self.calls.append(("ack", job_id))
-        return {"id": job_id}
+        return []
 
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
         self._pool(pool)
@@ -125,10 +124,10 @@ class FakeRuntime:
         self.calls.append(("scale", pool))
         return [self._decide("scale_up" if delta_nodes > 0 else "scale_down", pool, correlation_id)]
 
-    def set_policy(self, **fields: Any) -> Any:
+    def set_policy(self, **fields: Any) -> list[Decision]:
         self._policy.update(fields)
         self.calls.append(("policy", fields))
-        return self._policy
+        return []
 
     def policy(self) -> Any:
         return dict(self._policy)
