@@ -221,11 +221,18 @@ async def drained(base: str) -> None:
     raise SystemExit("intent queue not drained after 120 s")
 
 
-def report(name: str, wall: float, lat: list[float], codes: dict[int, int]) -> None:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(name: str, wall: float, lat: list[float], codes: dict[int, int], cpu: float) -> None:
     n = len(lat)
     print(
-        f"{name:<12} {n:>6} req  {n / wall:>8.0f} req/s   p50 {pct(lat, 0.5) * 1e3:6.2f} ms"
-        f"   p99 {pct(lat, 0.99) * 1e3:6.2f} ms   max {max(lat) * 1e3:7.2f} ms   codes {codes}"
+        f"{name:<12} {n:>6} req  {n / wall:>6.0f} req/s   p50 {pct(lat, 0.5) * 1e3:6.2f} ms"
+        f"   p99 {pct(lat, 0.99) * 1e3:6.2f} ms   max {max(lat) * 1e3:7.2f} ms"
+        f"   server CPU {cpu / n * 1e3:.2f} ms/req   codes {codes}"
     )
 
 
@@ -243,21 +250,25 @@ async def run(workdir: Path) -> None:
               f"bearer auth, SQLite FULL sync, {os.cpu_count()} CPUs")  # fmt: skip
         # Warm-up (connections, caches, the first SQLite pages), not counted.
         await load(url, [notification(10**7 + i, actionable=False) for i in range(200)])
+        c0 = cpu_seconds(proc.pid)
         wall, lat, codes = await paced(
             url, [notification(i, actionable=True) for i in range(N)], PACED_RATE
         )
-        report(f"new @{PACED_RATE:.0f}/s", wall, lat, codes)
         await drained(base)
+        report(f"new @{PACED_RATE:.0f}/s", wall, lat, codes, cpu_seconds(proc.pid) - c0)
         paced_ids = {f"{i:016x}" for i in range(N)}
+        c0 = cpu_seconds(proc.pid)
         wall, lat, codes = await load(url, [notification(N + i, actionable=True) for i in range(N)])
-        report("new alert", wall, lat, codes)
         await drained(base)
+        report("new alert", wall, lat, codes, cpu_seconds(proc.pid) - c0)
         replay = notification(0, actionable=True)
+        c0 = cpu_seconds(proc.pid)
         wall, lat, codes = await load(url, [replay] * N)
-        report("replay", wall, lat, codes)
+        report("replay", wall, lat, codes, cpu_seconds(proc.pid) - c0)
         ignored = [notification(10**6 + i, actionable=False) for i in range(N)]
+        c0 = cpu_seconds(proc.pid)
         wall, lat, codes = await load(url, ignored)
-        report("ignored", wall, lat, codes)
+        report("ignored", wall, lat, codes, cpu_seconds(proc.pid) - c0)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
