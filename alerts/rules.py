@@ -31,6 +31,7 @@ from typing import Any
 
 from alerts.prometheus_config import JOBS
 from alerts.promql import by, dur, le, num, rate, sel
+from alerts.triton import triton_rule_group
 from deploy.stack import Model, Pool, Stack
 from exporters.catalog.gpu import (
     EXPORTER_LAST_COLLECT,
@@ -894,15 +895,6 @@ def build(stack: Stack) -> tuple[list[Case], list[Recording]]:
     return b.cases, b.recordings
 
 
-def _triton_group(stack: Stack) -> dict[str, Any] | None:
-    """The Triton -> catalog recording rules, once ``alerts.triton`` exists."""
-    try:
-        from alerts.triton import triton_rule_group
-    except ModuleNotFoundError:
-        return None
-    return dict(triton_rule_group(stack))
-
-
 def rule_files(stack: Stack) -> dict[str, dict[str, Any]]:
     """File name -> Prometheus rules document. Groups and rules keep generation order."""
     cases, recordings = build(stack)
@@ -917,7 +909,6 @@ def rule_files(stack: Stack) -> dict[str, dict[str, Any]]:
                 groups.setdefault(case.group, []).extend(case.rules)
         if groups:
             out[file] = {"groups": [{"name": g, "rules": r} for g, r in groups.items()]}
-    triton = _triton_group(stack)
-    if triton is not None:
-        out[TRITON_FILE] = {"groups": [triton]}
+    # Triton's own metrics recorded under catalog names (alerts.triton).
+    out[TRITON_FILE] = {"groups": [dict(triton_rule_group(stack))]}
     return out

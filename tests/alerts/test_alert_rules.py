@@ -17,6 +17,7 @@ from alerts.rules import (
     CRITICAL,
     INFO,
     PLATFORM_TEAM,
+    TRITON_FILE,
     WARNING,
     build,
     fast_window,
@@ -44,7 +45,8 @@ def test_promtool_checks_and_unit_tests_pass(any_stack: Stack, tmp_path: Path) -
     checked = _promtool("check", "rules", *(f"rules/{r}" for r in rules), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tests = sorted(f"tests/{p.name}" for p in (tmp_path / "tests").glob("*.yml"))
-    assert len(tests) == len([r for r in rules if r != "triton.rules.yml"])
+    # Triton's recording rules are tested by their owner; every other file has alerts and tests.
+    assert len(tests) == len([r for r in rules if r != TRITON_FILE])
     tested = _promtool("test", "rules", *tests, cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     config = _promtool("check", "config", "prometheus.yml", cwd=tmp_path)
