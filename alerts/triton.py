@@ -59,9 +59,10 @@ FAILURE = "nv_inference_request_failure"
 REQUEST_DURATION_US = "nv_inference_request_duration_us"
 QUEUE_DURATION_US = "nv_inference_queue_duration_us"
 
-# Triton's failure reason label -> our bounded error reason. "" is a Triton
-# older than the reason label: unknown, hence "other".
-FAILURE_REASONS = {"REJECTED": "rejected", "BACKEND": "backend", "OTHER|": "other"}
+# Our bounded error reason -> the matcher on Triton's ``reason`` label that
+# selects its failures (``alerts.promql.sel`` syntax: a plain value is equality).
+# A Triton older than the reason label has none (the empty value): unknown, hence "other".
+FAILURE_REASONS = {"rejected": "REJECTED", "backend": "BACKEND", "other": "=~OTHER|"}
 CANCELED = "CANCELED"
 # Divided, not multiplied by 1e-6: 200000 / 1e6 is 0.2 exactly, 200000 * 1e-6 is not.
 MICROSECONDS_PER_SECOND = 1_000_000
@@ -89,8 +90,7 @@ def model_rules(model: Model) -> list[dict[str, Any]]:
         _rule(MODEL_REQUESTS.series, _failures(model, "!=" + CANCELED), model, outcome="error"),
         _rule(MODEL_REQUESTS.series, _failures(model, CANCELED), model, outcome="cancelled"),
     ]
-    for triton, ours in FAILURE_REASONS.items():
-        matcher = "=~" + triton if "|" in triton else triton
+    for ours, matcher in FAILURE_REASONS.items():
         rules.append(_rule(MODEL_ERRORS.series, _failures(model, matcher), model, reason=ours))
     us = num(MICROSECONDS_PER_SECOND)
     rules += [
