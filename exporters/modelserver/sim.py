@@ -55,6 +55,8 @@ from exporters.modelserver.errors import UnknownModel
 UTILISATION_TIME_CONSTANT_SECONDS = 2.0
 # How often a stalled pool (requests waiting, none running) re-reads its GPU count.
 CAPACITY_POLL_SECONDS = 0.05
+# An LLM request generates between half and 1.5x this many tokens, one decode step each.
+_MEAN_GENERATED_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,3 @@ class ModelServerSim:
         return web.json_response(
             {"model": rec.key.model, "prompt_tokens": prompt, "tokens": tokens}
         )
-
-
-_MEAN_GENERATED_TOKENS = 16
