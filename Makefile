@@ -57,9 +57,9 @@ rules dashboards: generate
 
 # Generated artefacts are committed; regenerating must not change them.
 check-generated: generate
-	@git diff --exit-code -- deploy/generated || \
+	@git diff --exit-code -- deploy/generated deploy/grafana || \
 	  (echo "deploy/generated is stale: run 'make generate' and commit the result" && exit 1)
-	@test -z "$$(git ls-files --others --exclude-standard deploy/generated)" || \
+	@test -z "$$(git ls-files --others --exclude-standard deploy/generated deploy/grafana)" || \
 	  (echo "untracked files in deploy/generated: run 'make generate' and commit them" && exit 1)
 
 pytest: venv tools

@@ -21,6 +21,7 @@ from pathlib import Path
 from deploy.stack import DEFAULT_STACK_PATH, Stack, StackError, load_stack
 
 GENERATED_DIR = Path("deploy/generated")
+PROVISIONING_DIR = Path("deploy/grafana")
 EXIT_CONFIG = 2
 
 
@@ -40,6 +41,20 @@ def _server_args(p: argparse.ArgumentParser, what: str) -> None:
         "--port", type=int, default=None, help=f"port (default: the stack's ports.{what})"
     )
     _stack_arg(p)
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    _stack_arg(p)
+    p.add_argument(
+        "--out", type=Path, default=GENERATED_DIR, help=f"output dir (default: {GENERATED_DIR})"
+    )
+    p.add_argument(
+        "--provisioning-out",
+        type=Path,
+        default=PROVISIONING_DIR,
+        help=f"Grafana provisioning dir (default: {PROVISIONING_DIR})",
+    )
+    p.set_defaults(func=cmd_generate, needs_stack=True)
 
 
 def _run_server(coro_factory: Callable[[], object]) -> int:
@@ -74,9 +89,14 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
     from alerts.generate import write_all as write_alerts
     from dashboards.build import write_all as write_dashboards
+    from dashboards.provisioning import write as write_provisioning
 
     out: Path = args.out
-    written = [*write_alerts(stack, out), *write_dashboards(stack, out / "dashboards")]
+    written = [
+        *write_alerts(stack, out),
+        *write_dashboards(stack, out / "dashboards"),
+        *write_provisioning(stack, args.provisioning_out),
+    ]
     for p in written:
         print(p)
     return 0
@@ -92,14 +112,36 @@ def cmd_gpu_exporter(args: argparse.Namespace, stack: Stack) -> int:
     from exporters.gpu.server import serve
 
     port = args.port or stack.ports.gpu_exporter
-    return _run_server(lambda: serve(stack, args.host, port, backend=args.backend))
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"novabrain: --label wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return EXIT_CONFIG
+        labels[key] = value
+    return _run_server(
+        lambda: serve(
+            stack, args.host, port, backend=args.backend, node=args.node, extra_labels=labels
+        )
+    )
 
 
 def cmd_model_server(args: argparse.Namespace, stack: Stack) -> int:
     from exporters.modelserver.server import serve
 
     port = args.port or stack.ports.model_server
-    return _run_server(lambda: serve(stack, args.host, port))
+    return _run_server(
+        lambda: serve(
+            stack, args.host, port, scheduler_url=args.scheduler_url, token_file=args.token_file
+        )
+    )
+
+
+def cmd_loadgen(args: argparse.Namespace) -> int:
+    from exporters.modelserver.load import run_for
+
+    print(asyncio.run(run_for(args.url, args.model, args.rate, args.seconds, seed=args.seed)))
+    return 0
 
 
 def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
@@ -170,7 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("model-server", "serve the simulated model server (instrumented) and /metrics")
     _server_args(p, "model_server")
+    p.add_argument(
+        "--scheduler-url",
+        default=None,
+        help="poll the scheduler's pools for GPU counts (default: nominal)",
+    )
+    p.add_argument(
+        "--token-file", type=Path, default=None, help="bearer token for the scheduler API"
+    )
     p.set_defaults(func=cmd_model_server, needs_stack=True)
+
+    p = add("loadgen", "send open-loop (Poisson) load to a model server and print latencies")
+    p.add_argument("--url", required=True, help="model server base URL")
+    p.add_argument("--model", required=True)
+    p.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_loadgen, needs_stack=False)
 
     p = add("scheduler", "serve the scheduler: Alertmanager webhook, REST API and /metrics")
     _server_args(p, "scheduler")
@@ -185,27 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "generate", "generate rules, Alertmanager/Prometheus config and dashboards from the stack"
     )
-    _stack_arg(p)
-    p.add_argument(
-        "--out", type=Path, default=GENERATED_DIR, help=f"output dir (default: {GENERATED_DIR})"
-    )
-    p.set_defaults(func=cmd_generate, needs_stack=True)
+    _generate_args(p)
 
     rules = add("rules", "alerting and recording rules").add_subparsers(
         dest="sub", required=True, metavar="SUB"
     )
     p = rules.add_parser("build", help="same as generate", description="same as generate")
-    _stack_arg(p)
-    p.add_argument("--out", type=Path, default=GENERATED_DIR)
-    p.set_defaults(func=cmd_generate, needs_stack=True)
+    _generate_args(p)
 
     dash = add("dashboards", "Grafana dashboards").add_subparsers(
         dest="sub", required=True, metavar="SUB"
     )
     p = dash.add_parser("build", help="same as generate", description="same as generate")
-    _stack_arg(p)
-    p.add_argument("--out", type=Path, default=GENERATED_DIR)
-    p.set_defaults(func=cmd_generate, needs_stack=True)
+    _generate_args(p)
     p = dash.add_parser(
         "deploy",
         help="push dashboards to Grafana (token: GRAFANA_TOKEN or the stack's grafana.token_file)",

@@ -60,6 +60,8 @@ FAST_TIMING = {
 # scaled to the compressed clock too.
 FAST_POLICY = {"min_runtime_seconds": 5.0, "default_grace_seconds": 5.0}
 WORLD_TICK_SECONDS = 0.5
+SPIKE_BASE_FACTOR = 0.5
+SPIKE_FACTOR = 1.25
 
 
 @dataclass(frozen=True)
@@ -403,8 +405,10 @@ async def run_scenario(
     alert = latency_alert_name(model)
     quantile_expr = p99_expr(stack, model)
     own = env.runtime.serving_gpus(pool)
-    base_rate = 0.5 * env.model_server.capacity_qps(model.name, own)
-    spike_rate = 1.4 * env.model_server.capacity_qps(model.name, own)
+    # Half of what P0's own GPUs serve, then a spike 25% past it: over the
+    # threshold on P0's own GPUs, comfortably under once it borrows a step.
+    base_rate = SPIKE_BASE_FACTOR * env.model_server.capacity_qps(model.name, own)
+    spike_rate = SPIKE_FACTOR * env.model_server.capacity_qps(model.name, own)
     t0 = time.monotonic()
     timeline = Timeline()
 

@@ -70,10 +70,14 @@ async def test_p0_breach_moves_gpus_and_the_alert_resolves(tmp_path: Path) -> No
         assert preempted and float(preempted[0]["value"][1]) >= 1
 
         # Pool-level GPU panels join exporter series on the scheduler's info series.
-        by_pool = await prom.aquery(
-            f"avg by (pool) ({GPU_UTILIZATION.series} * on(uuid) group_left(pool) {GPU_POOL_INFO.series})"
-        )
-        assert {r["metric"]["pool"] for r in by_pool} == {p.name for p in env.stack.pools}
+        # After the return every pool holds its own GPUs again (awaited: Prometheus
+        # sees the change on its next scrape of the scheduler).
+        for p in env.stack.pools:
+            joined = (
+                f"{GPU_UTILIZATION.series} * on(uuid) group_left(pool) "
+                f'{GPU_POOL_INFO.series}{{pool="{p.name}"}}'
+            )
+            assert await prom.await_for(f"count({joined}) == {p.nominal_gpus}", timeout=30)
 
         # The scheduler's API tells the same story: a rebalance decision for the P0 pool,
         # and P0 back at its own GPUs after the stabilization window.
