@@ -456,6 +456,8 @@ class Service:
             "queued": len(queued),
             "ignored": len(ignored),
             "duplicates": dups,
+            # The request's own id is per delivery; these link it to what the alerts cause.
+            "correlation_ids": [i.correlation_id for i in new],
         }
         user = ctx.principal.name if ctx.principal else ALERTMANAGER_USER
         for i in new:

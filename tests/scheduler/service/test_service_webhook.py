@@ -44,6 +44,7 @@ async def test_firing_alert_acts_once_and_is_audited(env: Env) -> None:
     assert ops == ["alert.queued", "alert.rebalance", "decision.rebalance"]
     req = env.service.audit.query(operation="alerts.receive")[-1]
     assert req.user == "alertmanager" and req.source_ip == "127.0.0.1" and req.result == "ok"
+    assert json.loads(req.params)["correlation_ids"] == [cid]
     assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}) == 1
     assert sample(env, ALERT_TO_ACTION.count, {"action": "rebalance"}) == 1
 
