@@ -26,8 +26,8 @@ from exporters.modelserver.sim import ModelServerSim
 
 log = logging.getLogger(__name__)
 
-# Field names a pool entry of the scheduler's API may carry its serving GPU count under.
-_GPU_FIELDS = ("serving_gpus", "running_gpus", "gpus")
+# The field of a pool entry of the scheduler's API that counts the GPUs its jobs run on.
+SERVING_GPUS = "serving_gpus"
 
 
 def parse_pools(body: Any) -> dict[str, int]:
@@ -38,13 +38,10 @@ def parse_pools(body: Any) -> dict[str, int]:
     for entry in body:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise PoolsUnavailable(f"pool entry without a name: {entry!r:.200}")
-        for f in _GPU_FIELDS:
-            v = entry.get(f)
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                out[entry["name"]] = v
-                break
-        else:
-            raise PoolsUnavailable(f"pool {entry['name']!r} has none of {', '.join(_GPU_FIELDS)}")
+        v = entry.get(SERVING_GPUS)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise PoolsUnavailable(f"pool {entry['name']!r}: {SERVING_GPUS} is {v!r}")
+        out[entry["name"]] = v
     return out
 
 

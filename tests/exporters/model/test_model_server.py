@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 import aiohttp
@@ -17,17 +18,39 @@ from deploy.stack import Stack
 from exporters.catalog.model import MODEL_REQUESTS
 from exporters.modelserver.errors import PoolsUnavailable
 from exporters.modelserver.server import PoolGpus, parse_pools, serve
+from scheduler.runtime import SchedulerRuntime
+from scheduler.sim.workload import demo_workload
 
 
 def test_parse_pools() -> None:
     body = [
         {"name": "p0-risk", "serving_gpus": 16, "team": "risk"},
-        {"name": "p2-batch", "gpus": 0},
+        {"name": "p2-batch", "serving_gpus": 0},
     ]
     assert parse_pools(body) == {"p0-risk": 16, "p2-batch": 0}
-    for bad in ({"pools": []}, [{"gpus": 3}], [{"name": "p0-risk"}], [{"name": "x", "gpus": -1}]):
+    for bad in (
+        {"pools": []},
+        [{"serving_gpus": 3}],
+        [{"name": "p0-risk"}],
+        [{"name": "x", "serving_gpus": -1}],
+        [{"name": "x", "serving_gpus": True}],
+        [{"name": "x", "gpus": 3}],
+    ):
         with pytest.raises(PoolsUnavailable):
             parse_pools(bad)
+
+
+def test_parse_pools_reads_the_scheduler_runtime(stack: Stack, tmp_path: Path) -> None:
+    # What GET /api/v1/pools serves is the runtime's pools(): the parser must read
+    # the same count the demo passes straight in as gpus_for_pool.
+    rt = SchedulerRuntime.from_stack(stack, db_path=tmp_path / "s.db", registry=CollectorRegistry())
+    try:
+        rt.seed(demo_workload(stack))
+        counts = parse_pools(json.loads(json.dumps(rt.pools())))
+        assert counts == {p.name: rt.serving_gpus(p.name) for p in stack.pools}
+    finally:
+        rt.close()
+    assert any(counts.values())
 
 
 async def test_follows_the_scheduler_with_the_token_from_file(stack: Stack, tmp_path: Path) -> None:
