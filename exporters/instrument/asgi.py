@@ -83,7 +83,9 @@ class InstrumentMiddleware:
             outcome, reason = Outcome.CANCELLED, None
             raise
         except Exception:
-            # After the response started the client got its status; before, a 500.
+            # Before the response started the server answers 500. After, the body
+            # was cut short: a started 2xx is a backend failure, an error status
+            # keeps its own meaning.
             if status is None:
                 outcome, reason = Outcome.ERROR, ErrorReason.BACKEND
             else:
