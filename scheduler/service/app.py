@@ -20,6 +20,7 @@ import dataclasses
 import enum
 import functools
 import gc
+import itertools
 import json
 import logging
 import signal
@@ -237,6 +238,10 @@ class Service:
         self.audit_commit = GroupCommit(self._append_batches)
         self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
         self._limited: set[str] = set()
+        # Request ids: unique per process start (random prefix) and cheap per request
+        # (a uuid4 per request costs a urandom call on the hot path).
+        self._boot = uuid.uuid4().hex[:12]
+        self._request_seq = itertools.count(1)
         self._backlog: list[AuditEntry] = []
         self._rt_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runtime")
         self.wakeup = asyncio.Event()
@@ -312,7 +317,7 @@ class Service:
                 route=route,
                 received=self.clock(),
                 source_ip=request.remote or "",
-                correlation_id="req-" + uuid.uuid4().hex[:24],
+                correlation_id=f"req-{self._boot}-{next(self._request_seq)}",
             )
             try:
                 try:
