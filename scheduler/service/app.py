@@ -26,7 +26,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +247,7 @@ class Service:
         self.wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self.m_notifications = Counter(
             WEBHOOK_NOTIFICATIONS.name,
             WEBHOOK_NOTIFICATIONS.help,
@@ -584,14 +585,13 @@ class Service:
             if batch:
                 await self.call(self._act_batch, batch, outcomes, entries)
         finally:
-            # Settled before the next batch is read: nothing is ever acted on twice.
-            # Both writes are queued before either is awaited, so they share a commit round.
-            writes = []
-            if outcomes:
-                writes.append(self.finish_commit.submit((outcomes, self.clock())))
+            # The audit records follow on their own (in order, retried if the log is
+            # down); only the queue must be settled before the next batch is read, so
+            # that nothing is ever acted on twice.
             if entries:
-                writes.append(self.write_audit_quietly(entries))
-            await asyncio.gather(*writes)
+                self._spawn(self.write_audit_quietly(entries))
+            if outcomes:
+                await self.finish_commit.submit((outcomes, self.clock()))
             self.m_pending.set(self.intents.pending())
         return len(outcomes)
 
@@ -614,6 +614,11 @@ class Service:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -672,6 +677,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        if self._background:
+            await asyncio.wait(set(self._background))
         for commit in (self.intent_commit, self.finish_commit, self.audit_commit):
             await commit.flush()
         self._rt_thread.shutdown(wait=True)
