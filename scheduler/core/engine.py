@@ -93,6 +93,7 @@ class _Job:
         "kind",
         "last_checkpoint",
         "lost",
+        "maturing",
         "pending_victims",
         "pool",
         "preempted_for",
@@ -143,6 +144,7 @@ class _Job:
         self.entry: _Entry | None = None
         self.fail_mark: tuple[int, float] | None = None
         self.shadowed = False
+        self.maturing = False  # running, but not yet a candidate (cooldown or budget)
 
     @property
     def stateless(self) -> bool:
@@ -179,6 +181,9 @@ class _Pool:
         self.resolved_at: float | None = None
         self.last_scale_event = -math.inf
         self.scale_pending_until = -math.inf
+        # A plan for ``fail_need`` GPUs failed at ``fail_mark``: larger ones would too.
+        self.fail_mark: tuple[int, float] | None = None
+        self.fail_need = 0
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,9 @@ class Scheduler:
         self._jobs: dict[str, _Job] = {}
         self._finished: deque[str] = deque()
         self._deadlines: list[tuple[float, int, str]] = []
+        # Running jobs inside their cooldown or out of budget, by when that ends:
+        # they join the victim index only then, so plans never wade through them.
+        self._maturing: list[tuple[float, int, str]] = []
         self._ends: list[tuple[float, int, str]] = []
         self._cycles: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
         self._refused: dict[tuple[str, str], float] = {}
@@ -357,12 +365,27 @@ class Scheduler:
         self._dirty.add(job.id)
 
     def _dequeued(self, job: _Job) -> None:
+        """Job left the queue; its entry stays until ``_compact`` (queues are walked by index)."""
         pool = self._pools[job.pool]
         pool.waiting -= 1
         pool.waiting_gpus -= job.gpus
         job.qseq = -1
+
+    def _compact(self, pool: _Pool) -> None:
         while pool.queue and self._dead(pool.queue[0]):
             pool.queue.popleft()
+
+    def _walk(self, pool: _Pool, limit: int) -> Iterator[_Job]:
+        """Up to ``limit`` waiting jobs in order; safe while jobs are placed meanwhile."""
+        queue = pool.queue
+        i = seen = 0
+        while i < len(queue) and seen < limit:
+            _, qseq, job_id = queue[i]
+            i += 1
+            job = self._jobs.get(job_id)
+            if job is not None and job.qseq == qseq:
+                seen += 1
+                yield job
 
     def _dead(self, entry: tuple[float, int, str]) -> bool:
         job = self._jobs.get(entry[2])
@@ -384,9 +407,28 @@ class Scheduler:
 
     # ------------------------------------------------------------------ victim index
 
+    def _ready_at(self, job: _Job) -> float:
+        """When ``job`` may next be preempted as far as cooldown and budget go."""
+        assert job.started_at is not None
+        p = self._policy
+        ready = job.started_at + p.min_runtime_seconds
+        recent = sorted(
+            t for t in job.preemptions if t > self._clock() - p.preemption_budget_window_seconds
+        )
+        if len(recent) >= p.preemption_budget:
+            ready = max(ready, recent[-p.preemption_budget] + p.preemption_budget_window_seconds)
+        return ready
+
     def _index(self, job: _Job) -> None:
         if not job.preemptible or job.kind is JobKind.RESERVATION or job.started_at is None:
             return
+        ready = self._ready_at(job)
+        if ready > self._clock():
+            if not job.maturing:
+                job.maturing = True
+                heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
+            return
+        job.maturing = False
         borrower = any(self._gpus[u].home != job.pool for u in job.gpu_ids)
         key: _BucketKey = (borrower, job.stateless, job.gpus)
         entry: _Entry = (0.0 if job.stateless else -job.checkpoint_ref(), -job.started_at, job.id)
@@ -394,7 +436,21 @@ class Scheduler:
         job.bucket = key
         job.entry = entry
 
+    def _mature(self, now: float) -> None:
+        while self._maturing and self._maturing[0][0] <= now:
+            _, run_seq, job_id = heapq.heappop(self._maturing)
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.maturing
+                and job.run_seq == run_seq
+                and job.state is JobState.RUNNING
+            ):
+                job.maturing = False
+                self._index(job)
+
     def _unindex(self, job: _Job) -> None:
+        job.maturing = False  # a heap entry left behind is ignored when it pops
         if job.bucket is None or job.entry is None:
             return
         bucket = self._pools[job.pool].victims[job.bucket]
@@ -500,6 +556,7 @@ class Scheduler:
         returns whatever can be had, possibly nothing). Read-only.
         """
         now = self._clock()
+        self._mature(now)
         free = self._free_usable(pool, need, own_only=False)
         remaining = need - len(free)
         if remaining <= 0:
@@ -707,6 +764,13 @@ class Scheduler:
         )
 
     def _try_place(self, job: _Job, out: list[Decision], *, own_only: bool = False) -> bool:
+        pool = self._pools[job.pool]
+        if not job.held and not pool.free:
+            # Fast exit for the common case of a full cluster.
+            if own_only or pool.borrowed >= pool.spec.borrowing_limit:
+                return False
+            if not any(lender.free for lender in self._by_priority if lender is not pool):
+                return False
         ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
         if len(ready) >= job.gpus:
             self._place(job, ready[: job.gpus], out, "preemption" if job.held else "queue")
@@ -732,24 +796,34 @@ class Scheduler:
         # needs no borrowing is admitted before one that does): borrowing a
         # pool's idle GPUs while its own jobs wait would only invite a reclaim.
         for *_, pool in order:
-            for job in list(islice(self._waiting(pool), self._lookahead(pool))):
+            if not pool.free:
+                continue
+            for job in self._walk(pool, self._lookahead(pool)):
+                if not pool.free:
+                    break
                 self._try_place(job, out, own_only=True)
+            self._compact(pool)
         for *_, pool in order:
             self._drain(pool, out, now)
 
     def _drain(self, pool: _Pool, out: list[Decision], now: float) -> None:
         blocked = 0
         placed = False
-        for job in list(islice(self._waiting(pool), self._lookahead(pool))):
-            if job.state not in WAITING_STATES:
-                continue
-            if self._try_place(job, out):
-                placed = True
-                continue
+        # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
+        # not fit, no later job of n or more (holding nothing) will: skip the try.
+        unfit = math.inf
+        for job in self._walk(pool, self._lookahead(pool)):
+            if job.held or job.gpus < unfit:
+                if self._try_place(job, out):
+                    placed = True
+                    continue
+                if not job.held:
+                    unfit = job.gpus
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods
             mark = (self._gen, now)
-            if job.fail_mark == mark:
+            need = job.gpus - len(job.held)
+            if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
                 blocked += 1
             elif self._policy.dry_run:
                 self._shadow(job, out)
@@ -760,9 +834,11 @@ class Scheduler:
                     if job.kind is JobKind.RESERVATION
                     else ("rebalance" if job.elastic else "priority")
                 )
-                plan = self._plan(pool, job.gpus - len(job.held), job.id, best_effort=False)
+                plan = self._plan(pool, need, job.id, best_effort=False)
                 if plan is None:
                     job.fail_mark = mark
+                    if pool.fail_mark != mark or need < pool.fail_need:
+                        pool.fail_mark, pool.fail_need = mark, need
                     blocked += 1
                 else:
                     self._execute(plan, job, cause, out)
@@ -771,8 +847,7 @@ class Scheduler:
             if blocked >= BLOCKED_LOOKAHEAD:
                 break
         if placed:
-            while pool.queue and self._dead(pool.queue[0]):
-                pool.queue.popleft()
+            self._compact(pool)
 
     def _lookahead(self, pool: _Pool) -> int:
         # Jobs waiting on their victims do not count against the look-ahead.
@@ -811,6 +886,7 @@ class Scheduler:
         pool = self._pools[job.pool]
         if job.state in WAITING_STATES:
             self._dequeued(job)
+            self._compact(pool)
         if job.state is JobState.RUNNING:
             pool.running_gpus -= job.gpus
         self._unindex(job)
@@ -854,10 +930,12 @@ class Scheduler:
             raise Conflict(f"job {req.id} exists")
         if req.gpus < 1:
             raise InvalidRequest("a job needs at least one GPU")
-        if req.gpus > pool.nominal + pool.spec.borrowing_limit:
+        lendable = sum(p.spec.lending_limit for p in self._by_priority if p is not pool)
+        most = pool.nominal + min(pool.spec.borrowing_limit, lendable)
+        if req.gpus > most:
             raise InvalidRequest(
-                f"{req.gpus} GPUs exceed what {pool.name} may ever hold "
-                f"({pool.nominal} nominal + {pool.spec.borrowing_limit} borrowed)"
+                f"{req.gpus} GPUs exceed what {pool.name} may ever hold: {pool.nominal} nominal "
+                f"+ {min(pool.spec.borrowing_limit, lendable)} borrowable within the limits"
             )
         if req.grace_seconds is not None and req.grace_seconds < 0:
             raise InvalidRequest("grace_seconds must be >= 0")
@@ -905,11 +983,11 @@ class Scheduler:
             if req.last_checkpoint is not None and job.checkpointable:
                 job.last_checkpoint = min(req.last_checkpoint, now)
                 job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
+            # A new run key: heap entries made by _place at "now" are stale.
+            self._job_seq += 1
+            job.run_seq = self._job_seq
             self._index(job)
             if job.duration is not None:
-                # Re-key its end from the real start (the heap entry at "now" is stale).
-                self._job_seq += 1
-                job.run_seq = self._job_seq
                 heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
         self._schedule(out)
         return out
@@ -1446,6 +1524,13 @@ class Scheduler:
         }
         self._policy = replace(old, **typed)
         self._gen += 1
+        guards = {"min_runtime_seconds", "preemption_budget", "preemption_budget_window_seconds"}
+        if guards & set(changes):
+            # Cooldown and budget decide who is indexed as a candidate: re-sort everyone.
+            for job in self._jobs.values():
+                if job.state is JobState.RUNNING:
+                    self._unindex(job)
+                    self._index(job)
         out: list[Decision] = []
         changed = ", ".join(
             f"{k}: {getattr(old, k)} -> {getattr(self._policy, k)}" for k in changes

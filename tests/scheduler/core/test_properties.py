@@ -100,9 +100,11 @@ events = st.lists(
 )
 
 
-def fits(core: Scheduler, p: str, gpus: int) -> bool:
-    s = core.pool_state(p)
-    return gpus <= s["nominal_gpus"] + s["borrowing_limit"]
+def fits(spec: ClusterSpec, p: str, gpus: int) -> bool:
+    """A job no larger than its pool's quota plus what it may borrow within every limit."""
+    me = next(q for q in spec.pools if q.name == p)
+    lendable = sum(q.lending_limit for q in spec.pools if q.name != p)
+    return gpus <= me.nominal_gpus + min(me.borrowing_limit, lendable)
 
 
 def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now: float) -> None:
@@ -193,7 +195,7 @@ def run(core: Scheduler, clock: Clock, evs: list[tuple[object, ...]], n: int = 0
         if kind == "submit":
             _, p, gpus, ckpt, dur = ev
             assert isinstance(p, str) and isinstance(gpus, int) and isinstance(dur, int)
-            if fits(core, p, gpus):
+            if fits(core.cluster, p, gpus):
                 kind_ = JobKind.INFERENCE if p == "p0" else JobKind.TRAINING
                 core.submit(
                     JobRequest(
