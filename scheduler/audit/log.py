@@ -186,11 +186,11 @@ def record_hash(
     correlation_id: str,
     prev_hash: str,
 ) -> str:
-    # A JSON array keeps field boundaries unambiguous ("ab","c" != "a","bc").
-    body = json.dumps(
-        [seq, ts, user, source_ip, obj, operation, params, result, reason, correlation_id],
-        separators=(",", ":"),
-    )
+    # Each field length-prefixed: boundaries stay unambiguous ("ab","c" != "a","bc")
+    # whatever the fields contain, and it is several times cheaper than a JSON encoding.
+    parts = (str(seq), repr(ts), user, source_ip, obj, operation, params, result, reason,
+             correlation_id)  # fmt: skip
+    body = "".join(f"{len(p)}:{p}" for p in parts)
     return hashlib.sha256(f"{prev_hash}:{body}".encode()).hexdigest()
 
 
