@@ -215,6 +215,10 @@ class Scheduler:
             self._pools[spec.name] = _Pool(spec)
         # Lenders are tried lowest priority first: borrowing from batch before training.
         self._by_priority = sorted(self._pools.values(), key=lambda p: (p.priority, p.name))
+        # Only the top class borrows by preempting owners (Kueue's borrowWithinCohort
+        # with a priority threshold); everyone else borrows idle GPUs and reclaims
+        # its own. Otherwise P1 borrowing by preemption and P2 reclaiming ping-pong.
+        self._top_priority = max((p.priority for p in self._pools.values()), default=0)
         self._priority_names = {p.name: p.priority_class for p in cluster.pools}
         self._gpus: dict[str, _Gpu] = {}
         for g in cluster.gpus:
@@ -490,6 +494,9 @@ class Scheduler:
             key=lambda c: victim_key(c, need),
         )
         streams: list[Iterable[Candidate]] = [reclaim]
+        if pool.priority < self._top_priority:
+            yield from reclaim
+            return
         for other in self._by_priority:
             if other.priority >= pool.priority:
                 break
@@ -525,7 +532,10 @@ class Scheduler:
         self, victim: _Job, pool: _Pool, planned: dict[str, int], borrowed: list[int]
     ) -> list[_Gpu]:
         """GPUs of ``victim`` that ``pool`` may claim, updating the planned claim counters."""
-        lower = self._pools[victim.pool].priority < pool.priority
+        lower = (
+            self._pools[victim.pool].priority < pool.priority
+            and pool.priority >= self._top_priority
+        )
         out = []
         for u in victim.gpu_ids:
             g = self._gpus[u]
