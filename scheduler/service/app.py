@@ -605,6 +605,8 @@ class Service:
             except (IntentStoreUnavailable, SchedulerError) as e:
                 log.error("intent recovery failed, retrying: %s", e)
                 await self._sleep(self.config.retry_backoff_seconds)
+        with contextlib.suppress(IntentStoreUnavailable):
+            self.m_pending.set(self.intents.pending())
         while not self._stop.is_set():
             self.wakeup.clear()
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -13,7 +14,11 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from service_testkit import TOKENS, Env, am_alert, auth, notification, settle, start_env
 
-from exporters.catalog.service import ALERT_TO_ACTION, WEBHOOK_NOTIFICATIONS
+from exporters.catalog.service import (
+    ALERT_TO_ACTION,
+    WEBHOOK_INTENTS_PENDING,
+    WEBHOOK_NOTIFICATIONS,
+)
 from scheduler.service.app import ServiceConfig
 from scheduler.service.ratelimit import RateLimit
 from scheduler.service.routes import ALERTS_PATH
@@ -47,6 +52,11 @@ async def test_firing_alert_acts_once_and_is_audited(env: Env) -> None:
     assert json.loads(req.params)["correlation_ids"] == [cid]
     assert sample(env, WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}) == 1
     assert sample(env, ALERT_TO_ACTION.count, {"action": "rebalance"}) == 1
+    for _ in range(100):  # set when the queue row is settled, right after the commit
+        if sample(env, WEBHOOK_INTENTS_PENDING.series, {}) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert sample(env, WEBHOOK_INTENTS_PENDING.series, {}) == 0
 
 
 async def test_a_thousand_replays_give_exactly_one_action(env: Env) -> None:
