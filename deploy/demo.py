@@ -477,15 +477,18 @@ async def run_scenario(
         return n if n > own else None
 
     grown = await _until("GPUs moved to the P0 pool", moved, step_timeout)
-    victims = [
-        j
+    victims = [str(v) for v in d.get("victims", [])]
+    lost = sum(
+        float(j.get("gpu_seconds_lost", 0.0))
         for j in await env.api("/api/v1/jobs")
-        if j.get("state") in ("preempting", "queued", "requeued")
-    ]
+        if j["id"] in victims
+    )
     record(
         "moved",
-        f"GPUs moved: {pool} {own} → {grown}; {len(victims)} lower-priority jobs checkpointed and requeued",
+        f"GPUs moved: {pool} {own} → {grown}; preempted {', '.join(victims) or 'none'} "
+        f"after their grace period ({lost:.0f} GPU-seconds of work since their last checkpoints lost)",
         gpus=grown,
+        victims=victims,
     )
 
     async def recovered() -> float | None:
@@ -507,11 +510,21 @@ async def run_scenario(
     back = await _until(
         "borrowed GPUs returned", returned, step_timeout + stack.policy.return_stabilization_seconds
     )
+
+    async def resumed() -> list[str] | None:
+        jobs = {j["id"]: j for j in await env.api("/api/v1/jobs")}
+        done = [
+            v for v in victims if jobs[v]["state"] == "running" and jobs[v]["resume_count"] >= 1
+        ]
+        return done if len(done) == len(victims) else None
+
+    again = await _until("preempted jobs resumed", resumed, step_timeout)
     record(
         "returned",
-        f"after {stack.policy.return_stabilization_seconds:.0f}s stable, borrowed GPUs returned: {pool} holds {back}; "
-        "preempted jobs resume from their checkpoints",
+        f"after {stack.policy.return_stabilization_seconds:.0f}s stable, borrowed GPUs returned: "
+        f"{pool} holds {back}; {len(again)} preempted jobs resumed (from their last checkpoints where they had one)",
         gpus=back,
+        resumed=again,
     )
     pages = len(env.oncall.notifications)
     record("oncall", f"on-call received {pages} notifications (firing and resolved)")

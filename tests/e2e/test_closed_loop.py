@@ -50,6 +50,13 @@ async def test_p0_breach_moves_gpus_and_the_alert_resolves(tmp_path: Path) -> No
         steps = [e.step for e in timeline.events]
         assert [s for s in steps if s in ORDER] == ORDER
 
+        # Lower-priority jobs were preempted for P0 and, once the GPUs went back,
+        # resumed from their checkpoints.
+        moved = next(e for e in timeline.events if e.step == "moved")
+        returned = next(e for e in timeline.events if e.step == "returned")
+        assert moved.data["victims"]
+        assert sorted(returned.data["resumed"]) == sorted(moved.data["victims"])
+
         # The bound: first breaching sample to GPUs moved in under 60 s.
         breach_to_moved = timeline.at("moved") - timeline.at("breach")
         print(f"\nbreach -> GPUs moved: {breach_to_moved:.1f}s; timeline:")
