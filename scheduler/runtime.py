@@ -342,13 +342,11 @@ class SchedulerRuntime:
             jobs: Counter[tuple[str, str]] = Counter()
             for p in names:
                 prio = core.priority_class(p)
-                entries = core.queue(p)
-                oldest = max((now - v.queued_at for v, _ in entries), default=0.0)
-                queues[(p, prio)] = (len(entries), oldest)
+                length, queued_at = core.queue_stats(p)
+                queues[(p, prio)] = (length, 0.0 if queued_at is None else now - queued_at)
                 for s in JobState:
                     jobs[(p, s.value)] = 0
-            for j in core.iter_jobs():
-                jobs[(j.pool, j.state.value)] += 1
+            jobs.update(core.job_counts())
             return MetricsSnapshot(
                 pool_names=names,
                 pools=tuple(core.pool_state(p) for p in names),

@@ -257,10 +257,6 @@ class Scheduler:
     def cluster(self) -> ClusterSpec:
         return self._cluster
 
-    @property
-    def next_decision_seq(self) -> int:
-        return self._seq
-
     def _pool(self, name: str) -> _Pool:
         try:
             return self._pools[name]
@@ -1609,6 +1605,20 @@ class Scheduler:
         now = self._clock()
         p = self._pool(pool)
         return [(self._view(j), self._effective(j, now)) for j in self._waiting(p)]
+
+    def job_counts(self) -> dict[tuple[str, str], int]:
+        """(pool, state) -> jobs the core holds, without building views (for scrapes)."""
+        out: dict[tuple[str, str], int] = {}
+        for job in self._jobs.values():
+            key = (job.pool, job.state.value)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def queue_stats(self, pool: str) -> tuple[int, float | None]:
+        """(waiting jobs, when the longest-waiting one was queued): O(1), for scrapes."""
+        p = self._pool(pool)
+        head = next(self._waiting(p), None)
+        return p.waiting, None if head is None else head.queued_at
 
     def reservation_states(self) -> list[dict[str, Any]]:
         now = self._clock()
