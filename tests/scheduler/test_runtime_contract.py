@@ -132,3 +132,35 @@ def test_api_views_and_errors(stack: Stack, tmp_path: Path) -> None:
     scale = rt.manual_scale("p2-batch", 1, "op")
     assert scale[0].action == "scale_up"
     rt.close()
+
+
+def test_reservation_and_scaling_show_in_metrics(stack: Stack, tmp_path: Path) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    bell = datetime(2027, 1, 15, 9, 15, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    clock, reg = Clock(), CollectorRegistry()
+    clock.now = bell - 400
+    rt = SchedulerRuntime.from_stack(stack, db_path=tmp_path / "s.db", registry=reg, clock=clock)
+    rt.seed(demo_workload(stack, now=clock.now))
+
+    def gauge(name: str, **labels: str) -> float:
+        return next(v for lab, v in samples(reg)[name] if labels.items() <= lab.items())
+
+    key = {"reservation": "market-bell", "pool": "p0-risk"}
+    assert gauge(cat.RESERVATION_ACTIVE.name, **key) == 0
+    clock.now = bell - 300  # the drain lead starts
+    rt.tick()
+    assert gauge(cat.RESERVATION_ACTIVE.name, **key) == 1
+    assert gauge(cat.RESERVATION_SATISFIED.name, **key) == 0
+    clock.now += 1.5  # the simulated victims checkpoint and let go
+    rt.tick()
+    assert gauge(cat.RESERVATION_SATISFIED.name, **key) == 1
+    assert rt.serving_gpus("p0-risk") == 16  # before the bell
+
+    nodes = gauge(cat.POOL_NODES.name, pool="p1-train")
+    rt.manual_scale("p1-train", 1, "op-1")
+    rt.tick()  # the simulated autoscaler's node joins
+    assert gauge(cat.POOL_NODES.name, pool="p1-train") == nodes + 1
+    assert gauge(cat.SCALE_EVENTS.series, pool="p1-train", direction="up", result="ok") == 1
+    rt.close()
