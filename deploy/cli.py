@@ -152,25 +152,33 @@ def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from scheduler.audit import verify
+    from scheduler.audit import AuditError, verify
 
-    result = verify(args.db)
+    try:
+        result = verify(args.db, archive=args.archive)
+    except AuditError as e:
+        print(f"novabrain: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     print(result)
     return 0 if result.ok else 1
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
-    from scheduler.audit import export
+    from scheduler.audit import AuditError, export
 
-    export(
-        args.db,
-        out=sys.stdout,
-        fmt=args.format,
-        since=args.since,
-        until=args.until,
-        user=args.user,
-        operation=args.operation,
-    )
+    try:
+        export(
+            args.db,
+            out=sys.stdout,
+            fmt=args.format,
+            since=args.since,
+            until=args.until,
+            user=args.user,
+            operation=args.operation,
+        )
+    except AuditError as e:
+        print(f"novabrain: {e}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -286,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = aud.add_parser("verify", help="verify the hash chain", description="verify the hash chain")
     p.add_argument("--db", type=Path, required=True, help="audit database")
+    p.add_argument("--archive", type=Path, default=None, help="archive db the live log continues")
     p.set_defaults(func=cmd_audit_verify, needs_stack=False)
     p = aud.add_parser("export", help="export records", description="export records")
     p.add_argument("--db", type=Path, required=True, help="audit database")

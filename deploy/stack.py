@@ -173,6 +173,13 @@ class Prometheus:
 
 
 @dataclass(frozen=True)
+class Audit:
+    # None keeps every record in the live log; otherwise older records move,
+    # unchanged and still verifiable as one chain, to an archive next to it.
+    retention_days: float | None
+
+
+@dataclass(frozen=True)
 class Stack:
     name: str
     priority_classes: Mapping[str, int]
@@ -186,6 +193,7 @@ class Stack:
     ports: Ports
     prometheus: Prometheus
     grafana: Grafana
+    audit: Audit = Audit(retention_days=None)
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -578,6 +586,12 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     )
     g.done()
 
+    audit_node = root.child("audit", {})
+    retention = audit_node.raw("retention_days", None)
+    if retention is not None:
+        retention = audit_node.number("retention_days", min=1)
+    audit_node.done()
+
     stack = Stack(
         name=root.text("name", pattern=_NAME),
         priority_classes=priority_classes,
@@ -591,6 +605,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         ports=ports,
         prometheus=prometheus,
         grafana=grafana,
+        audit=Audit(retention_days=retention),
         source=source,
     )
     root.done()

@@ -930,7 +930,11 @@ async def serve(stack: Stack, host: str, port: int, *, state_dir: Path) -> None:
         stack, db_path=state_dir / "scheduler.db", registry=registry
     )
     try:
-        app = build_app(stack, runtime, audit_path=state_dir / "audit.db", registry=registry)
+        days = stack.audit.retention_days
+        config = ServiceConfig(audit_retention_seconds=None if days is None else days * 86400.0)
+        app = build_app(
+            stack, runtime, audit_path=state_dir / "audit.db", registry=registry, config=config
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:

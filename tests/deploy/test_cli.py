@@ -83,3 +83,12 @@ def test_token_new_prints_a_token_and_its_hash(capsys: pytest.CaptureFixture[str
     digest = re.search(r"^token_sha256: ([0-9a-f]{64})$", out, re.M)
     assert token and digest
     assert hashlib.sha256(token[1].encode()).hexdigest() == digest[1]
+
+
+def test_audit_commands_exit_2_on_a_missing_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "none.db")
+    assert main(["audit", "verify", "--db", missing]) == 2
+    assert main(["audit", "export", "--db", missing]) == 2
+    assert "no audit database" in capsys.readouterr().err
