@@ -6,7 +6,8 @@ Every call follows the same path, under one lock:
 2. the decisions, the jobs they changed and the core's timers are written to
    SQLite in one transaction; if that fails the core is rebuilt from the store
    (memory never runs ahead of what is durable) and ``StoreUnavailable`` is raised;
-3. only then are the decisions actuated, and marked actuated.
+3. only then are the decisions actuated, and marked actuated; one the actuator
+   fails on stays recorded as unactuated and is retried on the next tick.
 
 After a restart (``from_stack`` on an existing database) the core is restored
 from the store and decisions that were recorded but never confirmed actuated
@@ -104,6 +105,7 @@ class SchedulerRuntime:
             clock, gpus_per_node=cluster.gpus_per_new_node
         )
         self.accumulator = Accumulator()
+        self._retry = False  # some recorded decision still waits for its actuation
         self._core = self._load()
         registry.register(SchedulerCollector(self))
         self._replay()
@@ -184,8 +186,9 @@ class SchedulerRuntime:
             try:
                 self.actuator.apply(d, job)
             except ActuatorError as e:
-                # Recorded, not actuated: replayed after a restart.
+                # Recorded, not actuated: retried on the next tick (and after a restart).
                 log.warning("actuator failed on %s (%s): %s", d.id, d.action, e)
+                self._retry = True
                 continue
             done.append(d.id)
         if done:
@@ -207,6 +210,11 @@ class SchedulerRuntime:
         )
 
     def tick(self) -> list[Decision]:
+        if self._retry:
+            with self._lock:
+                self._retry = False
+                self._replay()
+
         def step() -> list[Decision]:
             out: list[Decision] = []
             for fb in self.actuator.poll(self._clock()):

@@ -147,3 +147,31 @@ def test_decisions_are_listed_newest_first_and_survive_restarts(
     rt2.manual_scale("p2-batch", 1, "op")
     assert rt2.decisions(limit=1)[0]["id"] > ids[0]
     rt2.close()
+
+
+class Flaky(SimulatedActuator):
+    """Fails the first preemption it is asked for, then works."""
+
+    failed = False
+
+    def apply(self, decision: Decision, job: JobView | None) -> None:
+        if decision.action == "preempt" and not self.failed:
+            self.failed = True
+            raise ActuatorError("503 from the API server")
+        super().apply(decision, job)
+
+
+def test_a_failed_actuation_is_retried_on_the_next_tick(stack: Stack, tmp_path: Path) -> None:
+    clock = Clock()
+    actuator = Flaky(clock)
+    rt = runtime(stack, tmp_path / "s.db", clock, actuator)
+    rt.seed(demo_workload(stack, now=clock.now))
+    ds = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="am")
+    victims = {d.job for d in ds if d.action == "preempt"}
+    assert {d.job for d in actuator.log if d.action == "preempt"} == victims - {ds[0].job}
+    rt.tick()
+    assert {d.job for d in actuator.log if d.action == "preempt"} == victims
+    store = Store(tmp_path / "s.db")
+    assert not store.unactuated()
+    store.close()
+    rt.close()
