@@ -1,7 +1,7 @@
 """Trace-driven simulation of the scheduler on real job traces.
 
 Reads ElasticFlow-style traces (``job_id,submission_time,duration,num_gpu``,
-e.g. /work/shared/traces/elasticflow/cluster01..10.csv) and replays them
+e.g. ../shared/traces/elasticflow/cluster01..10.csv beside the checkout) and replays them
 through the pure core on a simulated clock: jobs of ``training_min_gpus`` GPUs
 or more go to the training pool, the rest to the batch pool; training jobs
 checkpoint every ``checkpoint_interval_seconds`` (``training_share_percent`` of the
