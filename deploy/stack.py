@@ -111,6 +111,7 @@ class Policy:
     scale_up_stabilization_seconds: float
     scale_down_stabilization_seconds: float
     scale_down_unneeded_seconds: float
+    scale_up_wait_seconds: float  # a pool's oldest job waits this long before a node is asked for
     dry_run: bool
 
 
@@ -418,6 +419,7 @@ def _policy(n: _Node) -> Policy:
         scale_up_stabilization_seconds=n.number("scale_up_stabilization_seconds", 0.0),
         scale_down_stabilization_seconds=n.number("scale_down_stabilization_seconds", 300.0),
         scale_down_unneeded_seconds=n.number("scale_down_unneeded_seconds", 600.0),
+        scale_up_wait_seconds=n.number("scale_up_wait_seconds", 60.0),
         dry_run=n.flag("dry_run", False),
     )
 

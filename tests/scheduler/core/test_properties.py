@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from conftest import FAST, Clock, cluster, pool
+from core_testkit import FAST, Clock, cluster, pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from conftest import FAST, World, bank
+from core_testkit import FAST, World, bank
 
 from scheduler.core import Decision, JobKind, JobRequest, JobState, ReservationSpec
 
@@ -175,7 +175,7 @@ def test_only_the_top_class_borrows_by_preemption(world: World) -> None:
 
 
 def test_cycle_detector_refuses_the_reversal_and_counts_it(world: World) -> None:
-    from conftest import cluster, pool
+    from core_testkit import cluster, pool
 
     # A preemptible top class: it borrows by preemption, and the owner reclaims.
     spec = cluster(
