@@ -148,7 +148,9 @@ def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
     from scheduler.service.app import serve
 
     port = args.port or stack.ports.scheduler
-    return _run_server(lambda: serve(stack, args.host, port, state_dir=args.state_dir))
+    return _run_server(
+        lambda: serve(stack, args.host, port, state_dir=args.state_dir, actuator=args.actuator)
+    )
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -245,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("/var/lib/novabrain"),
         help="SQLite state and audit log",
+    )
+    p.add_argument(
+        "--actuator",
+        choices=("simulated", "kubernetes"),
+        default="simulated",
+        help="act on an embedded simulated cluster, or on Kubernetes (the stack's kubernetes section)",
     )
     p.set_defaults(func=cmd_scheduler, needs_stack=True)
 

@@ -174,6 +174,15 @@ class Prometheus:
 
 
 @dataclass(frozen=True)
+class Kubernetes:
+    """Where the Kubernetes actuator acts (``novabrain scheduler --actuator kubernetes``)."""
+
+    namespace: str
+    deployments: Mapping[str, str]  # pool -> the inference Deployment whose replicas it grows
+    balloon_image: str
+
+
+@dataclass(frozen=True)
 class Audit:
     # None keeps every record in the live log; otherwise older records move,
     # unchanged and still verifiable as one chain, to an archive next to it.
@@ -195,6 +204,7 @@ class Stack:
     prometheus: Prometheus
     grafana: Grafana
     audit: Audit = Audit(retention_days=None)
+    kubernetes: Kubernetes = Kubernetes("novabrain", {}, "registry.k8s.io/pause:3.9")
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -594,6 +604,21 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         retention = audit_node.number("retention_days", min=1)
     audit_node.done()
 
+    k = root.child("kubernetes", {})
+    dep_node = k.child("deployments", {})
+    deployments: dict[str, str] = {}
+    for pool_name in list(dep_node.value):
+        if pool_name not in pool_names:
+            raise StackError(f"kubernetes.deployments.{pool_name}", f"unknown pool {pool_name!r}")
+        deployments[str(pool_name)] = dep_node.text(str(pool_name), pattern=_NAME)
+    dep_node.done()
+    kubernetes = Kubernetes(
+        namespace=k.text("namespace", "novabrain", pattern=_NAME),
+        deployments=deployments,
+        balloon_image=k.text("balloon_image", "registry.k8s.io/pause:3.9"),
+    )
+    k.done()
+
     stack = Stack(
         name=root.text("name", pattern=_NAME),
         priority_classes=priority_classes,
@@ -608,6 +633,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         prometheus=prometheus,
         grafana=grafana,
         audit=Audit(retention_days=retention),
+        kubernetes=kubernetes,
         source=source,
     )
     root.done()

@@ -43,8 +43,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from deploy.stack import Stack
 from scheduler.actuators.base import Actuator, Feedback, FeedbackKind
 from scheduler.core.errors import ActuatorError
 from scheduler.core.model import Decision, JobKind, JobView
@@ -232,3 +234,30 @@ class KubernetesActuator(Actuator):
             if suspended and not (j.status and j.status.active):
                 out.append(Feedback(FeedbackKind.ACK, job=job_id))
         return out
+
+
+def from_stack(
+    stack: Stack, *, clock: Callable[[], float], api_client: k8s.ApiClient | None = None
+) -> KubernetesActuator:
+    """The actuator the stack's ``kubernetes`` section describes.
+
+    Without an ``api_client`` it uses the in-cluster service account when the
+    scheduler runs in a pod, else the local kubeconfig.
+    """
+    if api_client is None:
+        try:
+            k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        api_client = k8s.ApiClient()
+    return KubernetesActuator(
+        api_client,
+        namespace=stack.kubernetes.namespace,
+        gpu_nodes={g.uuid: g.node for g in stack.gpus()},
+        deployments=stack.kubernetes.deployments,
+        # Balloon pods reserve whole nodes of the (first) node group the
+        # Cluster Autoscaler scales.
+        gpus_per_node=stack.node_groups[0].gpus_per_node,
+        clock=clock,
+        balloon_image=stack.kubernetes.balloon_image,
+    )

@@ -919,15 +919,28 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-async def serve(stack: Stack, host: str, port: int, *, state_dir: Path) -> None:
-    """Run the scheduler (runtime, webhook, API) until SIGINT or SIGTERM."""
+async def serve(
+    stack: Stack, host: str, port: int, *, state_dir: Path, actuator: str = "simulated"
+) -> None:
+    """Run the scheduler (runtime, webhook, API) until SIGINT or SIGTERM.
+
+    ``actuator`` is ``simulated`` (an embedded cluster) or ``kubernetes`` (the
+    stack's ``kubernetes`` section, in-cluster credentials or the kubeconfig).
+    """
     from scheduler.runtime import SchedulerRuntime
 
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     registry = CollectorRegistry()
+    chosen = None
+    if actuator == "kubernetes":
+        from scheduler.actuators.kubernetes import from_stack
+
+        chosen = from_stack(stack, clock=time.time)
+    elif actuator != "simulated":
+        raise ValueError(f"unknown actuator {actuator!r}: simulated or kubernetes")
     runtime = SchedulerRuntime.from_stack(
-        stack, db_path=state_dir / "scheduler.db", registry=registry
+        stack, db_path=state_dir / "scheduler.db", registry=registry, actuator=chosen
     )
     try:
         days = stack.audit.retention_days

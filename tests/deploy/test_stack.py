@@ -111,6 +111,13 @@ _DELETE = object()
         (["grafana", "url"], _DELETE, "grafana.url", "is required"),
         (["ports", "scheduler"], 70000, "ports.scheduler", "between 1 and 65535"),
         (["audit", "retention_days"], 0, "audit.retention_days", ">= 1"),
+        (
+            ["kubernetes", "deployments", "nowhere"],
+            "x",
+            "kubernetes.deployments.nowhere",
+            "unknown pool",
+        ),
+        (["kubernetes", "namespace"], "Bad_NS", "kubernetes.namespace", "must match"),
     ],
 )
 def test_errors_name_the_field(

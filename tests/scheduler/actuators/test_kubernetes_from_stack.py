@@ -1,0 +1,47 @@
+"""`novabrain scheduler --actuator kubernetes` builds its actuator from the stack's kubernetes section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubernetes import client as k8s
+from test_kubernetes_recorded import Exchange, Replayer, decision, scale, view
+
+from deploy.stack import load_stack
+from scheduler.actuators.kubernetes import from_stack
+from scheduler.core.model import JobKind
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_p0_growth_acts_on_the_stacks_namespace_deployment_and_nodes() -> None:
+    stack = load_stack(ROOT / "deploy/stack.yaml")
+    ns, deployment = stack.kubernetes.namespace, stack.kubernetes.deployments["p0-risk"]
+    node = stack.gpus()[-1].node
+    uuids = tuple(g.uuid for g in stack.gpus() if g.node == node)[:2]
+    scale_path = f"/apis/apps/v1/namespaces/{ns}/deployments/{deployment}/scale"
+    api = k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1"))
+    replayer = Replayer(
+        [
+            Exchange(
+                "PATCH",
+                f"/api/v1/nodes/{node}",
+                {
+                    "metadata": {"labels": {"novabrain.io/pool": "p0-risk"}},
+                    "spec": {
+                        "taints": [
+                            {"key": "novabrain.io/pool", "value": "p0-risk", "effect": "NoSchedule"}
+                        ]
+                    },
+                },
+                response={"metadata": {"name": node}},
+            ),
+            Exchange("GET", scale_path, response=scale(8)),
+            Exchange("PATCH", scale_path, {"spec": {"replicas": 10}}, response=scale(10)),
+        ]
+    )
+    api.rest_client.pool_manager = replayer
+    act = from_stack(stack, clock=lambda: 1_800_000_000.0, api_client=api)
+    burst = view("p0-risk/burst-1", JobKind.INFERENCE, pool="p0-risk", elastic=True)
+    act.apply(decision("place", "p0-risk", job=burst.id, gpus=2, gpu_ids=uuids), burst)
+    assert not replayer.recording
