@@ -42,6 +42,14 @@ from exporters.catalog.gpu import (
     GPU_XID_LAST_SEEN,
 )
 from exporters.catalog.model import MODEL_ERRORS, MODEL_REQUEST_DURATION, MODEL_REQUESTS
+from exporters.catalog.recorded import (
+    budget_remaining,
+    error_budget,
+    error_ratio,
+    latency_budget,
+    latency_miss_ratio,
+    latency_threshold,
+)
 from exporters.catalog.scheduler import (
     GPU_POOL_INFO,
     PREEMPTIONS,
@@ -109,39 +117,6 @@ def sustain_seconds(stack: Stack) -> float:
 
 def stale_seconds(stack: Stack) -> float:
     return STALE_SCRAPES * stack.prometheus.scrape_interval_seconds
-
-
-# ----------------------------------------------------------------------------- rule names
-
-
-def latency_miss_ratio(window: str) -> str:
-    """Recording rule: fraction of requests slower than the model's SLO threshold."""
-    return f"model:{MODEL_REQUEST_DURATION.name}:slo_miss_ratio_rate{window}"
-
-
-def error_ratio(window: str) -> str:
-    """Recording rule: fraction of requests that failed."""
-    return f"model:{MODEL_REQUESTS.name}:error_ratio_rate{window}"
-
-
-def latency_budget() -> str:
-    """Recording rule: the latency SLO's error budget (1 - target), one series per model."""
-    return f"model:{MODEL_REQUEST_DURATION.name}:slo_error_budget_ratio"
-
-
-def error_budget() -> str:
-    return f"model:{MODEL_REQUESTS.name}:slo_error_budget_ratio"
-
-
-def latency_threshold() -> str:
-    """Recording rule: the model's latency SLO threshold, for dashboards to draw against p99."""
-    return f"model:{MODEL_REQUEST_DURATION.name}:slo_threshold_seconds"
-
-
-def budget_remaining(sli: str) -> str:
-    """Recording rule: fraction of the 30-day error budget left (``sli`` is latency or errors)."""
-    base = MODEL_REQUEST_DURATION.name if sli == "latency" else MODEL_REQUESTS.name
-    return f"model:{base}:slo_error_budget_remaining_ratio"
 
 
 # ----------------------------------------------------------------------------- model

@@ -8,9 +8,8 @@ Pool-level GPU queries join exporter series on the scheduler's
 ``GPU_POOL_INFO`` by uuid: pool membership changes with every rebalance and
 only the scheduler knows it.
 
-The SLO panels read the recording rules ``alerts.rules`` generates. The import
-layers keep ``alerts`` and ``dashboards`` independent, so their names are
-spelt by the same functions here (``recorded``); a test checks both agree.
+The SLO panels read the recording rules ``alerts.rules`` generates; both take
+the recorded series' names from ``exporters.catalog.recorded``.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from dashboards.panels import (
 from deploy.stack import Stack
 from exporters.catalog import gpu as g
 from exporters.catalog import model as m
+from exporters.catalog import recorded
 from exporters.catalog import scheduler as s
 from exporters.catalog import service as svc
 
@@ -48,38 +48,6 @@ MODEL_SLO_UID = "novabrain-model-slo"
 SCHEDULER_UID = "novabrain-scheduler"
 RATE = "$__rate_interval"
 TAGS = ["novabrain"]
-
-
-# ----------------------------------------------------------------------------- recorded series
-
-
-class recorded:
-    """Names of the recording rules the SLO panels read (see ``alerts.rules``)."""
-
-    @staticmethod
-    def latency_miss_ratio(window: str) -> str:
-        return f"model:{m.MODEL_REQUEST_DURATION.name}:slo_miss_ratio_rate{window}"
-
-    @staticmethod
-    def error_ratio(window: str) -> str:
-        return f"model:{m.MODEL_REQUESTS.name}:error_ratio_rate{window}"
-
-    @staticmethod
-    def latency_budget() -> str:
-        return f"model:{m.MODEL_REQUEST_DURATION.name}:slo_error_budget_ratio"
-
-    @staticmethod
-    def error_budget() -> str:
-        return f"model:{m.MODEL_REQUESTS.name}:slo_error_budget_ratio"
-
-    @staticmethod
-    def latency_threshold() -> str:
-        return f"model:{m.MODEL_REQUEST_DURATION.name}:slo_threshold_seconds"
-
-    @staticmethod
-    def budget_remaining(sli: str) -> str:
-        base = m.MODEL_REQUEST_DURATION.name if sli == "latency" else m.MODEL_REQUESTS.name
-        return f"model:{base}:slo_error_budget_remaining_ratio"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from alerts import rules as alert_rules
-from dashboards.build import BUILDERS, build_all, recorded
+from dashboards.build import BUILDERS, build_all
 from dashboards.lint import lint, lint_expr
 from dashboards.normalise import normalise, to_json
 from dashboards.panels import DATASOURCE, datasource_variable, layout, timeseries
@@ -132,15 +132,7 @@ def test_counter_inside_rate_is_fine_even_when_nested() -> None:
 
 
 def test_recorded_names_match_the_rules(stack: Stack) -> None:
-    for w in alert_rules.SLO_WINDOWS:
-        assert recorded.latency_miss_ratio(w) == alert_rules.latency_miss_ratio(w)
-        assert recorded.error_ratio(w) == alert_rules.error_ratio(w)
-    assert recorded.latency_budget() == alert_rules.latency_budget()
-    assert recorded.error_budget() == alert_rules.error_budget()
-    assert recorded.latency_threshold() == alert_rules.latency_threshold()
-    for sli in ("latency", "errors"):
-        assert recorded.budget_remaining(sli) == alert_rules.budget_remaining(sli)
-    # ... and every recorded series a dashboard reads is recorded by some rule.
+    # Every recorded series a dashboard reads is recorded by some rule.
     records = {
         r["record"]
         for doc in alert_rules.rule_files(stack).values()
