@@ -150,6 +150,17 @@ class _Job:
     def stateless(self) -> bool:
         return self.kind in (JobKind.INFERENCE, JobKind.RESERVATION)
 
+    def work_lost(self, now: float) -> float:
+        """GPU-seconds this running job would lose if it stopped at ``now``."""
+        assert self.started_at is not None
+        return work_lost(
+            gpus=self.gpus,
+            stateless=self.stateless,
+            started_at=self.started_at,
+            last_checkpoint=self.last_checkpoint,
+            now=now,
+        )
+
     def checkpoint_ref(self) -> float:
         assert self.started_at is not None
         if self.last_checkpoint is None:
@@ -466,13 +477,7 @@ class Scheduler:
             job_id=job.id,
             borrower=any(self._gpus[u].home != job.pool for u in job.gpu_ids),
             priority=self._pools[job.pool].priority,
-            work_lost=work_lost(
-                gpus=job.gpus,
-                stateless=job.stateless,
-                started_at=job.started_at,
-                last_checkpoint=job.last_checkpoint,
-                now=now,
-            ),
+            work_lost=job.work_lost(now),
             gpus=job.gpus,
             started_at=job.started_at,
         )
@@ -631,14 +636,7 @@ class Scheduler:
         preemptor.pending_victims.add(victim.id)
         heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
         self._dirty.add(victim.id)
-        assert victim.started_at is not None
-        lost_now = work_lost(
-            gpus=victim.gpus,
-            stateless=victim.stateless,
-            started_at=victim.started_at,
-            last_checkpoint=victim.last_checkpoint,
-            now=now,
-        )
+        lost_now = victim.work_lost(now)
         self._decide(
             out,
             "preempt",
@@ -661,13 +659,7 @@ class Scheduler:
         """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
         now = self._clock()
         assert victim.started_at is not None
-        lost = work_lost(
-            gpus=victim.gpus,
-            stateless=victim.stateless,
-            started_at=victim.started_at,
-            last_checkpoint=victim.last_checkpoint,
-            now=now,
-        )
+        lost = victim.work_lost(now)
         gpu_ids = tuple(victim.gpu_ids)
         for u in gpu_ids:
             g = self._gpus[u]
