@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -83,15 +83,6 @@ _NO_DELETE = """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON au
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
 _TRIGGERS = _NO_UPDATE + "\n" + _NO_DELETE
 
-_SELECT = (
-    "SELECT seq, ts, user, source_ip, object, operation, params, result, reason, "
-    "correlation_id, prev_hash, hash FROM audit"
-)
-_INSERT = (
-    "INSERT INTO audit (seq, ts, user, source_ip, object, operation, params, result, reason, "
-    "correlation_id, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-
 
 class AuditError(Exception):
     """Base of the audit log's errors."""
@@ -134,6 +125,14 @@ class AuditRecord:
     prev_hash: str
     hash: str
 
+    def row(self) -> tuple[Any, ...]:
+        """The record as stored: one value per column, in column order."""
+        return tuple(getattr(self, c) for c in _COLUMNS)
+
+    def expected_hash(self) -> str:
+        """The hash this record must carry: every other field, chained to ``prev_hash``."""
+        return record_hash(*self.row()[:-1])
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
@@ -150,6 +149,14 @@ class AuditRecord:
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+
+# The table's columns are AuditRecord's fields, in order: one definition for
+# the hash input, the stored row and both statements. (The names are our own
+# field names, never input, so building the SQL from them is safe.)
+_COLUMNS = tuple(f.name for f in fields(AuditRecord))
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"  # noqa: S608
+_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -278,54 +285,24 @@ class AuditLog:
                     ).fetchone()
                     for e in entries:
                         seq += 1
-                        ts = float(self.clock())
-                        params = canonical_params(e.params)
-                        h = record_hash(
-                            seq,
-                            ts,
-                            e.user,
-                            e.source_ip,
-                            e.object,
-                            e.operation,
-                            params,
-                            e.result,
-                            e.reason,
-                            e.correlation_id,
-                            prev,
-                        )
                         rec = AuditRecord(
                             seq,
-                            ts,
+                            float(self.clock()),
                             e.user,
                             e.source_ip,
                             e.object,
                             e.operation,
-                            params,
+                            canonical_params(e.params),
                             e.result,
                             e.reason,
                             e.correlation_id,
                             prev,
-                            h,
+                            hash="",
                         )
-                        self._db.execute(
-                            _INSERT,
-                            (
-                                rec.seq,
-                                rec.ts,
-                                rec.user,
-                                rec.source_ip,
-                                rec.object,
-                                rec.operation,
-                                rec.params,
-                                rec.result,
-                                rec.reason,
-                                rec.correlation_id,
-                                rec.prev_hash,
-                                rec.hash,
-                            ),
-                        )
+                        rec = replace(rec, hash=rec.expected_hash())
+                        self._db.execute(_INSERT, rec.row())
                         out.append(rec)
-                        prev = h
+                        prev = rec.hash
                     self._db.execute(
                         "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'", (seq, prev)
                     )
@@ -532,19 +509,7 @@ def _verify_chain(db: sqlite3.Connection) -> VerifyResult:
                 else f"record {r.seq} appears after {seq} (reordered)"
             )
             return VerifyResult(False, checked, seq, prev, expected_seq, what)
-        recomputed = record_hash(
-            r.seq,
-            r.ts,
-            r.user,
-            r.source_ip,
-            r.object,
-            r.operation,
-            r.params,
-            r.result,
-            r.reason,
-            r.correlation_id,
-            r.prev_hash,
-        )
+        recomputed = r.expected_hash()
         if recomputed != r.hash:
             return VerifyResult(
                 False,
