@@ -27,8 +27,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -127,7 +128,7 @@ class AuditRecord:
 
     def row(self) -> tuple[Any, ...]:
         """The record as stored: one value per column, in column order."""
-        return tuple(getattr(self, c) for c in _COLUMNS)
+        return _ROW(self)
 
     def expected_hash(self) -> str:
         """The hash this record must carry: every other field, chained to ``prev_hash``."""
@@ -155,6 +156,7 @@ class AuditRecord:
 # the hash input, the stored row and both statements. (The names are our own
 # field names, never input, so building the SQL from them is safe.)
 _COLUMNS = tuple(f.name for f in fields(AuditRecord))
+_ROW = attrgetter(*_COLUMNS)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"  # noqa: S608
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
 
@@ -283,26 +285,17 @@ class AuditLog:
                     seq, prev = self._db.execute(
                         "SELECT seq, hash FROM chain WHERE name = 'head'"
                     ).fetchone()
+                    ts = float(self.clock())
                     for e in entries:
                         seq += 1
-                        rec = AuditRecord(
-                            seq,
-                            float(self.clock()),
-                            e.user,
-                            e.source_ip,
-                            e.object,
-                            e.operation,
-                            canonical_params(e.params),
-                            e.result,
-                            e.reason,
-                            e.correlation_id,
-                            prev,
-                            hash="",
-                        )
-                        rec = replace(rec, hash=rec.expected_hash())
-                        self._db.execute(_INSERT, rec.row())
-                        out.append(rec)
-                        prev = rec.hash
+                        # Built field by field in column order (no dataclass round trips):
+                        # this runs for every request the service answers.
+                        fields_ = (seq, ts, e.user, e.source_ip, e.object, e.operation,
+                                   canonical_params(e.params), e.result, e.reason,
+                                   e.correlation_id, prev)  # fmt: skip
+                        prev = record_hash(*fields_)
+                        out.append(AuditRecord(*fields_, prev))
+                    self._db.executemany(_INSERT, [r.row() for r in out])
                     self._db.execute(
                         "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'", (seq, prev)
                     )

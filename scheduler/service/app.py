@@ -26,6 +26,7 @@ import logging
 import signal
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ from scheduler.service.auth import Authenticator, Principal
 from scheduler.service.batch import GroupCommit
 from scheduler.service.errors import IntentStoreUnavailable, PayloadError
 from scheduler.service.intents import IntentQueue, Outcome, QueuedIntent
-from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
+from scheduler.service.payload import Intent, actionable_pairs, intent_for, parse_notification
 from scheduler.service.ratelimit import RateLimit, RateLimiter
 from scheduler.service.routes import ROUTES, Route, coerce_query, openapi, validate
 
@@ -233,9 +234,9 @@ class Service:
             busy_timeout=config.busy_timeout_seconds,
         )
         self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
-        self.intent_commit = GroupCommit(self.intents.record_many)
-        self.finish_commit = GroupCommit(self.intents.finish_many)
-        self.audit_commit = GroupCommit(self._append_batches)
+        self.intent_commit = GroupCommit(self.intents.record_many, name="intents")
+        self.finish_commit = GroupCommit(self.intents.finish_many, name="settle")
+        self.audit_commit = GroupCommit(self._append_batches, name="audit")
         self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
         self._limited: set[str] = set()
         # Request ids: unique per process start (random prefix) and cheap per request
@@ -244,6 +245,13 @@ class Service:
         self._request_seq = itertools.count(1)
         self._backlog: list[AuditEntry] = []
         self._rt_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runtime")
+        # Intents waiting for the worker, in arrival order. The webhook hands each new one
+        # over here once it is durable, so the worker never reads the queue back from disk;
+        # the table is read once, at startup, for what a previous run left pending. Rows up
+        # to ``_loaded_upto`` came from that read (None: not done yet, and the webhook leaves
+        # its intents to it).
+        self._ready: deque[QueuedIntent] = deque()
+        self._loaded_upto: int | None = None
         self.wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -450,7 +458,8 @@ class Service:
         body = await request.read()
         note = parse_notification(body)
         intents = [intent_for(a, self.allowed) for a in note.alerts]
-        new = await self.intent_commit.submit((intents, ctx.received))
+        recorded = await self.intent_commit.submit((intents, ctx.received))
+        new = [i for _, i in recorded]
         queued = [i for i in new if i.action]
         ignored = [i for i in new if not i.action]
         dups = len(intents) - len(new)
@@ -481,8 +490,7 @@ class Service:
             )
         ctx.webhook_result = "accepted" if queued else ("ignored" if ignored else "duplicate")
         if queued:
-            self.m_pending.inc(len(queued))
-            self.wakeup.set()
+            self._hand_over(recorded, ctx.received)
         # Plain values already: straight to JSON (jsonable's walk is the hot path's cost).
         reply = {
             "queued": len(queued),
@@ -496,6 +504,30 @@ class Service:
 
     # ------------------------------------------------------------------ worker
 
+    def _hand_over(self, recorded: list[tuple[int, Intent]], received_at: float) -> None:
+        """Queue durable, actionable intents for the worker (unless the startup read has them)."""
+        if self._loaded_upto is None:
+            return
+        for row_id, i in recorded:
+            if i.action and row_id > self._loaded_upto:
+                queued = QueuedIntent(
+                    row_id, i.key, i.correlation_id, i.alert, i.pool, i.action, i.firing,
+                    received_at, attempts=0,
+                )  # fmt: skip
+                self._ready.append(queued)
+        self.m_pending.set(len(self._ready))
+        self.wakeup.set()
+
+    def _load_pending(self) -> None:
+        """Queue what the table holds pending (a previous run's leftovers, or early arrivals).
+
+        Row ids grow with commit order (one writer), so every intent committed after
+        this read has a larger id than any it returned: the webhook queues exactly those.
+        """
+        pending, self._loaded_upto = self.intents.pending_snapshot()
+        self._ready.extend(pending)
+        self.m_pending.set(len(self._ready))
+
     async def _recover(self) -> None:
         """Settle intents a crash may have interrupted: done if the runtime recorded their decision.
 
@@ -503,7 +535,7 @@ class Service:
         so a pending intent may have been acted on just before a crash; its
         correlation id in the scheduler's decisions says so.
         """
-        pending = self.intents.fetch_pending(limit=100_000)
+        pending = self.intents.fetch_pending(limit=None)
         if not pending:
             return
         seen = {
@@ -579,40 +611,56 @@ class Service:
             outcomes.append(self.act(it, entries))
 
     async def _work_once(self) -> int:
-        """Act on the pending intents (a bounded batch); how many were settled."""
-        batch = self.intents.fetch_pending(limit=64)
+        """Act on the oldest queued intents (a bounded batch); how many were settled."""
+        batch = [self._ready.popleft() for _ in range(min(64, len(self._ready)))]
+        if not batch:
+            return 0
         outcomes: list[Outcome] = []
         entries: list[AuditEntry] = []
         try:
-            if batch:
-                await self.call(self._act_batch, batch, outcomes, entries)
+            await self.call(self._act_batch, batch, outcomes, entries)
         finally:
-            # The audit records follow on their own (in order, retried if the log is
-            # down); only the queue must be settled before the next batch is read, so
-            # that nothing is ever acted on twice.
+            # What was not acted on (a store outage stopped the batch) goes back first, in order.
+            self._ready.extendleft(reversed(batch[len(outcomes) :]))
+            self.m_pending.set(len(self._ready))
+            # Settling and auditing follow on their own, each retried while its storage is
+            # down: the next batch need not wait for them, because it comes from memory and
+            # an intent leaves memory exactly once.
             if entries:
                 self._spawn(self.write_audit_quietly(entries))
             if outcomes:
-                await self.finish_commit.submit((outcomes, self.clock()))
-            self.m_pending.set(self.intents.pending())
+                self._spawn(self._settle(outcomes))
         return len(outcomes)
+
+    async def _settle(self, outcomes: list[Outcome]) -> None:
+        while True:
+            try:
+                await self.finish_commit.submit((outcomes, self.clock()))
+                return
+            except IntentStoreUnavailable as e:
+                if self._stop.is_set():
+                    # Left pending in the table: the next start finds their decisions
+                    # (by correlation id) and settles them without acting again.
+                    log.error("%d intent(s) acted on but not settled: %s", len(outcomes), e)
+                    return
+                log.warning("settling %d intent(s) failed, retrying: %s", len(outcomes), e)
+                await self._sleep(self.config.retry_backoff_seconds)
 
     async def worker(self) -> None:
         while not self._stop.is_set():
             try:
                 await self._recover()
+                self._load_pending()
                 break
             except (IntentStoreUnavailable, SchedulerError) as e:
                 log.error("intent recovery failed, retrying: %s", e)
                 await self._sleep(self.config.retry_backoff_seconds)
-        with contextlib.suppress(IntentStoreUnavailable):
-            self.m_pending.set(self.intents.pending())
         while not self._stop.is_set():
             self.wakeup.clear()
             try:
                 if await self._work_once():
                     continue
-            except (IntentStoreUnavailable, StoreUnavailable) as e:
+            except StoreUnavailable as e:
                 log.warning("intent worker: storage unavailable, retrying: %s", e)
                 await self._sleep(self.config.retry_backoff_seconds)
                 continue
@@ -684,7 +732,7 @@ class Service:
         if self._background:
             await asyncio.wait(set(self._background))
         for commit in (self.intent_commit, self.finish_commit, self.audit_commit):
-            await commit.flush()
+            await commit.close()
         self._rt_thread.shutdown(wait=True)
         self.audit.close()
         self.intents.close()

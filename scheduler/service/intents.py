@@ -67,6 +67,19 @@ class Outcome:
     outcome: str
 
 
+_PENDING = (
+    "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, attempts "
+    "FROM alerts WHERE state = 'pending' ORDER BY id"
+)
+
+
+def _queued(r: tuple[Any, ...]) -> QueuedIntent:
+    return QueuedIntent(
+        int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
+        float(r[7]), int(r[8]),
+    )  # fmt: skip
+
+
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
@@ -92,15 +105,16 @@ class IntentQueue:
             self._db.close()
             self._rdb.close()
 
-    def _transaction(self, body: Sequence[tuple[str, tuple[object, ...]]]) -> list[int]:
-        """Run statements in one transaction; the rowcount of each."""
+    def _transaction(self, body: Sequence[tuple[str, tuple[object, ...]]]) -> list[tuple[int, int]]:
+        """Run statements in one transaction; the rowcount and last row id of each."""
         counts = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     for sql, args in body:
-                        counts.append(self._db.execute(sql, args).rowcount)
+                        cur = self._db.execute(sql, args)
+                        counts.append((cur.rowcount, cur.lastrowid or 0))
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -110,10 +124,13 @@ class IntentQueue:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
         return counts
 
-    def record_many(self, batches: list[tuple[list[Intent], float]]) -> list[list[Intent]]:
+    def record_many(
+        self, batches: list[tuple[list[Intent], float]]
+    ) -> list[list[tuple[int, Intent]]]:
         """Persist every alert state not seen before, for many notifications in one commit.
 
-        ``batches``: (intents, received_at) per notification. Returns the new intents of each.
+        ``batches``: (intents, received_at) per notification. Returns the new intents of
+        each, with their row ids (what ``finish`` takes).
         """
         body = [
             (
@@ -135,10 +152,18 @@ class IntentQueue:
             for intents, received in batches
             for it in intents
         ]
-        counts = iter(self._transaction(body))
-        return [[it for it in intents if next(counts) == 1] for intents, _ in batches]
+        results = iter(self._transaction(body))
+        out = []
+        for intents, _ in batches:
+            new = []
+            for it in intents:
+                count, row_id = next(results)
+                if count == 1:
+                    new.append((row_id, it))
+            out.append(new)
+        return out
 
-    def record(self, intents: list[Intent], received_at: float) -> list[Intent]:
+    def record(self, intents: list[Intent], received_at: float) -> list[tuple[int, Intent]]:
         return self.record_many([(intents, received_at)])[0]
 
     def finish_many(self, batches: list[tuple[list[Outcome], float]]) -> list[None]:
@@ -164,27 +189,27 @@ class IntentQueue:
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
 
-    def fetch_pending(self, limit: int = 64) -> list[QueuedIntent]:
-        """The oldest pending intents, in arrival order."""
-        rows = self._read(
-            "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, attempts "
-            "FROM alerts WHERE state = 'pending' ORDER BY id LIMIT ?",
-            (limit,),
-        )
-        return [
-            QueuedIntent(
-                int(r[0]),
-                str(r[1]),
-                str(r[2]),
-                str(r[3]),
-                str(r[4]),
-                str(r[5]),
-                bool(r[6]),
-                float(r[7]),
-                int(r[8]),
-            )
-            for r in rows
-        ]
+    def fetch_pending(self, limit: int | None = 64) -> list[QueuedIntent]:
+        """The oldest pending intents, in arrival order (all of them when ``limit`` is None)."""
+        rows = self._read(_PENDING + " LIMIT ?", (-1 if limit is None else limit,))
+        return [_queued(r) for r in rows]
+
+    def pending_snapshot(self) -> tuple[list[QueuedIntent], int]:
+        """Every pending intent, and the largest row id committed, read from one snapshot.
+
+        Any intent committed after the snapshot has a larger id than the one returned.
+        """
+        with self._rlock:
+            try:
+                self._rdb.execute("BEGIN")
+                try:
+                    rows = self._rdb.execute(_PENDING + " LIMIT -1").fetchall()
+                    ((last,),) = self._rdb.execute("SELECT coalesce(max(id), 0) FROM alerts")
+                finally:
+                    self._rdb.execute("COMMIT")
+            except sqlite3.Error as e:
+                raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
+        return [_queued(r) for r in rows], int(last)
 
     def pending(self) -> int:
         ((n,),) = self._read("SELECT count(*) FROM alerts WHERE state = 'pending'")
@@ -201,7 +226,7 @@ class IntentQueue:
         A replay of a pruned state would act again, so callers keep far longer
         than Alertmanager ever resends (its repeat_interval).
         """
-        (n,) = self._transaction(
+        ((n, _),) = self._transaction(
             [
                 (
                     "DELETE FROM alerts WHERE state IN ('done', 'failed', 'ignored') "

@@ -222,6 +222,62 @@ async def test_runtime_store_unavailable_is_retried_from_the_queue(env: Env) -> 
     assert len(env.runtime.alerts) == 1
 
 
+async def test_settling_write_that_fails_is_retried_without_acting_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Acted on, then the queue cannot be written: the outcome is retried, the action is not."""
+    caplog.set_level(logging.WARNING)
+    env = await start_env(
+        tmp_path, ServiceConfig(busy_timeout_seconds=0.02, retry_backoff_seconds=0.02)
+    )
+    blocker = sqlite3.connect(env.service.intents.path, isolation_level=None, check_same_thread=False)  # fmt: skip
+    try:
+        # While the scheduler acts, another writer takes the intent database.
+        env.runtime.on_alert_hook = lambda: blocker.execute("BEGIN EXCLUSIVE")
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 200
+        for _ in range(500):
+            if any("settling 1 intent(s) failed" in m for m in caplog.messages):
+                break
+            await asyncio.sleep(0.01)
+        assert any("settling 1 intent(s) failed" in m for m in caplog.messages)
+        assert env.service.intents.states() == {"pending": 1}
+        blocker.execute("ROLLBACK")
+        await settle(env)
+        assert env.service.intents.states() == {"done": 1}
+        assert len(env.runtime.alerts) == 1
+    finally:
+        blocker.close()
+        await env.client.close()
+
+
+async def test_intents_recorded_before_the_startup_read_are_queued_once(tmp_path: Path) -> None:
+    """The webhook hands over only what the worker's startup read of the table cannot have seen."""
+    from service_testkit import FakeRuntime, make_stack
+
+    from scheduler.service.app import SERVICE, build_app
+    from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
+
+    st_ = make_stack()
+    app = build_app(st_, FakeRuntime(st_), audit_path=tmp_path / "audit.db", registry=CollectorRegistry())  # fmt: skip
+    svc = app[SERVICE]
+
+    def record(*fingerprints: str):  # type: ignore[no-untyped-def]
+        doc = notification(*(am_alert(fingerprint=f) for f in fingerprints))
+        alerts = parse_notification(json.dumps(doc).encode()).alerts
+        return svc.intents.record([intent_for(a, actionable_pairs(st_)) for a in alerts], 0.0)
+
+    early = record("e1", "e2")
+    svc._hand_over(early, 0.0)  # before the read: left to it
+    assert not svc._ready
+    svc._load_pending()
+    late = record("e3")
+    svc._hand_over(early + late, 0.0)  # e1, e2 came from the read
+    assert [it.id for it in svc._ready] == [row_id for row_id, _ in early + late]
+    svc.intents.close()
+    svc.audit.close()
+
+
 async def test_rate_limit_per_source(tmp_path: Path) -> None:
     env = await start_env(tmp_path, ServiceConfig(webhook_rate=RateLimit(rate=0.001, burst=3)))
     try:
@@ -253,7 +309,7 @@ async def test_restart_settles_interrupted_intents_once(tmp_path: Path) -> None:
     alerts = parse_notification(
         json.dumps(notification(am_alert(fingerprint="d1"), am_alert(fingerprint="d2"))).encode()
     ).alerts
-    first, second = q.record([intent_for(a, actionable_pairs(st)) for a in alerts], 0.0)
+    (_, first), (_, second) = q.record([intent_for(a, actionable_pairs(st)) for a in alerts], 0.0)
     q.close()
     # The first one was acted on (its decision is in the runtime's store), then the
     # process died before the queue row was settled.
