@@ -167,7 +167,12 @@ class SchedulerRuntime:
         if not decisions and not jobs:
             return
         try:
-            self._store.write(decisions, jobs, self._core.export_meta())
+            self._store.write(
+                decisions,
+                jobs,
+                self._core.export_meta(),
+                actuated={d.id for d in decisions if not self.actuator.acts_on(d)},
+            )
         except StoreUnavailable:
             # Memory must not run ahead of the store: forget what was not written.
             self._core = self._load()
@@ -190,7 +195,8 @@ class SchedulerRuntime:
                 log.warning("actuator failed on %s (%s): %s", d.id, d.action, e)
                 self._retry = True
                 continue
-            done.append(d.id)
+            if self.actuator.acts_on(d):
+                done.append(d.id)
         if done:
             self._store.mark_actuated(done)
 
@@ -333,6 +339,11 @@ class SchedulerRuntime:
         with self._lock:
             p = self._core.policy
             return {k: getattr(p, k) for k in p.__dataclass_fields__}
+
+    def checkpoint(self) -> None:
+        """Move the store's WAL into its database file (from a background thread; no lock:
+        a checkpoint runs beside writers). Raises ``StoreUnavailable``."""
+        self._store.checkpoint()
 
     def close(self) -> None:
         with self._lock:

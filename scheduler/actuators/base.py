@@ -50,6 +50,12 @@ class Actuator(Autoscaler):
     @abc.abstractmethod
     def apply(self, decision: Decision, job: JobView | None) -> None: ...
 
+    def acts_on(self, decision: Decision) -> bool:
+        """False when ``apply`` changes nothing outside the scheduler for this decision (it
+        only records it). The runtime then stores the decision as actuated at once: a
+        crash before ``apply`` loses nothing, so there is nothing to confirm or replay."""
+        return True
+
     @abc.abstractmethod
     def poll(self, now: float) -> list[Feedback]: ...
 

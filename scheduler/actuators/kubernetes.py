@@ -52,6 +52,8 @@ from scheduler.core.errors import ActuatorError
 from scheduler.core.model import Decision, JobKind, JobView
 
 POOL_LABEL = "novabrain.io/pool"
+# The decisions ``_apply`` turns into API calls; the others (rebalance, reserve, ...) it skips.
+_ACTED_ON = frozenset({"place", "preempt", "return", "cancel", "scale_up", "scale_down"})
 MANAGED_LABEL = "novabrain.io/managed"
 CHECKPOINT_ANNOTATION = "novabrain.io/last-checkpoint"
 BALLOON_PRIORITY_CLASS = "novabrain-balloon"
@@ -87,6 +89,9 @@ class KubernetesActuator(Actuator):
         self._reported: dict[str, float] = {}
 
     # ------------------------------------------------------------------ decisions
+
+    def acts_on(self, decision: Decision) -> bool:
+        return not decision.dry_run and decision.action in _ACTED_ON
 
     def apply(self, decision: Decision, job: JobView | None) -> None:
         if decision.dry_run:

@@ -37,6 +37,9 @@ class SimulatedActuator(Actuator):
         self.applied: set[str] = set()
         self.log: list[Decision] = []
 
+    def acts_on(self, decision: Decision) -> bool:
+        return not decision.dry_run and decision.action in ("preempt", "scale_up", "scale_down")
+
     def apply(self, decision: Decision, job: JobView | None) -> None:
         if decision.id in self.applied:
             return  # idempotent: a replay after a restart changes nothing

@@ -33,6 +33,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
+from scheduler.store.wal import Checkpointer, tune_writer
+
 GENESIS = "0" * 64
 EXPORT_FORMATS = ("csv", "jsonl")
 FIELDS = (
@@ -82,7 +84,16 @@ _NO_UPDATE = """CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON au
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
 _NO_DELETE = """CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"""
-_TRIGGERS = _NO_UPDATE + "\n" + _NO_DELETE
+_MOVED = "does not continue the chain head"
+# The database keeps the chain itself: a record must follow the head (next sequence
+# number, the head's hash as its prev_hash), and inserting it moves the head.
+_CONTINUES = """CREATE TRIGGER IF NOT EXISTS audit_continues_head BEFORE INSERT ON audit
+WHEN NEW.seq != (SELECT seq + 1 FROM chain WHERE name = 'head')
+  OR NEW.prev_hash != (SELECT hash FROM chain WHERE name = 'head')
+BEGIN SELECT RAISE(ABORT, 'audit record does not continue the chain head'); END;"""
+_MOVES_HEAD = """CREATE TRIGGER IF NOT EXISTS audit_moves_head AFTER INSERT ON audit
+BEGIN UPDATE chain SET seq = NEW.seq, hash = NEW.hash WHERE name = 'head'; END;"""
+_TRIGGERS = "\n".join((_NO_UPDATE, _NO_DELETE, _CONTINUES, _MOVES_HEAD))
 
 
 class AuditError(Exception):
@@ -158,7 +169,16 @@ class AuditRecord:
 _COLUMNS = tuple(f.name for f in fields(AuditRecord))
 _ROW = attrgetter(*_COLUMNS)
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM audit"  # noqa: S608
-_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({','.join('?' * len(_COLUMNS))})"  # noqa: S608
+_ROW_PARAMS = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES {_ROW_PARAMS}"  # noqa: S608
+# SQLite binds at most 32,766 parameters per statement (12 a record); bigger batches are
+# chunked inside one explicit transaction.
+_MAX_ROWS = 2500
+
+
+def _insert_sql(n: int) -> str:
+    # Only the number of rows varies, never a value: every value is bound.
+    return f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES {','.join([_ROW_PARAMS] * n)}"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -230,6 +250,7 @@ def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     # FULL: a record the caller was told is written survives a power cut, not only a crash.
     db.execute("PRAGMA synchronous=FULL")
+    tune_writer(db)  # the service checkpoints in the background
     return db
 
 
@@ -260,6 +281,8 @@ class AuditLog:
         self.retention_seconds = retention_seconds
         self.archive_path = archive_path
         self._lock = threading.Lock()
+        self._head: tuple[int, str] | None = None  # (seq, hash), as last written or read
+        self._checkpointer = Checkpointer(self.path)
         try:
             self._db = _connect(self.path, busy_timeout)
             self._db.executescript(_SCHEMA + _TRIGGERS)
@@ -268,45 +291,80 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
+            self._checkpointer.close()
             self._db.close()
 
     # ------------------------------------------------------------------ writing
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database file (``scheduler.store.wal``); beside writers."""
+        try:
+            self._checkpointer.checkpoint()
+        except sqlite3.Error as e:
+            raise AuditUnavailable(f"checkpoint {self.path}: {e}") from e
 
     def append(self, entry: AuditEntry) -> AuditRecord:
         return self.append_many([entry])[0]
 
     def append_many(self, entries: list[AuditEntry]) -> list[AuditRecord]:
-        """Write entries in one transaction, in order; raise ``AuditUnavailable`` if not written."""
-        out: list[AuditRecord] = []
+        """Write entries in one transaction, in order; raise ``AuditUnavailable`` if not written.
+
+        The head is cached between appends; the database's own triggers check that
+        the first record continues it and move it along. So a batch is one statement,
+        one call into SQLite (each call is a wait for the GIL when the event loop is
+        busy), and one fsync. If another writer moved the head, the cache is
+        refreshed and the batch rebuilt once.
+        """
+        if not entries:
+            return []
         with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            for attempt in (1, 2):
                 try:
-                    seq, prev = self._db.execute(
-                        "SELECT seq, hash FROM chain WHERE name = 'head'"
-                    ).fetchone()
-                    ts = float(self.clock())
-                    for e in entries:
-                        seq += 1
-                        # Built field by field in column order (no dataclass round trips):
-                        # this runs for every request the service answers.
-                        fields_ = (seq, ts, e.user, e.source_ip, e.object, e.operation,
-                                   canonical_params(e.params), e.result, e.reason,
-                                   e.correlation_id, prev)  # fmt: skip
-                        prev = record_hash(*fields_)
-                        out.append(AuditRecord(*fields_, prev))
-                    self._db.executemany(_INSERT, [r.row() for r in out])
-                    self._db.execute(
-                        "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'", (seq, prev)
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as e:
-                raise AuditUnavailable(f"audit log {self.path} not written: {e}") from e
+                    if self._head is None:
+                        self._head = self._db.execute(
+                            "SELECT seq, hash FROM chain WHERE name = 'head'"
+                        ).fetchone()
+                    out = self._records(entries, *self._head)
+                    self._insert([r.row() for r in out])
+                except sqlite3.IntegrityError as e:
+                    self._head = None
+                    if attempt == 1 and _MOVED in str(e):
+                        continue
+                    raise AuditUnavailable(f"audit log {self.path} not written: {e}") from e
+                except sqlite3.Error as e:
+                    self._head = None
+                    raise AuditUnavailable(f"audit log {self.path} not written: {e}") from e
+                self._head = (out[-1].seq, out[-1].hash)
+                return out
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _records(self, entries: list[AuditEntry], seq: int, prev: str) -> list[AuditRecord]:
+        out = []
+        ts = float(self.clock())
+        for e in entries:
+            seq += 1
+            # Built field by field in column order (no dataclass round trips):
+            # this runs for every request the service answers.
+            fields_ = (seq, ts, e.user, e.source_ip, e.object, e.operation,
+                       canonical_params(e.params), e.result, e.reason, e.correlation_id, prev)  # fmt: skip
+            prev = record_hash(*fields_)
+            out.append(AuditRecord(*fields_, prev))
         return out
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) <= _MAX_ROWS:
+            self._db.execute(_insert_sql(len(rows)), [v for r in rows for v in r])
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(0, len(rows), _MAX_ROWS):
+                chunk = rows[i : i + _MAX_ROWS]
+                self._db.execute(_insert_sql(len(chunk)), [v for r in chunk for v in r])
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------------ reading
 

@@ -1674,7 +1674,10 @@ class Scheduler:
         return out
 
     def export_meta(self) -> dict[str, Any]:
-        """The small non-job state a restart needs (timers, cycle records, counters)."""
+        """The small non-job state a restart needs (timers, cycle records, counters).
+
+        Built of fresh containers: the caller may keep it and compare it with a later one.
+        """
         return {
             "decision_seq": self._seq,
             "job_seq": self._job_seq,
@@ -1690,7 +1693,9 @@ class Scheduler:
                     if p.last_scale_event == -math.inf
                     else p.last_scale_event,
                     "lost": p.lost,
-                    "autoscaled": {n: [p.autoscaled[n], p.nodes.get(n, [])] for n in p.autoscaled},
+                    "autoscaled": {
+                        n: [p.autoscaled[n], list(p.nodes.get(n, []))] for n in p.autoscaled
+                    },
                 }
                 for p in self._pools.values()
             },

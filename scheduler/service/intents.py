@@ -24,6 +24,7 @@ from typing import Any
 
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.payload import Intent
+from scheduler.store.wal import Checkpointer, tune_writer
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -67,6 +68,24 @@ class Outcome:
     outcome: str
 
 
+_COLUMNS = (
+    "key, correlation_id, alert, pool, action, firing, state, received_at, updated_at, outcome"
+)
+# SQLite binds at most 32,766 parameters per statement (10 a row); bigger batches are chunked
+# inside one explicit transaction.
+_MAX_ROWS = 3000
+
+
+def _insert(n: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * n)
+    # Only the row count varies, never a value: every value is bound.
+    return f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES {values} RETURNING key, id"  # noqa: S608
+
+
+def _flat(rows: Sequence[tuple[object, ...]]) -> list[object]:
+    return [v for r in rows for v in r]
+
+
 _PENDING = (
     "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, attempts "
     "FROM alerts WHERE state = 'pending' ORDER BY id"
@@ -85,6 +104,7 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     # FULL: the webhook answers 2xx only after the commit reached the disk.
     db.execute("PRAGMA synchronous=FULL")
+    tune_writer(db)  # the service checkpoints in the background
     return db
 
 
@@ -93,6 +113,7 @@ class IntentQueue:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._rlock = threading.Lock()
+        self._checkpointer = Checkpointer(self.path)
         try:
             self._db = _connect(self.path, busy_timeout)
             self._db.executescript(_SCHEMA)
@@ -102,8 +123,16 @@ class IntentQueue:
 
     def close(self) -> None:
         with self._lock, self._rlock:
+            self._checkpointer.close()
             self._db.close()
             self._rdb.close()
+
+    def checkpoint(self) -> None:
+        """Move the WAL into the database file (``scheduler.store.wal``); beside writers."""
+        try:
+            self._checkpointer.checkpoint()
+        except sqlite3.Error as e:
+            raise IntentStoreUnavailable(f"checkpoint {self.path}: {e}") from e
 
     def _transaction(self, body: Sequence[tuple[str, tuple[object, ...]]]) -> list[tuple[int, int]]:
         """Run statements in one transaction; the rowcount and last row id of each."""
@@ -130,35 +159,44 @@ class IntentQueue:
         """Persist every alert state not seen before, for many notifications in one commit.
 
         ``batches``: (intents, received_at) per notification. Returns the new intents of
-        each, with their row ids (what ``finish`` takes).
+        each, with their row ids (what ``finish`` takes). A key seen twice in one batch
+        is new for its first notification only.
+
+        One statement (a multi-row ``INSERT OR IGNORE ... RETURNING``) is one implicit
+        transaction: one call into SQLite and one fsync for the whole batch.
         """
-        body = [
-            (
-                "INSERT OR IGNORE INTO alerts (key, correlation_id, alert, pool, action, firing, "
-                "state, received_at, updated_at, outcome) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    it.key,
-                    it.correlation_id,
-                    it.alert,
-                    it.pool,
-                    it.action,
-                    int(it.firing),
-                    "pending" if it.action else "ignored",
-                    received,
-                    received,
-                    it.reason,
-                ),
-            )
+        rows = [
+            (it.key, it.correlation_id, it.alert, it.pool, it.action, int(it.firing),
+             "pending" if it.action else "ignored", received, received, it.reason)
             for intents, received in batches
             for it in intents
-        ]
-        results = iter(self._transaction(body))
+        ]  # fmt: skip
+        if not rows:
+            return [[] for _ in batches]
+        ids: dict[str, int] = {}
+        with self._lock:
+            try:
+                if len(rows) <= _MAX_ROWS:
+                    ids.update(self._db.execute(_insert(len(rows)), _flat(rows)).fetchall())
+                else:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        for i in range(0, len(rows), _MAX_ROWS):
+                            chunk = rows[i : i + _MAX_ROWS]
+                            ids.update(self._db.execute(_insert(len(chunk)), _flat(chunk)).fetchall())  # fmt: skip
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as e:
+                raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
         out = []
         for intents, _ in batches:
             new = []
             for it in intents:
-                count, row_id = next(results)
-                if count == 1:
+                row_id = ids.pop(it.key, None)  # popped: a second copy is a duplicate
+                if row_id is not None:
                     new.append((row_id, it))
             out.append(new)
         return out

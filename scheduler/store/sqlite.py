@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from scheduler.core.errors import StoreUnavailable
 from scheduler.core.model import Decision, JobKind, JobState, JobView
+from scheduler.store.wal import Checkpointer, tune_writer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,7 +38,9 @@ CREATE TABLE IF NOT EXISTS allocations (
     kind TEXT NOT NULL  -- 'runs' (the job is on it) or 'held' (freed for the job)
 );
 CREATE TABLE IF NOT EXISTS decisions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- A rowid alias: rows are never deleted, so it grows with every insert, without
+    -- AUTOINCREMENT's extra page write (sqlite_sequence) per transaction.
+    seq INTEGER PRIMARY KEY,
     id TEXT UNIQUE NOT NULL,
     at REAL NOT NULL,
     pool TEXT NOT NULL,
@@ -45,7 +48,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     data TEXT NOT NULL,
     actuated INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS decisions_pending ON decisions (actuated);
+-- Only decisions still to actuate are indexed: the many stored as done at once
+-- (nothing to actuate) cost no index write.
+DROP INDEX IF EXISTS decisions_pending;
+CREATE INDEX IF NOT EXISTS decisions_unactuated ON decisions (seq) WHERE actuated = 0;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -53,9 +59,15 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# The meta keys that change on (nearly) every decision; written in a row of their own.
+_COUNTERS = frozenset({"decision_seq", "job_seq", "cycles_refused"})
+
+
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._meta_rest: dict[str, Any] | None = None  # the meta row as last written
+        self._checkpointer = Checkpointer(self.path)
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -63,6 +75,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            tune_writer(self._db)  # checkpointed in the background (``checkpoint``)
             self._db.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise StoreUnavailable(f"cannot open {self.path}: {e}") from e
@@ -84,13 +97,30 @@ class Store:
         return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
 
     def write(
-        self, decisions: Sequence[Decision], jobs: Sequence[JobView], meta: dict[str, Any]
+        self,
+        decisions: Sequence[Decision],
+        jobs: Sequence[JobView],
+        meta: dict[str, Any],
+        *,
+        actuated: Collection[str] = (),
     ) -> None:
-        """Record decisions, changed jobs and their allocations, and the core's meta, atomically."""
+        """Record decisions, changed jobs and their allocations, and the core's meta, atomically.
+
+        Decisions in ``actuated`` need no actuation and are stored as done. The meta row
+        is rewritten only when it changed (most calls change only counters).
+        """
+        # The counters change on every decision, the rest (policy, timers) seldom: the
+        # rest is compared, and encoded and rewritten only when it changed.
+        counters = {k: v for k, v in meta.items() if k in _COUNTERS}
+        rest = {k: v for k, v in meta.items() if k not in _COUNTERS}
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO decisions (id, at, pool, action, data) VALUES (?, ?, ?, ?, ?)",
-                [(d.id, d.at, d.pool, d.action, json.dumps(d.to_dict())) for d in decisions],
+                "INSERT OR IGNORE INTO decisions (id, at, pool, action, data, actuated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (d.id, d.at, d.pool, d.action, json.dumps(d.to_dict()), int(d.id in actuated))
+                    for d in decisions
+                ],
             )
             for j in jobs:
                 db.execute(
@@ -107,8 +137,15 @@ class Store:
                     [(u, j.id) for u in j.held_gpu_ids],
                 )
             db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('core', ?)", (json.dumps(meta),)
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('counters', ?)",
+                (json.dumps(counters),),
             )
+            if rest != self._meta_rest:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('core', ?)",
+                    (json.dumps(rest),),
+                )
+        self._meta_rest = rest
 
     def mark_actuated(self, ids: Sequence[str]) -> None:
         with self._tx() as db:
@@ -132,11 +169,14 @@ class Store:
         """Every stored job (unfinished ones first-class) and the core's meta, if any."""
         try:
             rows = self._db.execute("SELECT data FROM jobs ORDER BY id").fetchall()
-            meta_row = self._db.execute("SELECT value FROM meta WHERE key = 'core'").fetchone()
+            parts = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as e:
             raise StoreUnavailable(f"{self.path}: {e}") from e
         jobs = [_job_from_dict(json.loads(r[0])) for r in rows]
-        meta = None if meta_row is None else json.loads(meta_row[0])
+        if "core" not in parts:
+            return jobs, None
+        # A database written before the counters had their own row keeps them in 'core'.
+        meta = json.loads(parts["core"]) | json.loads(parts.get("counters", "{}"))
         return jobs, meta
 
     def allocations(self) -> dict[str, tuple[str, str]]:
@@ -144,8 +184,15 @@ class Store:
         rows = self._db.execute("SELECT gpu, job, kind FROM allocations").fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
+    def checkpoint(self) -> None:
+        try:
+            self._checkpointer.checkpoint()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"checkpoint {self.path}: {e}") from e
+
     def close(self) -> None:
         try:
+            self._checkpointer.close()
             self._db.close()
         except sqlite3.Error as e:
             raise StoreUnavailable(f"{self.path}: {e}") from e

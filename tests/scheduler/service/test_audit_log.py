@@ -253,3 +253,29 @@ def test_any_single_edit_is_detected(
         assert res.ok  # not an edit at all
     else:
         assert not res.ok and res.bad_seq == seq
+
+
+def test_two_writers_on_one_file_keep_one_chain(tmp_path: Path) -> None:
+    """Each writer caches the head; the database refuses a stale one and the writer retries."""
+    a = AuditLog(tmp_path / "a.db", clock=Clock())
+    b = AuditLog(tmp_path / "a.db", clock=Clock())
+    for i in range(4):
+        (a if i % 2 else b).append_many([entry(i), entry(i + 10)])
+    assert [r.seq for r in a.query()] == list(range(1, 9))
+    res = verify(a.path)
+    assert res.ok and res.checked == 8
+    a.close()
+    b.close()
+
+
+def test_a_record_that_does_not_continue_the_head_is_refused_by_the_database(
+    tmp_path: Path,
+) -> None:
+    log = filled(tmp_path, 2)
+    db = sqlite3.connect(log.path, isolation_level=None)
+    row = db.execute("SELECT * FROM audit WHERE seq = 2").fetchone()
+    forged = (3, *row[1:10], "f" * 64, "e" * 64)  # claims a prev_hash that is not the head's
+    with pytest.raises(sqlite3.IntegrityError, match="does not continue the chain head"):
+        db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", forged)
+    db.close()
+    assert verify(log.path).ok
