@@ -76,6 +76,9 @@ class FakeRuntime:
     def tick(self) -> list[Decision]:
         return []
 
+    def checkpoint(self) -> None:
+        return None
+
     def pools(self) -> Any:
         return [{"name": n} for n in sorted(self.pool_names)]
 

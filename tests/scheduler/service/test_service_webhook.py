@@ -59,6 +59,28 @@ async def test_firing_alert_acts_once_and_is_audited(env: Env) -> None:
     assert sample(env, WEBHOOK_INTENTS_PENDING.series, {}) == 0
 
 
+async def test_the_audit_log_shows_an_alert_received_before_it_is_acted_on(env: Env) -> None:
+    """The worker acts as soon as the intent is durable, but its records wait for the
+    alert's own: here the webhook's audit write is made slow, well past the worker's."""
+    import time
+
+    log = env.service.audit
+    append = log.append_many
+
+    def slow_append(entries):  # type: ignore[no-untyped-def]
+        if any(e.operation == "alert.queued" for e in entries):
+            time.sleep(0.3)
+        return append(entries)
+
+    log.append_many = slow_append  # type: ignore[method-assign]
+    r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+    assert r.status == 200
+    await settle(env)
+    cid = (await r.json())["correlation_ids"][0]
+    ops = [r.operation for r in log.query(correlation_id=cid)]
+    assert ops == ["alert.queued", "alert.rebalance", "decision.rebalance"]
+
+
 async def test_a_thousand_replays_give_exactly_one_action(env: Env) -> None:
     """In concurrent bursts, as HA peers and retries overlap: many share one commit."""
     import asyncio
@@ -216,8 +238,7 @@ async def test_runtime_store_unavailable_is_retried_from_the_queue(env: Env) -> 
             break
         await asyncio.sleep(0.01)
     assert env.runtime.alerts == []
-    env.runtime.fail_store = False
-    env.service.wakeup.set()
+    env.runtime.fail_store = False  # the worker retries on its own
     await settle(env)
     assert len(env.runtime.alerts) == 1
 
@@ -251,15 +272,19 @@ async def test_settling_write_that_fails_is_retried_without_acting_again(
         await env.client.close()
 
 
-async def test_intents_recorded_before_the_startup_read_are_queued_once(tmp_path: Path) -> None:
-    """The webhook hands over only what the worker's startup read of the table cannot have seen."""
+async def test_intents_recorded_before_the_startup_read_are_acted_on_once(
+    tmp_path: Path,
+) -> None:
+    """The worker skips handed-over intents that its startup read of the table already has."""
+    from aiohttp.test_utils import TestClient, TestServer
     from service_testkit import FakeRuntime, make_stack
 
     from scheduler.service.app import SERVICE, build_app
     from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
 
     st_ = make_stack()
-    app = build_app(st_, FakeRuntime(st_), audit_path=tmp_path / "audit.db", registry=CollectorRegistry())  # fmt: skip
+    rt = FakeRuntime(st_)
+    app = build_app(st_, rt, audit_path=tmp_path / "audit.db", registry=CollectorRegistry())
     svc = app[SERVICE]
 
     def record(*fingerprints: str):  # type: ignore[no-untyped-def]
@@ -268,14 +293,19 @@ async def test_intents_recorded_before_the_startup_read_are_queued_once(tmp_path
         return svc.intents.record([intent_for(a, actionable_pairs(st_)) for a in alerts], 0.0)
 
     early = record("e1", "e2")
-    svc._hand_over(early, 0.0)  # before the read: left to it
-    assert not svc._ready
-    svc._load_pending()
-    late = record("e3")
-    svc._hand_over(early + late, 0.0)  # e1, e2 came from the read
-    assert [it.id for it in svc._ready] == [row_id for row_id, _ in early + late]
-    svc.intents.close()
-    svc.audit.close()
+    svc.worker.submit(early, 0.0)  # handed over before the worker has read the table
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        late = record("e3")
+        svc.worker.submit(early + late, 0.0)  # e1 and e2 again: the read had them
+        env = Env(client=client, runtime=rt, service=svc, stack=st_, tmp=tmp_path)
+        await settle(env)
+        cids = [i.correlation_id for _, i in early + late]
+        assert [a["cid"] for a in rt.alerts] == cids
+        assert svc.intents.states() == {"done": 3}
+    finally:
+        await client.close()
 
 
 async def test_rate_limit_per_source(tmp_path: Path) -> None:
