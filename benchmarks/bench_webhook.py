@@ -2,19 +2,26 @@
 
 The scheduler service runs in a child process (``serve`` mode of this script:
 the real ``build_app`` over the real ``SchedulerRuntime``, SQLite on disk, FULL
-sync); this process drives it with an aiohttp client at a fixed concurrency.
+sync); this process drives it with ``httpload``, a light HTTP/1.1 load
+generator (an aiohttp client would spend as much CPU as the server it
+measures, on the same two cores).
 
 Scenarios, side by side in one run:
-- ``new alert``: every notification carries a new alert state, so each one is
-  authenticated, validated, persisted (intent + audit) and acted on;
+- ``new @1000/s``: the goal's load, open loop: a notification with a new,
+  actionable alert state every millisecond, each latency counted from its
+  scheduled start. Each one is authenticated, validated, persisted (intent +
+  audit), answered, then acted on (runtime decision, store, actuator, audit).
+  Run ``--repeat`` times: shared machines are noisy, every run is printed.
+- ``new, closed``: the same at a fixed concurrency, as fast as answers come;
 - ``replay``: the same notification again and again (the dedupe path: what
   Alertmanager's group resends and HA peers cost);
 - ``ignored``: alerts without action labels (recorded, never acted on).
 
 Goals (issue 4): >= 1,000 notifications/s with p99 <= 20 ms, and request
-received -> scheduler called p99 <= 10 ms. The child records, for every alert
-it acts on, when the runtime was called and when the actuator was called; the
-request's arrival time comes from the intent queue.
+received -> actuator called p99 <= 10 ms. The child records, for every alert it
+acts on, when the runtime was called and when the actuator was first called
+with a decision carrying the alert's correlation id; the request's arrival
+time comes from the intent queue.
 
 The webhook's per-source rate limit is raised for the run: every request here
 comes from one address, and the limit is about shedding floods, not speed.
@@ -30,7 +37,6 @@ import json
 import os
 import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,14 +49,16 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httpload  # noqa: E402
+
 from deploy.procs import free_port  # noqa: E402
 from deploy.stack import User, load_stack  # noqa: E402
 from scheduler.service.auth import hash_token  # noqa: E402
 
 TOKEN = "bench-alertmanager-token"  # the child gets only its hash
-N = 3000
-CONCURRENCY = 16  # closed loop: as fast as the server answers
-PACED_RATE = 1000.0  # open loop: the goal's rate
+N = 5000
+CONCURRENCY = 16
+RATE = 1000.0
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -68,28 +76,35 @@ def serve_child(port: int, workdir: Path) -> None:
     from prometheus_client import CollectorRegistry
 
     from scheduler.runtime import SchedulerRuntime
-    from scheduler.service.app import ServiceConfig, build_app, tune_gc
+    from scheduler.service.app import ServiceConfig, build_app, tune_process
     from scheduler.service.ratelimit import RateLimit
 
     stack = load_stack(ROOT / "deploy" / "stack.yaml")
     stack = dataclasses.replace(
         stack, users=(User("alertmanager", "alertmanager", hash_token(TOKEN)),)
     )
-    calls: list[tuple[str, float, float]] = []  # (correlation id, runtime called, returned)
+    called: dict[str, float] = {}  # correlation id -> runtime called
+    actuated: dict[str, float] = {}  # correlation id -> actuator first called
 
     registry = CollectorRegistry()
     runtime = SchedulerRuntime.from_stack(
         stack, db_path=workdir / "scheduler.db", registry=registry
     )
     inner_on_alert = runtime.on_alert
+    inner_apply = runtime.actuator.apply
 
     def on_alert(*, pool: str, action: str, firing: bool, correlation_id: str) -> Any:
-        t = time.time()
-        out = inner_on_alert(pool=pool, action=action, firing=firing, correlation_id=correlation_id)
-        calls.append((correlation_id, t, time.time()))
-        return out
+        called[correlation_id] = time.time()
+        return inner_on_alert(
+            pool=pool, action=action, firing=firing, correlation_id=correlation_id
+        )
+
+    def apply(decision: Any, job: Any) -> None:
+        actuated.setdefault(decision.correlation_id, time.time())
+        inner_apply(decision, job)
 
     runtime.on_alert = on_alert  # type: ignore[method-assign]
+    runtime.actuator.apply = apply  # type: ignore[method-assign]
     app = build_app(
         stack,
         runtime,
@@ -102,7 +117,7 @@ def serve_child(port: int, workdir: Path) -> None:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
-        tune_gc()  # as serve() does
+        tune_process()  # as serve() does
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
@@ -110,18 +125,20 @@ def serve_child(port: int, workdir: Path) -> None:
 
     asyncio.run(main())
     runtime.close()
-    (workdir / "calls.json").write_text(json.dumps(calls))
+    (workdir / "calls.json").write_text(json.dumps({"called": called, "actuated": actuated}))
 
 
 # --------------------------------------------------------------------------- parent: the load
 
 
-def notification(i: int, *, actionable: bool, status: str = "firing") -> bytes:
-    labels = {"alertname": "RiskScorerLatencyHigh", "model": "risk-scorer"}
+def notification(i: int, *, actionable: bool, alertname: str = "RiskScorerLatencyHigh") -> bytes:
+    """One Alertmanager v4 notification; ``i`` makes its alert state new. The alertname
+    tells the scenarios apart in the intent queue (the action labels alone choose the action)."""
+    labels = {"alertname": alertname, "model": "risk-scorer"}
     if actionable:
         labels |= {"action": "rebalance", "pool": "p0-risk"}
     alert = {
-        "status": status,
+        "status": "firing",
         "labels": labels,
         "annotations": {"summary": "p99 above 50 ms"},
         "startsAt": f"2026-11-28T09:{i // 60 % 60:02d}:{i % 60:02d}.{i:09d}Z",
@@ -131,69 +148,17 @@ def notification(i: int, *, actionable: bool, status: str = "firing") -> bytes:
     }
     doc = {
         "version": "4",
-        "groupKey": '{}:{alertname="RiskScorerLatencyHigh"}',
+        "groupKey": f'{{}}:{{alertname="{alertname}"}}',
         "truncatedAlerts": 0,
-        "status": status,
+        "status": "firing",
         "receiver": "novabrain-scheduler",
-        "groupLabels": {"alertname": "RiskScorerLatencyHigh"},
+        "groupLabels": {"alertname": alertname},
         "commonLabels": labels,
         "commonAnnotations": {},
         "externalURL": "http://127.0.0.1:9093",
         "alerts": [alert],
     }
     return json.dumps(doc).encode()
-
-
-async def load(url: str, bodies: list[bytes]) -> tuple[float, list[float], dict[int, int]]:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    it = iter(bodies)
-    conn = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=conn) as s:
-
-        async def worker() -> None:
-            for body in it:
-                t = time.perf_counter()
-                async with s.post(url, data=body, headers=headers) as r:
-                    await r.read()
-                latencies.append(time.perf_counter() - t)
-                codes[r.status] = codes.get(r.status, 0) + 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        wall = time.perf_counter() - t0
-    return wall, latencies, codes
-
-
-async def paced(
-    url: str, bodies: list[bytes], rate: float
-) -> tuple[float, list[float], dict[int, int]]:
-    """Open loop: requests start on a fixed schedule whatever the answers take (Little's law
-    cannot hide latency behind a small number of connections)."""
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    latencies: list[float] = []
-    codes: dict[int, int] = {}
-    conn = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=conn) as s:
-
-        async def one(body: bytes) -> None:
-            t = time.perf_counter()
-            async with s.post(url, data=body, headers=headers) as r:
-                await r.read()
-            latencies.append(time.perf_counter() - t)
-            codes[r.status] = codes.get(r.status, 0) + 1
-
-        tasks = []
-        t0 = time.perf_counter()
-        for i, body in enumerate(bodies):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(body)))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - t0
-    return wall, latencies, codes
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
@@ -211,6 +176,7 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 async def drained(base: str) -> None:
+    """Until every intent is acted on and settled (so one scenario's work ends before the next)."""
     deadline = time.monotonic() + 120
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
@@ -227,83 +193,91 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def report(name: str, wall: float, lat: list[float], codes: dict[int, int], cpu: float) -> None:
-    n = len(lat)
+def report(name: str, res: httpload.Result, server_cpu: float) -> None:
+    lat, n = res.latencies, len(res.latencies)
     print(
-        f"{name:<12} {n:>6} req  {n / wall:>6.0f} req/s   p50 {pct(lat, 0.5) * 1e3:6.2f} ms"
+        f"{name:<16} {n:>6} req {n / res.wall_seconds:>6.0f} req/s   p50 {pct(lat, 0.5) * 1e3:6.2f} ms"
         f"   p99 {pct(lat, 0.99) * 1e3:6.2f} ms   max {max(lat) * 1e3:7.2f} ms"
-        f"   server CPU {cpu / n * 1e3:.2f} ms/req   codes {codes}"
+        f"   server CPU {server_cpu / n * 1e3:.2f} ms/req   codes {res.codes}"
     )
 
 
-async def run(workdir: Path) -> None:
+async def run(workdir: Path, repeat: int, n: int) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    url = base + "/api/v1/alerts"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port), str(workdir)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    def requests(bodies: list[bytes]) -> list[bytes]:
+        return [httpload.post("127.0.0.1", port, "/api/v1/alerts", b, headers) for b in bodies]
+
+    def new(scenario: str, first: int) -> list[bytes]:
+        return requests(
+            [notification(first + i, actionable=True, alertname=scenario) for i in range(n)]
+        )
+
+    async def measure(name: str, load: Any) -> None:
+        c0 = cpu_seconds(proc.pid)
+        res = await load
+        await drained(base)
+        report(name, res, cpu_seconds(proc.pid) - c0)
+
+    scenarios: list[str] = []
     try:
         await wait_ready(base, proc)
-        print(f"webhook bench: {N} notifications per scenario, {CONCURRENCY} connections, "
-              f"bearer auth, SQLite FULL sync, {os.cpu_count()} CPUs")  # fmt: skip
+        print(f"webhook bench: {n} notifications per scenario, bearer auth, SQLite FULL sync, "
+              f"{os.cpu_count()} CPUs, load from httpload (open loop: latency from scheduled start)")  # fmt: skip
         # Warm-up (connections, caches, the first SQLite pages), not counted.
-        await load(url, [notification(10**7 + i, actionable=False) for i in range(200)])
-        c0 = cpu_seconds(proc.pid)
-        wall, lat, codes = await paced(
-            url, [notification(i, actionable=True) for i in range(N)], PACED_RATE
-        )
-        await drained(base)
-        report(f"new @{PACED_RATE:.0f}/s", wall, lat, codes, cpu_seconds(proc.pid) - c0)
-        paced_ids = {f"{i:016x}" for i in range(N)}
-        c0 = cpu_seconds(proc.pid)
-        wall, lat, codes = await load(url, [notification(N + i, actionable=True) for i in range(N)])
-        await drained(base)
-        report("new alert", wall, lat, codes, cpu_seconds(proc.pid) - c0)
-        replay = notification(0, actionable=True)
-        c0 = cpu_seconds(proc.pid)
-        wall, lat, codes = await load(url, [replay] * N)
-        report("replay", wall, lat, codes, cpu_seconds(proc.pid) - c0)
-        ignored = [notification(10**6 + i, actionable=False) for i in range(N)]
-        c0 = cpu_seconds(proc.pid)
-        wall, lat, codes = await load(url, ignored)
-        report("ignored", wall, lat, codes, cpu_seconds(proc.pid) - c0)
+        warm = [notification(10**8 + i, actionable=False) for i in range(300)]
+        await httpload.closed("127.0.0.1", port, requests(warm), CONCURRENCY)
+        for k in range(repeat):
+            name = f"new @{RATE:.0f}/s #{k + 1}"
+            scenarios.append(name)
+            await measure(name, httpload.paced("127.0.0.1", port, new(f"Paced{k}", k * n), RATE))
+        name = f"new, {CONCURRENCY} conns"
+        scenarios.append(name)
+        load = httpload.closed("127.0.0.1", port, new("Closed", repeat * n), CONCURRENCY)
+        await measure(name, load)
+        replay = requests([notification(0, actionable=True, alertname="Paced0")])
+        await measure("replay", httpload.closed("127.0.0.1", port, replay * n, CONCURRENCY))
+        ignored = requests([notification(10**7 + i, actionable=False) for i in range(n)])
+        await measure("ignored", httpload.closed("127.0.0.1", port, ignored, CONCURRENCY))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
     calls = json.loads((workdir / "calls.json").read_text())
     db = sqlite3.connect(workdir / "audit-intents.db")
-    rows = db.execute("SELECT correlation_id, received_at, key, id FROM alerts").fetchall()
+    rows = db.execute("SELECT correlation_id, received_at, alert FROM alerts").fetchall()
     db.close()
-    received = {cid: at for cid, at, _, _ in rows}
-    # Which correlation ids came from the paced run: the first N actionable rows.
-    actionable = sorted((i, cid) for cid, _, _, i in rows if cid in {c for c, _, _ in calls})
-    paced_cids = {cid for _, cid in actionable[: len(paced_ids)]}
-    for name, subset in (
-        (f"new @{PACED_RATE:.0f}/s", paced_cids),
-        ("new alert", {cid for _, cid in actionable[len(paced_ids) :]}),
+    print("received -> runtime called / -> actuator called, per acted-on alert:")
+    for name, alertname in zip(
+        scenarios, [f"Paced{k}" for k in range(repeat)] + ["Closed"], strict=True
     ):
-        to_call = [t - received[cid] for cid, t, _ in calls if cid in subset]
-        to_done = [done - received[cid] for cid, _, done in calls if cid in subset]
+        received = {cid: at for cid, at, alert in rows if alert == alertname}
+        to_call = [calls["called"][c] - t for c, t in received.items() if c in calls["called"]]
+        to_act = [calls["actuated"][c] - t for c, t in received.items() if c in calls["actuated"]]
         print(
-            f"{name:<12} received -> scheduler called ({len(to_call)}): "
-            f"p50 {pct(to_call, 0.5) * 1e3:6.2f} ms  p99 {pct(to_call, 0.99) * 1e3:6.2f} ms   "
-            f"-> decided+actuated: p50 {pct(to_done, 0.5) * 1e3:6.2f} ms  "
-            f"p99 {pct(to_done, 0.99) * 1e3:6.2f} ms  mean {statistics.fmean(to_done) * 1e3:.2f} ms"
+            f"{name:<16} ({len(to_act)}):  runtime p50 {pct(to_call, 0.5) * 1e3:6.2f} ms"
+            f"  p99 {pct(to_call, 0.99) * 1e3:6.2f} ms   actuator p50 {pct(to_act, 0.5) * 1e3:6.2f} ms"
+            f"  p99 {pct(to_act, 0.99) * 1e3:6.2f} ms  max {max(to_act) * 1e3:7.2f} ms"
         )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--serve", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=3, help="runs of the paced scenario (default 3)")
+    p.add_argument("-n", type=int, default=N, help=f"notifications per scenario (default {N})")
     args = p.parse_args()
     if args.serve:
         serve_child(int(args.serve[0]), Path(args.serve[1]))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-webhook-") as d:
-        asyncio.run(run(Path(d)))
+        asyncio.run(run(Path(d), args.repeat, args.n))
     return 0
 
 
