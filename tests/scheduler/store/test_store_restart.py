@@ -175,3 +175,19 @@ def test_a_failed_actuation_is_retried_on_the_next_tick(stack: Stack, tmp_path: 
     assert not store.unactuated()
     store.close()
     rt.close()
+
+
+def test_decisions_the_actuator_does_nothing_for_are_stored_done(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Only decisions an actuator acts on wait for confirmation (and would be replayed)."""
+    clock = Clock()
+    rt = runtime(stack, tmp_path / "s.db", clock, Crashing(clock))
+    rt.seed(demo_workload(stack, clock.now))
+    clock.now += 60
+    decisions = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="c1")
+    assert {d.action for d in decisions} >= {"rebalance", "preempt"}
+    unconfirmed = {d.id for d in Store(tmp_path / "s.db").unactuated()}
+    # The refused preemptions wait for a retry; the rebalance record itself never does.
+    assert unconfirmed == {d.id for d in decisions if d.action == "preempt"}
+    rt.close()
