@@ -33,6 +33,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, TextIO
 
+from scheduler.store.transaction import immediate
 from scheduler.store.wal import Checkpointer, tune_writer
 
 GENESIS = "0" * 64
@@ -355,16 +356,10 @@ class AuditLog:
         if len(rows) <= _MAX_ROWS:
             self._db.execute(_insert_sql(len(rows)), [v for r in rows for v in r])
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self._db):
             for i in range(0, len(rows), _MAX_ROWS):
                 chunk = rows[i : i + _MAX_ROWS]
                 self._db.execute(_insert_sql(len(chunk)), [v for r in chunk for v in r])
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     # ------------------------------------------------------------------ reading
 
@@ -473,8 +468,7 @@ class AuditLog:
                 finally:
                     arch.close()
                 # Retention is the one sanctioned delete: lift the guard inside the transaction.
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(self._db):
                     self._db.execute("DROP TRIGGER audit_no_delete")
                     self._db.execute("DELETE FROM audit WHERE seq <= ?", (last.seq,))
                     self._db.execute(
@@ -482,11 +476,6 @@ class AuditLog:
                         (last.seq, last.hash),
                     )
                     self._db.execute(_NO_DELETE)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as e:
                 raise AuditUnavailable(f"archiving {self.path} failed: {e}") from e
         return len(prefix)

@@ -24,6 +24,7 @@ from typing import Any
 
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.payload import Intent
+from scheduler.store.transaction import immediate
 from scheduler.store.wal import Checkpointer, tune_writer
 
 _SCHEMA = """
@@ -139,16 +140,10 @@ class IntentQueue:
         counts = []
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(self._db):
                     for sql, args in body:
                         cur = self._db.execute(sql, args)
                         counts.append((cur.rowcount, cur.lastrowid or 0))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
         return counts
@@ -179,16 +174,10 @@ class IntentQueue:
                 if len(rows) <= _MAX_ROWS:
                     ids.update(self._db.execute(_insert(len(rows)), _flat(rows)).fetchall())
                 else:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    try:
+                    with immediate(self._db):
                         for i in range(0, len(rows), _MAX_ROWS):
                             chunk = rows[i : i + _MAX_ROWS]
                             ids.update(self._db.execute(_insert(len(chunk)), _flat(chunk)).fetchall())  # fmt: skip
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        if self._db.in_transaction:
-                            self._db.execute("ROLLBACK")
-                        raise
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
         out = []

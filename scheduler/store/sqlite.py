@@ -22,6 +22,7 @@ from typing import Any
 
 from scheduler.core.errors import StoreUnavailable
 from scheduler.core.model import Decision, JobKind, JobState, JobView
+from scheduler.store.transaction import immediate
 from scheduler.store.wal import Checkpointer, tune_writer
 
 SCHEMA = """
@@ -83,13 +84,8 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            with immediate(self._db) as db:
+                yield db
         except sqlite3.Error as e:
             raise StoreUnavailable(f"{self.path}: {e}") from e
 
