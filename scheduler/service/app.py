@@ -581,10 +581,11 @@ class Service:
             except SchedulerError as e:
                 log.error("tick failed: %s", e)
             else:
-                if decisions:
-                    await self.write_audit_quietly(
-                        [decision_entry(d, SCHEDULER_USER) for d in decisions]
-                    )
+                entries = [decision_entry(d, SCHEDULER_USER) for d in decisions]
+                # Records an audit outage kept back go out on the next tick at the latest,
+                # not only with the next request.
+                if entries or self._backlog:
+                    await self.write_audit_quietly(entries)
             await self._sleep(self.config.tick_interval_seconds)
 
     def maintain(self) -> None:

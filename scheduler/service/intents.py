@@ -39,7 +39,6 @@ CREATE TABLE IF NOT EXISTS alerts (
     state TEXT NOT NULL,        -- pending | done | failed | ignored
     received_at REAL NOT NULL,  -- wall clock, for the alert-to-action latency
     updated_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
     outcome TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
@@ -57,12 +56,11 @@ class QueuedIntent:
     action: str
     firing: bool
     received_at: float
-    attempts: int
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How the worker settled one intent; ``state`` ``pending`` puts it back for a retry."""
+    """How the worker settled one intent: ``state`` is ``done`` or ``failed``."""
 
     id: int
     state: str
@@ -88,7 +86,7 @@ def _flat(rows: Sequence[tuple[object, ...]]) -> list[object]:
 
 
 _PENDING = (
-    "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, attempts "
+    "SELECT id, key, correlation_id, alert, pool, action, firing, received_at "
     "FROM alerts WHERE state = 'pending' ORDER BY id"
 )
 
@@ -96,7 +94,7 @@ _PENDING = (
 def _queued(r: tuple[Any, ...]) -> QueuedIntent:
     return QueuedIntent(
         int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
-        float(r[7]), int(r[8]),
+        float(r[7]),
     )  # fmt: skip
 
 
@@ -197,12 +195,11 @@ class IntentQueue:
         body: list[tuple[str, tuple[object, ...]]] = []
         for outcomes, now in batches:
             for o in outcomes:
-                if o.state not in (*FINAL_STATES, "pending"):
+                if o.state not in FINAL_STATES:
                     raise ValueError(f"unknown state {o.state!r}")
                 body.append(
                     (
-                        "UPDATE alerts SET state = ?, outcome = ?, updated_at = ?, "
-                        "attempts = attempts + 1 WHERE id = ?",
+                        "UPDATE alerts SET state = ?, outcome = ?, updated_at = ? WHERE id = ?",
                         (o.state, o.outcome[:1000], now, o.id),
                     )
                 )
@@ -216,9 +213,9 @@ class IntentQueue:
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
 
-    def fetch_pending(self, limit: int | None = 64) -> list[QueuedIntent]:
-        """The oldest pending intents, in arrival order (all of them when ``limit`` is None)."""
-        rows = self._read(_PENDING + " LIMIT ?", (-1 if limit is None else limit,))
+    def fetch_pending(self) -> list[QueuedIntent]:
+        """Every pending intent, in arrival order."""
+        rows = self._read(_PENDING)
         return [_queued(r) for r in rows]
 
     def pending_snapshot(self) -> tuple[list[QueuedIntent], int]:
@@ -230,7 +227,7 @@ class IntentQueue:
             try:
                 self._rdb.execute("BEGIN")
                 try:
-                    rows = self._rdb.execute(_PENDING + " LIMIT -1").fetchall()
+                    rows = self._rdb.execute(_PENDING).fetchall()
                     ((last,),) = self._rdb.execute("SELECT coalesce(max(id), 0) FROM alerts")
                 finally:
                     self._rdb.execute("COMMIT")

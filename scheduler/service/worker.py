@@ -179,7 +179,6 @@ class IntentWorker:
                     i.action,
                     i.firing,
                     received_at,
-                    attempts=0,
                 )
             )
 
@@ -197,7 +196,7 @@ class IntentWorker:
         have come before the worker's audit records were written: the decisions
         the audit log lacks are recorded now, so none goes unaudited.
         """
-        pending = self.intents.fetch_pending(limit=None)
+        pending = self.intents.fetch_pending()
         if not pending:
             return
         by_cid: dict[str, list[Decision]] = {}

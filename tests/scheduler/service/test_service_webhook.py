@@ -227,6 +227,45 @@ async def test_storage_unavailable_is_503_and_the_retry_acts(tmp_path: Path) -> 
         await env.client.close()
 
 
+async def test_audit_log_unavailable_is_503_and_no_record_is_lost(tmp_path: Path) -> None:
+    """The intent is durable, so the alert is acted on; every record is written once the log
+    is back (the request's on the next tick, with no further request), and the retry is a
+    duplicate."""
+    from scheduler.audit import verify
+
+    env = await start_env(
+        tmp_path,
+        ServiceConfig(
+            busy_timeout_seconds=0.05, retry_backoff_seconds=0.05, tick_interval_seconds=0.05
+        ),
+    )
+    blocker = sqlite3.connect(env.service.audit.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 503 and r.headers["Retry-After"] == "1"
+        blocker.execute("ROLLBACK")
+        await settle(env)
+        assert len(env.runtime.alerts) == 1
+        cid = env.runtime.alerts[0]["cid"]
+        for _ in range(200):
+            ops = [x.operation for x in env.service.audit.query(correlation_id=cid)]
+            if "alert.queued" in ops:
+                break
+            await asyncio.sleep(0.02)
+        assert sorted(ops) == ["alert.queued", "alert.rebalance", "decision.rebalance"]
+        assert len(env.service.audit.query(operation="alerts.receive")) == 1
+        # Alertmanager retries the 5xx: nothing is acted on again.
+        r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+        assert r.status == 200 and (await r.json())["duplicates"] == 1
+        await settle(env)
+        assert len(env.runtime.alerts) == 1
+        assert verify(env.service.audit.path).ok
+    finally:
+        blocker.close()
+        await env.client.close()
+
+
 async def test_runtime_store_unavailable_is_retried_from_the_queue(env: Env) -> None:
     env.runtime.fail_store = True
     r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
