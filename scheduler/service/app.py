@@ -503,10 +503,7 @@ class Service:
 
     async def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
         route = ctx.route
-        if route.name == "alerts.receive" and ctx.principal is None:
-            user = ANONYMOUS
-        else:
-            user = ctx.principal.name if ctx.principal else ANONYMOUS
+        user = ctx.principal.name if ctx.principal else ANONYMOUS
         obj = route.path
         for k, v in ctx.args.items():
             obj = obj.replace("{" + k + "}", str(v))
@@ -526,6 +523,11 @@ class Service:
             if resp.status < 400 or resp.status == 413:
                 failed = _json({"error": "storage unavailable", "reason": "audit log"}, 503)
                 failed.headers["Retry-After"] = "1"
+                # The held-back record must say what the caller was actually answered.
+                answered = dataclasses.replace(
+                    entry, result="error", reason="503 storage unavailable: audit log"
+                )
+                self._backlog = [answered if e is entry else e for e in self._backlog]
                 return failed
         return resp
 

@@ -254,7 +254,8 @@ async def test_audit_log_unavailable_is_503_and_no_record_is_lost(tmp_path: Path
                 break
             await asyncio.sleep(0.02)
         assert sorted(ops) == ["alert.queued", "alert.rebalance", "decision.rebalance"]
-        assert len(env.service.audit.query(operation="alerts.receive")) == 1
+        (request,) = env.service.audit.query(operation="alerts.receive")
+        assert request.result == "error" and request.reason.startswith("503")
         # Alertmanager retries the 5xx: nothing is acted on again.
         r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
         assert r.status == 200 and (await r.json())["duplicates"] == 1
