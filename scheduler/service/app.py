@@ -6,10 +6,12 @@ maps scheduler errors to status codes, counts the request and writes its audit
 record. Denied requests are audited like any other.
 
 The webhook persists each new alert state in the durable intent queue (one
-fsynced transaction), answers, and wakes the worker task, which calls the
-scheduler runtime in order. An intent left ``running`` by a crash is resolved
-at startup against the runtime's decisions (by correlation id), so an action
-runs once even when the process dies in the middle of it.
+fsynced statement, on a group-commit thread), hands it to the intent worker
+(``worker.py``, its own thread), writes the request's audit records and
+answers. The worker calls the scheduler runtime in order. An intent a crash
+left pending is resolved at startup against the runtime's decisions (by
+correlation id), so an action runs once even when the process dies in the
+middle of it.
 """
 
 from __future__ import annotations
