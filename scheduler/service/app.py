@@ -664,6 +664,9 @@ class Service:
     # ------------------------------------------------------------------ REST
 
     async def healthz(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        if not self.worker.alive:
+            # Alerts would be accepted and never acted on: a liveness probe must restart us.
+            return _json({"error": "intent worker stopped", "reason": "see the log"}, 503)
         return _json({"status": "ok", "pending_intents": self.intents.pending()})
 
     async def metrics(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:

@@ -409,6 +409,8 @@ def _responses(r: Route) -> dict[str, Any]:
         out["503"] = err
     if r.name == "alerts.receive":
         out["429"] = err
+    if r.name == "healthz":
+        out["503"] = err  # the intent worker is not running: restart the process
     return out
 
 

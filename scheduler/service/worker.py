@@ -106,6 +106,10 @@ class IntentWorker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def submit(self, recorded: Sequence[tuple[int, Intent]], received_at: float) -> None:
         """Hand over newly committed intents (row id, intent); those without an action are kept out."""
         actionable = [(row_id, i) for row_id, i in recorded if i.action]
@@ -136,22 +140,34 @@ class IntentWorker:
             except (IntentStoreUnavailable, SchedulerError, AuditUnavailable) as e:
                 log.error("intent recovery failed, retrying: %s", e)
                 self._stop.wait(self.backoff)
+            except Exception:
+                log.exception("intent recovery failed (a bug), retrying")
+                self._stop.wait(self.backoff)
         while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception:
+                # A bug must not silently end the only thread that acts on alerts.
+                log.exception("intent worker step failed, retrying")
+                self._stop.wait(self.backoff)
+        self._write_owed()
+
+    def _step(self) -> None:
+        """Take what was handed over, act on a batch, write what is owed when it is due."""
+        if self._write_at is None and (self._unsettled or self._unaudited):
+            self._write_at = time.monotonic() + WRITE_LINGER_SECONDS
+        due = None if self._write_at is None else max(0.0, self._write_at - time.monotonic())
+        self._take(block=not self._ready and due != 0.0, timeout=due)
+        if self._ready and not self._stop.is_set():
+            try:
+                self._act_batch()
+            except StoreUnavailable as e:
+                log.warning("intent worker: scheduler store unavailable, retrying: %s", e)
+                self._stop.wait(self.backoff)
             if self._write_at is None and (self._unsettled or self._unaudited):
                 self._write_at = time.monotonic() + WRITE_LINGER_SECONDS
-            due = None if self._write_at is None else max(0.0, self._write_at - time.monotonic())
-            self._take(block=not self._ready and due != 0.0, timeout=due)
-            if self._ready and not self._stop.is_set():
-                try:
-                    self._act_batch()
-                except StoreUnavailable as e:
-                    log.warning("intent worker: scheduler store unavailable, retrying: %s", e)
-                    self._stop.wait(self.backoff)
-                if self._write_at is None and (self._unsettled or self._unaudited):
-                    self._write_at = time.monotonic() + WRITE_LINGER_SECONDS
-            if self._write_at is not None and time.monotonic() >= self._write_at:
-                self._write_owed()
-        self._write_owed()
+        if self._write_at is not None and time.monotonic() >= self._write_at:
+            self._write_owed()
 
     def _take(self, *, block: bool, timeout: float | None) -> None:
         """Move handed-over intents into the ready queue (waiting for some if ``block``)."""

@@ -348,6 +348,35 @@ async def test_intents_recorded_before_the_startup_read_are_acted_on_once(
         await client.close()
 
 
+async def test_a_bug_in_the_worker_is_logged_and_does_not_stop_it(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = env.service.worker
+    write_owed = worker._write_owed
+    calls = []
+
+    def broken_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        write_owed()
+
+    worker._write_owed = broken_once  # type: ignore[method-assign]
+    r = await env.client.post(ALERTS_PATH, json=notification(), headers=auth("alertmanager"))
+    assert r.status == 200
+    await settle(env)
+    assert any("intent worker step failed" in m for m in caplog.messages)
+    assert len(env.runtime.alerts) == 1 and env.service.intents.states() == {"done": 1}
+    health = await env.client.get("/healthz")
+    assert health.status == 200
+
+
+async def test_healthz_is_503_when_the_intent_worker_is_not_running(env: Env) -> None:
+    assert env.service.worker.stop(timeout=5.0)
+    r = await env.client.get("/healthz")
+    assert r.status == 503 and (await r.json())["error"] == "intent worker stopped"
+
+
 async def test_rate_limit_per_source(tmp_path: Path) -> None:
     env = await start_env(tmp_path, ServiceConfig(webhook_rate=RateLimit(rate=0.001, burst=3)))
     try:
