@@ -61,11 +61,6 @@ class Runtime(Protocol):
     def decisions(self, limit: int = 100) -> Any: ...
 
 
-def _correlation_id(d: Any) -> str:
-    cid = d.get("correlation_id", "") if isinstance(d, dict) else getattr(d, "correlation_id", "")
-    return str(cid)
-
-
 class IntentWorker:
     def __init__(
         self,
