@@ -438,33 +438,10 @@ class AuditLog:
                     if not prefix:
                         return 0
                     new = [r for r in prefix if r.seq > a_seq]
-                    arch.execute("BEGIN IMMEDIATE")
-                    arch.executemany(
-                        _INSERT,
-                        [
-                            (
-                                r.seq,
-                                r.ts,
-                                r.user,
-                                r.source_ip,
-                                r.object,
-                                r.operation,
-                                r.params,
-                                r.result,
-                                r.reason,
-                                r.correlation_id,
-                                r.prev_hash,
-                                r.hash,
-                            )
-                            for r in new
-                        ],
-                    )
+                    # The archive's triggers check each record continues its head and move it.
+                    with immediate(arch):
+                        arch.executemany(_INSERT, [r.row() for r in new])
                     last = prefix[-1]
-                    arch.execute(
-                        "UPDATE chain SET seq = ?, hash = ? WHERE name = 'head'",
-                        (last.seq, last.hash),
-                    )
-                    arch.execute("COMMIT")
                 finally:
                     arch.close()
                 # Retention is the one sanctioned delete: lift the guard inside the transaction.
@@ -491,23 +468,15 @@ def _query(
     correlation_id: str | None = None,
     limit: int | None = None,
 ) -> list[AuditRecord]:
-    where: list[str] = []
-    args: list[float | str | int] = []
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        args.append(until)
-    if user is not None:
-        where.append("user = ?")
-        args.append(user)
-    if operation is not None:
-        where.append("operation = ?")
-        args.append(operation)
-    if correlation_id is not None:
-        where.append("correlation_id = ?")
-        args.append(correlation_id)
+    filters = (
+        ("ts >= ?", since),
+        ("ts < ?", until),
+        ("user = ?", user),
+        ("operation = ?", operation),
+        ("correlation_id = ?", correlation_id),
+    )
+    where = [cond for cond, value in filters if value is not None]
+    args: list[float | str | int] = [value for _, value in filters if value is not None]
     # Only the fixed fragments above are joined into the SQL; every value is bound.
     sql = _SELECT
     if where:
