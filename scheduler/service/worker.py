@@ -159,8 +159,7 @@ class IntentWorker:
             except StoreUnavailable as e:
                 log.warning("intent worker: scheduler store unavailable, retrying: %s", e)
                 self._stop.wait(self.backoff)
-            if self._write_at is None and (self._unsettled or self._unaudited):
-                self._write_at = time.monotonic() + WRITE_LINGER_SECONDS
+        # What this batch owes is given its due time at the top of the next step.
         if self._write_at is not None and time.monotonic() >= self._write_at:
             self._write_owed()
 
