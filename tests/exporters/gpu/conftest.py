@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from gpu_testlib import STACK_FILE, FakeClock
-
-from deploy.stack import Stack, load_stack
-
-
-@pytest.fixture(scope="session")
-def stack() -> Stack:
-    return load_stack(STACK_FILE)
+from gpu_testlib import FakeClock
 
 
 @pytest.fixture

@@ -1,20 +1,12 @@
-"""Shared fixtures: the committed stack, and a richer one with a second version and an LLM model."""
+"""A stack richer than the committed one (``stack``, suite-wide): a second version and an LLM model."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from deploy.stack import Model, Slo, Stack, load_stack
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="session")
-def stack() -> Stack:
-    return load_stack(ROOT / "deploy/stack.yaml")
+from deploy.stack import Model, Slo, Stack
 
 
 @pytest.fixture(scope="session")
