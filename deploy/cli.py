@@ -90,12 +90,15 @@ def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
     from alerts.generate import write_all as write_alerts
     from dashboards.build import write_all as write_dashboards
     from dashboards.provisioning import write as write_provisioning
+    from deploy.manifests.kustomize import write_all as write_manifests
 
     out: Path = args.out
     written = [
         *write_alerts(stack, out),
         *write_dashboards(stack, out / "dashboards"),
         *write_provisioning(stack, args.provisioning_out),
+        # The stack file's own text goes into the cluster's ConfigMap.
+        *write_manifests(stack, args.stack.read_text(encoding="utf-8"), out / "kubernetes"),
     ]
     for p in written:
         print(p)
@@ -217,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p, "gpu_exporter")
     p.add_argument(
         "--backend", choices=("nvml", "sim"), default="nvml", help="NVML or simulated GPUs"
+    )
+    p.add_argument(
+        "--node", default=None, help="node name on the GPU series (default: the hostname)"
+    )
+    p.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra label on every series (repeatable)",
     )
     p.set_defaults(func=cmd_gpu_exporter, needs_stack=True)
 

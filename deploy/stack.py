@@ -174,12 +174,114 @@ class Prometheus:
 
 
 @dataclass(frozen=True)
-class Kubernetes:
-    """Where the Kubernetes actuator acts (``novabrain scheduler --actuator kubernetes``)."""
+class Resources:
+    """A container's requests and limits, as Kubernetes quantities (``500m``, ``256Mi``)."""
+
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Pods allowed to reach the scheduler's port: a namespace and a pod label selector."""
+
+    name: str
+    namespace: str
+    pod_labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    operator: str  # Exists or Equal
+    value: str | None
+    effect: str | None  # None tolerates every effect
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Where the Prometheus Operator, Alertmanager and Grafana run, and how they find our objects."""
 
     namespace: str
-    deployments: Mapping[str, str]  # pool -> the inference Deployment whose replicas it grows
-    balloon_image: str
+    # Put on ServiceMonitors, PrometheusRules and AlertmanagerConfigs: the labels
+    # the Prometheus and Alertmanager resources' selectors match.
+    labels: Mapping[str, str]
+    prometheus_pods: Mapping[str, str]
+    alertmanager_pods: Mapping[str, str]
+    dashboards_namespace: str  # a namespace Grafana's dashboard sidecar watches
+    folder_annotation: str  # the sidecar's folderAnnotation
+
+
+@dataclass(frozen=True)
+class GpuNodes:
+    """Where the GPU exporter runs, and what it may see of the node."""
+
+    node_selector: Mapping[str, str]
+    tolerations: tuple[Toleration, ...]
+    runtime_class: str | None  # the NVIDIA container runtime's RuntimeClass
+    # Attribution of GPU processes through /proc/<pid>/cgroup needs the host's
+    # PID namespace (hostPID); off, pods are named from the kubelet alone.
+    proc_attribution: bool
+    pod_resources_dir: str  # the kubelet's pod-resources socket directory
+    resources: Resources
+
+
+@dataclass(frozen=True)
+class SchedulerPod:
+    storage: str  # the state volume's size (SQLite state and audit log)
+    storage_class: str | None  # None: the cluster's default StorageClass
+    resources: Resources
+    api_clients: tuple[Peer, ...]  # besides Prometheus and Alertmanager
+
+
+@dataclass(frozen=True)
+class ModelScrape:
+    """How Prometheus finds the bank's model servers: Services with these labels, this port."""
+
+    service_labels: Mapping[str, str]
+    port: str
+
+
+def _default_resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> Resources:
+    return Resources({"cpu": cpu, "memory": memory}, {"cpu": cpu_limit, "memory": memory_limit})
+
+
+@dataclass(frozen=True)
+class Kubernetes:
+    """The cluster: where the actuator acts and how ``novabrain generate`` deploys the stack."""
+
+    namespace: str = "novabrain"  # where the actuator acts: the pools' Jobs, Deployments, balloons
+    # pool -> the inference Deployment whose replicas it grows
+    deployments: Mapping[str, str] = field(default_factory=dict)
+    balloon_image: str = "registry.k8s.io/pause:3.9"
+    version: str = "1.30"  # the target Kubernetes minor version the manifests are validated for
+    install_namespace: str = "novabrain-system"  # where novabrain's own pods run
+    image: str = "novabrain-ops:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    labels: Mapping[str, str] = field(default_factory=dict)  # on every generated object
+    monitoring: Monitoring = Monitoring(
+        namespace="monitoring",
+        labels={"release": "kube-prometheus-stack"},
+        prometheus_pods={"app.kubernetes.io/name": "prometheus"},
+        alertmanager_pods={"app.kubernetes.io/name": "alertmanager"},
+        dashboards_namespace="monitoring",
+        folder_annotation="grafana_folder",
+    )
+    gpu_nodes: GpuNodes = GpuNodes(
+        node_selector={"nvidia.com/gpu.present": "true"},
+        tolerations=(Toleration("nvidia.com/gpu", "Exists", None, "NoSchedule"),),
+        runtime_class="nvidia",
+        proc_attribution=False,
+        pod_resources_dir="/var/lib/kubelet/pod-resources",
+        resources=_default_resources("100m", "128Mi", "500m", "256Mi"),
+    )
+    scheduler: SchedulerPod = SchedulerPod(
+        storage="10Gi",
+        storage_class=None,
+        resources=_default_resources("500m", "512Mi", "2", "1Gi"),
+        api_clients=(),
+    )
+    model_servers: ModelScrape = ModelScrape({"novabrain.io/scrape": "model-server"}, "metrics")
 
 
 @dataclass(frozen=True)
@@ -204,7 +306,7 @@ class Stack:
     prometheus: Prometheus
     grafana: Grafana
     audit: Audit = Audit(retention_days=None)
-    kubernetes: Kubernetes = Kubernetes("novabrain", {}, "registry.k8s.io/pause:3.9")
+    kubernetes: Kubernetes = Kubernetes()
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -501,6 +603,208 @@ def _alerting(n: _Node) -> Alerting:
     )
 
 
+# Kubernetes label keys (an optional DNS-subdomain prefix and a name) and values.
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+_K8S_VERSION = re.compile(r"^1\.(\d+)$")
+# Older than 1.27 lacks what the manifests rely on: the StatefulSet's PVC
+# retention policy and the PodDisruptionBudget's unhealthy-pod eviction policy.
+_MIN_K8S_MINOR = 27
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_QUANTITY_SCALE = {
+    None: 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}  # fmt: skip
+_RESOURCE_NAMES = ("cpu", "memory")
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def _string_map(n: _Node, key: str, default: Mapping[str, str]) -> dict[str, str]:
+    """A mapping of Kubernetes label keys to label values (selectors, extra labels)."""
+    m = n.child(key, dict(default))
+    out: dict[str, str] = {}
+    for k in list(m.value):
+        path = m._p(str(k))
+        if not isinstance(k, str) or not _LABEL_KEY.match(k):
+            raise StackError(path, f"{k!r} is not a Kubernetes label key")
+        v = m.raw(k)
+        if not isinstance(v, str):
+            # YAML reads true, 1 or 1.30 unquoted as a boolean or a number.
+            raise StackError(path, f"must be a string (quote it), got {v!r}")
+        if not _LABEL_VALUE.match(v):
+            raise StackError(path, f"{v!r} is not a Kubernetes label value")
+        out[k] = v
+    m.done()
+    return out
+
+
+def _quantity(n: _Node, key: str, default: str) -> tuple[str, float]:
+    v = n.raw(key, default)
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise StackError(n._p(key), f"must be a Kubernetes quantity like 500m or 256Mi, got {v!r}")
+    m = _QUANTITY.match(str(v))
+    if m is None:
+        raise StackError(n._p(key), f"{v!r} is not a Kubernetes quantity (e.g. 500m, 2, 256Mi)")
+    return str(v), float(m[1]) * _QUANTITY_SCALE[m[2]]
+
+
+def _resources(parent: _Node, key: str, default: Resources) -> Resources:
+    """requests and limits for cpu and memory; a limit below its request is refused."""
+    n = parent.child(key, {})
+    parsed: dict[str, dict[str, tuple[str, float]]] = {}
+    for kind in ("requests", "limits"):
+        q = n.child(kind, {})
+        parsed[kind] = {
+            r: _quantity(q, r, getattr(default, kind)[r])
+            for r in _RESOURCE_NAMES
+            if r in q.value or r in getattr(default, kind)
+        }
+        q.done()
+    for r, (text, value) in parsed["limits"].items():
+        request = parsed["requests"].get(r)
+        if request is not None and value < request[1]:
+            raise StackError(f"{n._p('limits')}.{r}", f"{text} is below the request ({request[0]})")
+    n.done()
+    return Resources(
+        requests={r: t for r, (t, _) in parsed["requests"].items()},
+        limits={r: t for r, (t, _) in parsed["limits"].items()},
+    )
+
+
+def _toleration(n: _Node) -> Toleration:
+    op = n.text("operator", "Exists")
+    if op not in ("Exists", "Equal"):
+        raise StackError(n._p("operator"), f"must be Exists or Equal, got {op!r}")
+    value = n.raw("value", None)
+    if op == "Equal" and not isinstance(value, str):
+        raise StackError(n._p("value"), "is required (a string) with operator Equal")
+    if op == "Exists" and value is not None:
+        raise StackError(n._p("value"), "must be absent with operator Exists")
+    effect = n.raw("effect", None)
+    if effect is not None and effect not in _TAINT_EFFECTS:
+        raise StackError(
+            n._p("effect"), f"must be one of {', '.join(_TAINT_EFFECTS)} or absent, got {effect!r}"
+        )
+    key = n.text("key")
+    if not _LABEL_KEY.match(key):
+        raise StackError(n._p("key"), f"{key!r} is not a Kubernetes taint key")
+    return Toleration(key=key, operator=op, value=value, effect=effect)
+
+
+def _peer(n: _Node) -> Peer:
+    return Peer(
+        name=n.text("name", pattern=_NAME),
+        namespace=n.text("namespace", pattern=_NAME),
+        pod_labels=_string_map(n, "pod_labels", {}),
+    )
+
+
+def _monitoring(n: _Node, d: Monitoring) -> Monitoring:
+    namespace = n.text("namespace", d.namespace, pattern=_NAME)
+    return Monitoring(
+        namespace=namespace,
+        labels=_string_map(n, "labels", d.labels),
+        prometheus_pods=_string_map(n, "prometheus_pods", d.prometheus_pods),
+        alertmanager_pods=_string_map(n, "alertmanager_pods", d.alertmanager_pods),
+        dashboards_namespace=n.text("dashboards_namespace", namespace, pattern=_NAME),
+        folder_annotation=n.text("folder_annotation", d.folder_annotation, pattern=_LABEL_KEY),
+    )
+
+
+def _gpu_nodes(n: _Node, d: GpuNodes) -> GpuNodes:
+    runtime_class = n.raw("runtime_class", d.runtime_class)
+    if runtime_class is not None:
+        runtime_class = n.text("runtime_class", runtime_class, pattern=_NAME)
+    pod_resources_dir = n.text("pod_resources_dir", d.pod_resources_dir)
+    if not pod_resources_dir.startswith("/"):
+        raise StackError(n._p("pod_resources_dir"), "must be an absolute path")
+    default_tolerations = [
+        {k: v for k, v in vars(t).items() if v is not None} for t in d.tolerations
+    ]
+    return GpuNodes(
+        node_selector=_string_map(n, "node_selector", d.node_selector),
+        tolerations=n.items("tolerations", _toleration, default_tolerations),
+        runtime_class=runtime_class,
+        proc_attribution=n.flag("proc_attribution", d.proc_attribution),
+        pod_resources_dir=pod_resources_dir,
+        resources=_resources(n, "resources", d.resources),
+    )
+
+
+def _scheduler_pod(n: _Node, d: SchedulerPod) -> SchedulerPod:
+    storage, size = _quantity(n, "storage", d.storage)
+    if size < 2**20:
+        raise StackError(n._p("storage"), f"{storage} is too small for the state volume")
+    storage_class = n.raw("storage_class", d.storage_class)
+    if storage_class is not None:
+        storage_class = n.text("storage_class", storage_class, pattern=_NAME)
+    resources = _resources(n, "resources", d.resources)
+    clients = n.items("api_clients", _peer, [])
+    _unique(clients, f"{n.path}.api_clients")
+    return SchedulerPod(
+        storage=storage, storage_class=storage_class, resources=resources, api_clients=clients
+    )
+
+
+def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
+    d = Kubernetes()
+    dep_node = k.child("deployments", {})
+    deployments: dict[str, str] = {}
+    for pool_name in list(dep_node.value):
+        if pool_name not in pool_names:
+            raise StackError(f"kubernetes.deployments.{pool_name}", f"unknown pool {pool_name!r}")
+        deployments[str(pool_name)] = dep_node.text(str(pool_name), pattern=_NAME)
+    dep_node.done()
+
+    version = k.raw("version", d.version)
+    if not isinstance(version, str):
+        # 1.30 unquoted is the number 1.3 to YAML.
+        raise StackError(k._p("version"), f'must be a quoted string like "1.30", got {version!r}')
+    m = _K8S_VERSION.match(version)
+    if m is None or int(m[1]) < _MIN_K8S_MINOR:
+        raise StackError(
+            k._p("version"),
+            f'must be a Kubernetes minor version "1.{_MIN_K8S_MINOR}" or newer, got {version!r}',
+        )
+    pull = k.text("image_pull_policy", d.image_pull_policy)
+    if pull not in _PULL_POLICIES:
+        raise StackError(
+            k._p("image_pull_policy"), f"must be one of {', '.join(_PULL_POLICIES)}, got {pull!r}"
+        )
+    sections = {}
+    for key, parse in (
+        ("monitoring", lambda n: _monitoring(n, d.monitoring)),
+        ("gpu_nodes", lambda n: _gpu_nodes(n, d.gpu_nodes)),
+        ("scheduler", lambda n: _scheduler_pod(n, d.scheduler)),
+        ("model_servers", lambda n: ModelScrape(
+            service_labels=_string_map(n, "service_labels", d.model_servers.service_labels),
+            port=n.text("port", d.model_servers.port, pattern=_NAME),
+        )),
+    ):  # fmt: skip
+        node = k.child(key, {})
+        sections[key] = parse(node)
+        node.done()
+    kubernetes = Kubernetes(
+        namespace=k.text("namespace", d.namespace, pattern=_NAME),
+        deployments=deployments,
+        balloon_image=k.text("balloon_image", d.balloon_image),
+        version=version,
+        install_namespace=k.text("install_namespace", d.install_namespace, pattern=_NAME),
+        image=k.text("image", d.image),
+        image_pull_policy=pull,
+        labels=_string_map(k, "labels", d.labels),
+        **sections,
+    )
+    if kubernetes.install_namespace == kubernetes.monitoring.namespace:
+        raise StackError(
+            "kubernetes.install_namespace",
+            f"must differ from kubernetes.monitoring.namespace ({kubernetes.monitoring.namespace})",
+        )
+    return kubernetes
+
+
 def _unique(items: tuple[Any, ...], path: str, what: str = "name") -> None:
     seen: set[str] = set()
     for i, it in enumerate(items):
@@ -605,18 +909,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     audit_node.done()
 
     k = root.child("kubernetes", {})
-    dep_node = k.child("deployments", {})
-    deployments: dict[str, str] = {}
-    for pool_name in list(dep_node.value):
-        if pool_name not in pool_names:
-            raise StackError(f"kubernetes.deployments.{pool_name}", f"unknown pool {pool_name!r}")
-        deployments[str(pool_name)] = dep_node.text(str(pool_name), pattern=_NAME)
-    dep_node.done()
-    kubernetes = Kubernetes(
-        namespace=k.text("namespace", "novabrain", pattern=_NAME),
-        deployments=deployments,
-        balloon_image=k.text("balloon_image", "registry.k8s.io/pause:3.9"),
-    )
+    kubernetes = _kubernetes(k, pool_names)
     k.done()
 
     stack = Stack(
