@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 STACK ?= deploy/stack.yaml
 
 .PHONY: help demo test lint typecheck layers pytest tools venv generate check-generated \
-        dashboards rules deploy-dashboards bench clean
+        dashboards rules deploy-dashboards bench clean wheel image
 
 help:
 	@echo "make demo               the closed loop on simulated GPUs with real Prometheus + Alertmanager"
@@ -19,6 +19,7 @@ help:
 	@echo "make generate           regenerate rules, Alertmanager/Prometheus config and dashboards"
 	@echo "make deploy-dashboards  push dashboards to the stack's Grafana (GRAFANA_TOKEN or token file)"
 	@echo "make bench              run every benchmark in benchmarks/"
+	@echo "make image              build the container image (Docker or Podman) from the wheel"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +70,22 @@ test: lint typecheck layers check-generated pytest
 
 deploy-dashboards: venv
 	$(BIN)/novabrain dashboards deploy --stack $(STACK)
+
+# The wheel, built once: the image installs it (deploy/Dockerfile), as CI's install check does.
+WHEEL_DIR := .whl
+wheel: venv
+	rm -rf $(WHEEL_DIR)
+	$(PY) -m pip wheel -q --no-deps --wheel-dir $(WHEEL_DIR) .
+
+# Tagged as the stack's kubernetes.image, the name the generated manifests run.
+image: wheel
+	@image="$${IMAGE:-$$($(PY) -c 'from deploy.stack import load_stack; print(load_stack("$(STACK)").kubernetes.image)')}"; \
+	if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker; \
+	elif command -v podman >/dev/null && podman info >/dev/null 2>&1; then engine=podman; \
+	else echo "make image: no running Docker engine or Podman here; the wheel is in $(WHEEL_DIR)/." \
+	  "Build on a machine with either: make image [IMAGE=registry/name:tag]" >&2; exit 1; fi; \
+	echo "$$engine build -f deploy/Dockerfile -t $$image ."; \
+	$$engine build -f deploy/Dockerfile -t "$$image" .
 
 bench: venv
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
