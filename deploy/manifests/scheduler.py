@@ -2,11 +2,11 @@
 
 A single-replica StatefulSet, not a Deployment: the SQLite state and the audit
 log take one writer, and a StatefulSet never runs two pods of one identity at
-once (a Deployment's rolling update, or a pod on a lost node replaced before it
-is known dead, could briefly mount the same volume twice). The cost: when the
-node fails, the pod is not replaced until the node is declared lost (or the
-pod is force-deleted) and its ReadWriteOnce volume detaches, minutes, not the
-seconds a process restart takes (README, "Deploy to Kubernetes").
+once (a Deployment's rolling update, or a pod on an unreachable node replaced
+before it is known dead, could run two writers). The cost: when a node fails,
+the pod is replaced only once the Node is deleted, or an operator force-deletes
+the pod or marks the node out of service, and its ReadWriteOnce volume moves:
+minutes, not the second a process restart takes (README, "Deploy to Kubernetes").
 """
 
 from __future__ import annotations
