@@ -748,6 +748,14 @@ def _scheduler_pod(n: _Node, d: SchedulerPod) -> SchedulerPod:
     )
 
 
+def _section(parent: _Node, key: str, parse: Callable[[_Node], T]) -> T:
+    """An optional sub-mapping, parsed, with its unknown keys refused."""
+    node = parent.child(key, {})
+    out = parse(node)
+    node.done()
+    return out
+
+
 def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
     d = Kubernetes()
     dep_node = k.child("deployments", {})
@@ -773,19 +781,6 @@ def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
         raise StackError(
             k._p("image_pull_policy"), f"must be one of {', '.join(_PULL_POLICIES)}, got {pull!r}"
         )
-    sections = {}
-    for key, parse in (
-        ("monitoring", lambda n: _monitoring(n, d.monitoring)),
-        ("gpu_nodes", lambda n: _gpu_nodes(n, d.gpu_nodes)),
-        ("scheduler", lambda n: _scheduler_pod(n, d.scheduler)),
-        ("model_servers", lambda n: ModelScrape(
-            service_labels=_string_map(n, "service_labels", d.model_servers.service_labels),
-            port=n.text("port", d.model_servers.port, pattern=_NAME),
-        )),
-    ):  # fmt: skip
-        node = k.child(key, {})
-        sections[key] = parse(node)
-        node.done()
     kubernetes = Kubernetes(
         namespace=k.text("namespace", d.namespace, pattern=_NAME),
         deployments=deployments,
@@ -795,7 +790,17 @@ def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
         image=k.text("image", d.image),
         image_pull_policy=pull,
         labels=_string_map(k, "labels", d.labels),
-        **sections,
+        monitoring=_section(k, "monitoring", lambda n: _monitoring(n, d.monitoring)),
+        gpu_nodes=_section(k, "gpu_nodes", lambda n: _gpu_nodes(n, d.gpu_nodes)),
+        scheduler=_section(k, "scheduler", lambda n: _scheduler_pod(n, d.scheduler)),
+        model_servers=_section(
+            k,
+            "model_servers",
+            lambda n: ModelScrape(
+                service_labels=_string_map(n, "service_labels", d.model_servers.service_labels),
+                port=n.text("port", d.model_servers.port, pattern=_NAME),
+            ),
+        ),
     )
     if kubernetes.install_namespace == kubernetes.monitoring.namespace:
         raise StackError(

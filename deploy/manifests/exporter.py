@@ -23,12 +23,15 @@ from deploy.manifests.objects import (
     STACK_PATH,
     container_security,
     http_probe,
+    ingress_policy,
     meta,
     obj,
     peer,
     pod_security,
     resources,
     selector,
+    service,
+    service_account,
     stack_volume,
     template_meta,
     tmp_volume,
@@ -41,16 +44,6 @@ NAME = GPU_EXPORTER_JOB  # the Service name is the Prometheus job name the rules
 SERVICE_ACCOUNT = "novabrain-gpu-exporter"
 PORT_NAME = "metrics"
 POD_RESOURCES_VOLUME = "pod-resources"
-
-
-def service_account(stack: Stack) -> dict[str, Any]:
-    # The exporter never calls the API server: no token at all.
-    return obj(
-        "v1",
-        "ServiceAccount",
-        meta(stack, SERVICE_ACCOUNT, COMPONENT),
-        automountServiceAccountToken=False,
-    )
 
 
 def daemonset(stack: Stack, stack_text: str) -> dict[str, Any]:
@@ -133,51 +126,21 @@ def daemonset(stack: Stack, stack_text: str) -> dict[str, Any]:
     )
 
 
-def service(stack: Stack) -> dict[str, Any]:
-    # Headless: Prometheus scrapes every exporter pod through the endpoints.
-    return obj(
-        "v1",
-        "Service",
-        meta(stack, NAME, COMPONENT),
-        spec={
-            "clusterIP": "None",
-            "selector": selector(COMPONENT),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": stack.ports.gpu_exporter,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
-    )
-
-
-def network_policy(stack: Stack) -> dict[str, Any]:
-    """Only Prometheus scrapes the exporter."""
-    mon = stack.kubernetes.monitoring
-    return obj(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        meta(stack, NAME, COMPONENT),
-        spec={
-            "podSelector": {"matchLabels": selector(COMPONENT)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {
-                    "from": [peer(mon.namespace, dict(mon.prometheus_pods))],
-                    "ports": [{"protocol": "TCP", "port": stack.ports.gpu_exporter}],
-                }
-            ],
-        },
-    )
-
-
 def objects(stack: Stack, stack_text: str) -> list[dict[str, Any]]:
+    mon = stack.kubernetes.monitoring
+    port = stack.ports.gpu_exporter
     return [
-        service_account(stack),
+        # The exporter never calls the API server: no token at all.
+        service_account(stack, SERVICE_ACCOUNT, COMPONENT),
         daemonset(stack, stack_text),
-        service(stack),
-        network_policy(stack),
+        # Headless: Prometheus scrapes every exporter pod through the endpoints.
+        service(stack, NAME, COMPONENT, port=port, port_name=PORT_NAME, headless=True),
+        # Only Prometheus scrapes it.
+        ingress_policy(
+            stack,
+            NAME,
+            COMPONENT,
+            sources=[peer(mon.namespace, dict(mon.prometheus_pods))],
+            port=port,
+        ),
     ]

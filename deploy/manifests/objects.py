@@ -84,6 +84,38 @@ def peer(namespace: str, pod_labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def service_account(stack: Stack, name: str, component: str) -> dict[str, Any]:
+    """A ServiceAccount whose token is mounted nowhere unless a pod asks for it."""
+    return obj(
+        "v1", "ServiceAccount", meta(stack, name, component), automountServiceAccountToken=False
+    )
+
+
+def service(
+    stack: Stack, name: str, component: str, *, port: int, port_name: str, headless: bool = False
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"clusterIP": "None"} if headless else {"type": "ClusterIP"}
+    spec["selector"] = selector(component)
+    spec["ports"] = [{"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}]
+    return obj("v1", "Service", meta(stack, name, component), spec=spec)
+
+
+def ingress_policy(
+    stack: Stack, name: str, component: str, *, sources: list[dict[str, Any]], port: int
+) -> dict[str, Any]:
+    """A NetworkPolicy: the component's pods take TCP ``port`` from ``sources`` and nothing else."""
+    return obj(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        meta(stack, name, component),
+        spec={
+            "podSelector": {"matchLabels": selector(component)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}],
+        },
+    )
+
+
 def stack_configmap(stack: Stack, stack_text: str) -> dict[str, Any]:
     """The stack file itself, which every pod validates and reads at start."""
     return obj(

@@ -19,12 +19,15 @@ from deploy.manifests.objects import (
     STACK_PATH,
     container_security,
     http_probe,
+    ingress_policy,
     meta,
     obj,
     peer,
     pod_security,
     resources,
     selector,
+    service,
+    service_account,
     stack_volume,
     template_meta,
     tmp_volume,
@@ -47,16 +50,6 @@ def webhook_url(stack: Stack) -> str:
     path = urlsplit(stack.alerting.scheduler_webhook_url).path or "/"
     ns = stack.kubernetes.install_namespace
     return f"http://{NAME}.{ns}.svc:{stack.ports.scheduler}{path}"
-
-
-def service_account(stack: Stack) -> dict[str, Any]:
-    # The token is mounted only where the Kubernetes actuator runs (production overlay).
-    return obj(
-        "v1",
-        "ServiceAccount",
-        meta(stack, SERVICE_ACCOUNT, COMPONENT),
-        automountServiceAccountToken=False,
-    )
 
 
 def statefulset(stack: Stack, stack_text: str) -> dict[str, Any]:
@@ -124,26 +117,6 @@ def statefulset(stack: Stack, stack_text: str) -> dict[str, Any]:
     )
 
 
-def service(stack: Stack) -> dict[str, Any]:
-    return obj(
-        "v1",
-        "Service",
-        meta(stack, NAME, COMPONENT),
-        spec={
-            "type": "ClusterIP",
-            "selector": selector(COMPONENT),
-            "ports": [
-                {
-                    "name": PORT_NAME,
-                    "port": stack.ports.scheduler,
-                    "targetPort": PORT_NAME,
-                    "protocol": "TCP",
-                }
-            ],
-        },
-    )
-
-
 def disruption_budget(stack: Stack) -> dict[str, Any]:
     # One replica: no voluntary eviction (a drain, the autoscaler's scale-down)
     # may take it, so a move is a deliberate `kubectl delete pod` outside the
@@ -170,25 +143,15 @@ def network_policy(stack: Stack) -> dict[str, Any]:
         peer(mon.namespace, dict(mon.alertmanager_pods)),
         *(peer(c.namespace, dict(c.pod_labels)) for c in clients),
     ]
-    return obj(
-        "networking.k8s.io/v1",
-        "NetworkPolicy",
-        meta(stack, NAME, COMPONENT),
-        spec={
-            "podSelector": {"matchLabels": selector(COMPONENT)},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": sources, "ports": [{"protocol": "TCP", "port": stack.ports.scheduler}]}
-            ],
-        },
-    )
+    return ingress_policy(stack, NAME, COMPONENT, sources=sources, port=stack.ports.scheduler)
 
 
 def objects(stack: Stack, stack_text: str) -> list[dict[str, Any]]:
     return [
-        service_account(stack),
+        # Its token is mounted only where the Kubernetes actuator runs (production overlay).
+        service_account(stack, SERVICE_ACCOUNT, COMPONENT),
         statefulset(stack, stack_text),
-        service(stack),
+        service(stack, NAME, COMPONENT, port=stack.ports.scheduler, port_name=PORT_NAME),
         disruption_budget(stack),
         network_policy(stack),
     ]
