@@ -38,13 +38,12 @@ _CONTAINER = "/spec/template/spec/containers/0"
 
 def namespace(stack: Stack) -> dict[str, Any]:
     m = meta(stack, stack.kubernetes.install_namespace, "namespace", namespace="")
-    # Pod Security: the GPU exporter's hostPath (and hostPID, if enabled) are
-    # beyond "baseline"; every other pod here meets "restricted", which is
-    # what the namespace warns about.
+    # Pod Security: the GPU exporter's hostPath, uid 0 (and hostPID, if enabled)
+    # are beyond "baseline"; every other pod here meets "restricted", and the
+    # API server's audit log records any pod that does not.
     m["labels"].update(
         {
             "pod-security.kubernetes.io/enforce": "privileged",
-            "pod-security.kubernetes.io/warn": "restricted",
             "pod-security.kubernetes.io/audit": "restricted",
         }
     )
