@@ -12,9 +12,10 @@
   needs and the ``novabrain-balloon`` PriorityClass;
 * ``overlays/demo``: simulated GPUs and the simulated actuator, no RBAC.
 
-Modules: ``objects`` (labels, metadata, YAML), ``scheduler``, ``exporter``,
-``rbac``, ``monitoring`` (rules, routes, dashboards), ``kustomize`` (the layout
-and ``write_all``). Everything here is a pure function of the stack; the tests
+Modules: ``objects`` (labels, metadata, shared object shapes, YAML),
+``scheduler``, ``exporter``, ``rbac``, ``monitoring`` (ServiceMonitors, rules,
+dashboards), ``alertmanager`` (the routes), ``kustomize`` (the layout and
+``write_all``); ``errors`` has the one exception, ``ManifestError``. Everything here is a pure function of the stack; the tests
 validate every object against the target Kubernetes version's OpenAPI schema
 and the Prometheus Operator's CRD schemas, and prove the RBAC rules equal the
 API calls the actuator makes.
