@@ -1,0 +1,176 @@
+"""SLO rules for the models of the top priority class: recorded miss and error ratios
+per window, the SLO constants as series, the fast latency alert the scheduler acts on,
+and the SRE workbook's multi-window multi-burn-rate alerts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.promql import by, le, num, rate, sel
+from alerts.rules.case import Builder, Case, Expected, eval_seconds
+from alerts.rules.common import (
+    CRITICAL,
+    WARNING,
+    dashboard_url,
+    fast_window,
+    histogram_fixture,
+    p0_models,
+    quantile_name,
+    requests_fixture,
+    runbook_url,
+    team_of,
+    zero_if_absent,
+)
+from deploy.stack import Model, Stack
+from exporters.catalog.model import MODEL_ERRORS, MODEL_REQUEST_DURATION, MODEL_REQUESTS
+from exporters.catalog.recorded import (
+    budget_remaining,
+    error_budget,
+    error_ratio,
+    latency_budget,
+    latency_miss_ratio,
+    latency_threshold,
+)
+
+SLO_FILE = "slo.rules.yml"
+
+# (long window, short window, burn-rate factor, severity): SRE workbook, table 5-8.
+BURN_WINDOWS: tuple[tuple[str, str, float, str], ...] = (
+    ("1h", "5m", 14.4, CRITICAL),
+    ("6h", "30m", 6.0, CRITICAL),
+    ("1d", "2h", 3.0, WARNING),
+    ("3d", "6h", 1.0, WARNING),
+)
+SLO_WINDOWS: tuple[str, ...] = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+SLO_PERIOD = "30d"
+
+
+def latency_alert_name(model: Model) -> str:
+    """The fast latency alert's name (the same for every model; the ``model`` label tells them apart)."""
+    return "NovabrainModelLatencyHigh"
+
+
+def p99_expr(stack: Stack, model: Model, window: str | None = None) -> str:
+    """The model's SLO quantile (p99 unless the stack says otherwise) over the fast window."""
+    w = window or fast_window(stack)
+    buckets = rate(sel(MODEL_REQUEST_DURATION.bucket, model=model.name), w)
+    return (
+        f"histogram_quantile({num(model.slo.latency_quantile)}, "
+        f"sum {by(('le', 'model', 'pool'))} ({buckets}))"
+    )
+
+
+def generate(b: Builder) -> None:
+    stack = b.stack
+    group_rec, group_alerts = "novabrain-slo-recording", "novabrain-slo-alerts"
+    keys = ("model", "pool")
+    for m in p0_models(stack):
+        team = team_of(stack, m.pool)
+        thr = m.slo.latency_threshold_seconds
+        for w in SLO_WINDOWS:
+            good = f"sum {by(keys)} ({rate(sel(MODEL_REQUEST_DURATION.bucket, model=m.name, le=le(thr)), w)})"
+            total = f"sum {by(keys)} ({rate(sel(MODEL_REQUEST_DURATION.count, model=m.name), w)})"
+            b.record(SLO_FILE, group_rec, latency_miss_ratio(w), f"1 - ({good} / {total})")
+            errs = f"sum {by(keys)} ({rate(sel(MODEL_ERRORS.series, model=m.name), w)})"
+            reqs = f"sum {by(keys)} ({rate(sel(MODEL_REQUESTS.series, model=m.name), w)})"
+            b.record(SLO_FILE, group_rec, error_ratio(w), f"{zero_if_absent(errs, reqs)} / {reqs}")
+        # Constants as series so dashboards can draw and divide by them for any $model.
+        ml = {"model": m.name, "pool": m.pool}
+        b.record(SLO_FILE, group_rec, latency_threshold(), f"vector({num(thr)})", **ml)
+        b.record(
+            SLO_FILE, group_rec, latency_budget(), f"vector({num(1 - m.slo.latency_target)})", **ml
+        )
+        b.record(
+            SLO_FILE,
+            group_rec,
+            error_budget(),
+            f"vector({num(1 - m.slo.availability_target)})",
+            **ml,
+        )
+        for sli, ratio, budget in (
+            ("latency", latency_miss_ratio, 1 - m.slo.latency_target),
+            ("errors", error_ratio, 1 - m.slo.availability_target),
+        ):
+            b.record(
+                SLO_FILE,
+                group_rec,
+                budget_remaining(sli),
+                f"1 - avg_over_time({sel(ratio('5m'), model=m.name)}[{SLO_PERIOD}]) / {num(budget)}",
+            )
+
+        # The fast alert the scheduler acts on.
+        if m.action is not None:
+            name = latency_alert_name(m)
+            q = quantile_name(m.slo.latency_quantile)
+            expr = p99_expr(stack, m)
+            b.alert(
+                file=SLO_FILE,
+                group=group_alerts,
+                name=name,
+                expr=f"{expr} > {num(thr)}",
+                signal=expr,
+                for_seconds=stack.alerting.latency_alert_for_seconds,
+                severity=CRITICAL,
+                labels={"pool": m.pool, "model": m.name, "team": team, "action": m.action},
+                summary=f"{m.name} {q} latency above {num(thr * 1000)} ms",
+                description=(
+                    f"{q} latency of {{{{ $labels.model }}}} in pool {{{{ $labels.pool }}}} is above "
+                    f"its SLO threshold of {num(thr)} s; the scheduler will {m.action}."
+                ),
+                dashboard=dashboard_url(stack, "model", model=m.name),
+                firing=histogram_fixture(m, 100, 100),
+                quiet=histogram_fixture(m, 100, 0),
+                out=({"model": m.name, "pool": m.pool},),
+                title=m.name,
+            )
+
+        for sli, ratio, target, fixture in (
+            ("Latency", latency_miss_ratio, m.slo.latency_target, histogram_fixture),
+            ("Availability", error_ratio, m.slo.availability_target, requests_fixture),
+        ):
+            name = f"NovabrainModel{sli}BudgetBurn"
+            rules: list[dict[str, Any]] = []
+            expected: list[Expected] = []
+            budget = 1 - target
+            what = f"{sli.lower()} SLO ({num(target * 100)}%)"
+            for long, short, factor, severity in BURN_WINDOWS:
+                bound = num(factor * budget)
+                expr = (
+                    f"{sel(ratio(long), model=m.name)} > {bound}"
+                    f" and {sel(ratio(short), model=m.name)} > {bound}"
+                )
+                labels = {
+                    "severity": severity,
+                    "pool": m.pool,
+                    "model": m.name,
+                    "team": team,
+                    "long_window": long,
+                    "short_window": short,
+                }
+                ann = {
+                    "summary": f"{m.name} burns its {what} error budget {num(factor)}x too fast",
+                    "description": (
+                        f"{{{{ $labels.model }}}} has spent its {what} error budget at {num(factor)}x "
+                        f"the sustainable rate over both {long} and {short}."
+                    ),
+                    "runbook_url": runbook_url(stack, name),
+                    "dashboard_url": dashboard_url(stack, "model", model=m.name),
+                }
+                rules.append({"alert": name, "expr": expr, "labels": labels, "annotations": ann})
+                expected.append(b._expected(name, {"model": m.name, "pool": m.pool}, labels, ann))
+            # Half the requests bad trips every window pair; none bad trips none.
+            b.cases.append(
+                Case(
+                    SLO_FILE,
+                    group_alerts,
+                    name,
+                    tuple(rules),
+                    fixture(m, 100, 50),
+                    fixture(m, 100, 0),
+                    tuple(expected),
+                    eval_seconds(stack, 0),
+                    sel(ratio("1h"), model=m.name),
+                    m.name,
+                )
+            )
