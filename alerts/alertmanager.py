@@ -6,8 +6,13 @@ Routing, top to bottom:
 2. Alerts with an ``action`` label on a pool of the top priority class go to the
    scheduler's webhook (bearer token read from ``credentials_file``: 0.25 has no
    ``url_file``, and no per-webhook ``timeout``) and ``continue`` to on-call.
-3. One route per on-call receiver, matching the teams it covers.
+3. One route per on-call receiver, matching the teams it covers, with children
+   muted during the stack's maintenance windows (``alerts.maintenance``).
 4. Everything else (the platform's own alerts) reaches every on-call receiver.
+
+Receivers (email, WeCom, webhook, PagerDuty) come from the stack's on-call
+teams (``alerts.receivers``) and render the generated templates in
+``templates/`` (``alerts.templates``) in each team's language.
 
 Grouping by alert, pool and model keeps one notification per breach, so the
 scheduler sees each P0 breach as soon as ``group_wait`` has passed and a
@@ -17,11 +22,14 @@ the demo, a closed loop that reacts within a minute in production).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from alerts.maintenance import mute_routes, time_intervals
 from alerts.promql import dur
+from alerts.receivers import ReadSecret, everyone, receiver
 from alerts.rules import CRITICAL, INFO, PLATFORM_TEAM, WARNING, is_top_priority
 from deploy.stack import ACTIONS, Stack
 
@@ -29,6 +37,8 @@ SCHEDULER_RECEIVER = "novabrain-scheduler"
 NULL_RECEIVER = "null"
 DEFAULT_RECEIVER = "oncall-default"
 GROUP_BY = ("alertname", "pool", "model")
+# Where alertmanager.yml finds the notification templates, relative to itself.
+TEMPLATES_DIR = "templates"
 
 
 def _webhook(url: str, **extra: Any) -> dict[str, Any]:
@@ -48,7 +58,10 @@ def action_pools(stack: Stack) -> list[str]:
     return [p.name for p in stack.pools if is_top_priority(stack, p)]
 
 
-def alertmanager_config(stack: Stack) -> dict[str, Any]:
+def alertmanager_config(stack: Stack, *, read_secret: ReadSecret | None = None) -> dict[str, Any]:
+    """The ``alertmanager.yml`` document. With ``read_secret`` (deploy time) secrets that
+    Alertmanager 0.25 cannot read from a file are read with it; without (the committed
+    file) they are left as a marker (``alerts.receivers``)."""
     a = stack.alerting
     timing = {
         "group_wait": dur(a.group_wait_seconds),
@@ -74,25 +87,35 @@ def alertmanager_config(stack: Stack) -> dict[str, Any]:
             ],
         },
     ]
+    # Never muted, never silenced by `novabrain silence`: the scheduler acts on these.
     routes: list[dict[str, Any]] = [
         {"receiver": NULL_RECEIVER, "matchers": [f'severity="{INFO}"']},
         {
             "receiver": SCHEDULER_RECEIVER,
-            "matchers": [
-                f'action=~"{_regex(ACTIONS)}"',
-                f'pool=~"{_regex(action_pools(stack))}"',
-            ],
+            "matchers": scheduler_matchers(stack),
             "continue": True,
         },
     ]
+    muted = mute_routes(stack)
+
+    def oncall_route(name: str, matchers: list[str]) -> dict[str, Any]:
+        route: dict[str, Any] = {"receiver": name}
+        if matchers:
+            route["matchers"] = matchers
+        if muted:
+            route["routes"] = copy.deepcopy(muted)  # no YAML anchors in the generated file
+        return route
+
     for r in a.oncall:
-        receivers.append({"name": r.name, "webhook_configs": [_webhook(r.webhook_url)]})
+        receivers.append(receiver(r, read_secret))
         if r.teams:
-            routes.append({"receiver": r.name, "matchers": [f'team=~"{_regex(r.teams)}"']})
+            routes.append(oncall_route(r.name, [f'team=~"{_regex(r.teams)}"']))
     # Unowned alerts (team "platform", or a team no receiver lists) page everyone.
-    urls = sorted({r.webhook_url for r in a.oncall})
-    receivers.append({"name": DEFAULT_RECEIVER, "webhook_configs": [_webhook(u) for u in urls]})
-    return {
+    receivers.append(everyone(DEFAULT_RECEIVER, stack, read_secret))
+    if muted:
+        # The root route cannot be muted: a catch-all child carries the maintenance tree.
+        routes.append(oncall_route(DEFAULT_RECEIVER, []))
+    doc: dict[str, Any] = {
         "route": {
             "receiver": DEFAULT_RECEIVER,
             "group_by": list(GROUP_BY),
@@ -115,7 +138,17 @@ def alertmanager_config(stack: Stack) -> dict[str, Any]:
             },
         ],
         "receivers": receivers,
+        "templates": [f"{TEMPLATES_DIR}/*.tmpl"],
     }
+    intervals = time_intervals(stack)
+    if intervals:
+        doc["time_intervals"] = intervals
+    return doc
+
+
+def scheduler_matchers(stack: Stack) -> list[str]:
+    """The scheduler route's matchers: an action label on a pool of the top priority class."""
+    return [f'action=~"{_regex(ACTIONS)}"', f'pool=~"{_regex(action_pools(stack))}"']
 
 
 @dataclass(frozen=True)

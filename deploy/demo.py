@@ -46,7 +46,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from deploy.procs import AlertmanagerProcess, PrometheusProcess, free_port
-from deploy.stack import Receiver, Stack, User
+from deploy.stack import Stack, User, WebhookChannel
 
 # The demo's clock: the production loop, compressed from minutes to seconds.
 FAST_TIMING = {
@@ -148,7 +148,12 @@ class SimulatedStack:
         }
         sched_url = f"http://127.0.0.1:{self.ports['scheduler']}/api/v1/alerts"
         oncall = tuple(
-            Receiver(r.name, f"http://127.0.0.1:{self.ports['oncall']}/oncall/{r.name}", r.teams)
+            dataclasses.replace(
+                r,
+                channels=(
+                    WebhookChannel(f"http://127.0.0.1:{self.ports['oncall']}/oncall/{r.name}"),
+                ),
+            )
             for r in base.alerting.oncall
         )
         base = dataclasses.replace(
@@ -208,6 +213,7 @@ class SimulatedStack:
 
     async def _start(self) -> None:
         from alerts.alertmanager import alertmanager_config
+        from alerts.generate import templates
         from alerts.prometheus_config import (
             GPU_EXPORTER_JOB,
             MODEL_SERVER_JOB,
@@ -270,7 +276,7 @@ class SimulatedStack:
 
         # The real binaries, configured from the same stack the CEO would deploy.
         self.alertmanager = AlertmanagerProcess(
-            alertmanager_config(stack), self.workdir / "alertmanager"
+            alertmanager_config(stack), self.workdir / "alertmanager", files=templates(stack)
         )
         await asyncio.to_thread(self.alertmanager.start)
         rules = {

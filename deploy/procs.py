@@ -226,18 +226,28 @@ class AlertmanagerProcess(_Managed):
 
     name = "alertmanager"
 
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, files: dict[str, str] | None = None
+    ) -> None:
         super().__init__(workdir)
         self.config = config
+        # Paths relative to the config file (notification templates) -> their text.
+        self.files = dict(files or {})
 
     def _argv(self) -> list[str]:
+        for rel, text in self.files.items():
+            path = self.workdir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         cfg = self.workdir / "alertmanager.yml"
-        cfg.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        cfg.write_text(yaml.safe_dump(self.config, sort_keys=False, allow_unicode=True))
         return [
             _binary(ALERTMANAGER_BIN),
             f"--config.file={cfg}",
             f"--storage.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            # Links in notifications (silences) point here.
+            f"--web.external-url={self.url}",
             "--cluster.listen-address=",
             "--log.level=warn",
         ]

@@ -13,9 +13,10 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -134,10 +135,79 @@ class User:
 
 
 @dataclass(frozen=True)
+class EmailChannel:
+    """SMTP through a smarthost; the password, if any, is read by Alertmanager from a file."""
+
+    to: tuple[str, ...]
+    sender: str  # the From address (``from`` in the stack file)
+    smarthost: str  # host:port
+    require_tls: bool
+    auth_username: str | None = None
+    auth_password_file: str | None = None
+    ca_file: str | None = None  # verify the smarthost's certificate against this CA
+
+
+@dataclass(frozen=True)
+class WechatChannel:
+    """WeCom (企业微信) application messages through Alertmanager's ``wechat_configs``."""
+
+    corp_id: str
+    agent_id: str
+    api_secret_file: str
+    to_user: str | None = None
+    to_party: str | None = None
+    to_tag: str | None = None
+    api_url: str | None = None  # None: WeCom's own API
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    url: str
+    credentials_file: str | None = None  # bearer token, read by Alertmanager
+
+
+@dataclass(frozen=True)
+class PagerDutyChannel:
+    routing_key_file: str
+    url: str | None = None  # None: PagerDuty's Events API v2
+
+
+Channel = EmailChannel | WechatChannel | WebhookChannel | PagerDutyChannel
+LANGUAGES = ("zh", "en")
+
+
+@dataclass(frozen=True)
 class Receiver:
+    """One on-call team's receiver: the teams it covers, its language and its channels."""
+
     name: str
-    webhook_url: str
     teams: tuple[str, ...]
+    channels: tuple[Channel, ...]
+    language: str = "en"
+
+
+@dataclass(frozen=True)
+class WeeklyWindow:
+    """Every ``days`` from ``start`` to ``end`` local time; an ``end`` at or before
+    ``start`` runs past midnight into the next day."""
+
+    days: tuple[str, ...]
+    start: time
+    end: time | None  # None: midnight at the end of the day (24:00)
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """Planned work during which alerts matching ``matchers`` do not page on-call.
+
+    Times are local to ``Alerting.timezone``. The scheduler's P0 action route is never
+    muted, whatever the matchers say.
+    """
+
+    name: str
+    matchers: tuple[str, ...]  # Alertmanager matchers, e.g. ``node=~"gpu-node-3|gpu-node-4"``
+    once: tuple[tuple[datetime, datetime], ...] = ()  # naive local start, end
+    weekly: tuple[WeeklyWindow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +220,10 @@ class Alerting:
     repeat_interval_seconds: float
     runbook_base_url: str
     oncall: tuple[Receiver, ...]
+    timezone: str = "UTC"
+    maintenance: tuple[Maintenance, ...] = ()
+    alertmanager_url: str = "http://127.0.0.1:9093"
+    prometheus_url: str = "http://127.0.0.1:9090"
 
 
 @dataclass(frozen=True)
@@ -582,25 +656,246 @@ def _user(n: _Node) -> User:
     )
 
 
-def _receiver(n: _Node) -> Receiver:
-    return Receiver(
-        name=n.text("name", pattern=_NAME),
-        webhook_url=n.text("webhook_url"),
-        teams=n.str_list("teams", []),
+DEFAULT_RUNBOOK_BASE_URL = "docs/runbooks"  # the repository's own runbooks (alerts.runbooks)
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+_HOSTPORT = re.compile(r"^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:]+\]:\d{1,5}$")
+_DIGITS = re.compile(r"^\d+$")
+# Fields that hold a secret in Alertmanager's receiver configs: never in the stack.
+_SECRET_FIELDS = (
+    "auth_password",
+    "auth_secret",
+    "api_secret",
+    "routing_key",
+    "service_key",
+    "password",
+    "token",
+    "credentials",
+    "bearer_token",
+)
+_SECRET_QUERY = ("key", "token", "access_token", "secret", "password", "sig", "signature")
+_LABEL = r"[a-zA-Z_][a-zA-Z0-9_]*"
+MATCHER = re.compile(rf'^\s*({_LABEL})\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*$')
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) ([01]\d|2[0-3]):([0-5]\d)$")
+_TIMES = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+def _no_inline_secrets(n: _Node) -> None:
+    """A secret written in the stack would be committed with it: refuse it, naming the field."""
+    for key in _SECRET_FIELDS:
+        if key in n.value:
+            raise StackError(
+                n._p(key),
+                "secrets are never written in the stack file: put it in a file only "
+                f"Alertmanager can read and name that file in {key}_file",
+            )
+
+
+def _url(n: _Node, key: str, default: Any = ...) -> str:
+    """An http(s) URL that carries no secret (no password, no key or token in its query)."""
+    v = n.text(key, default)
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise StackError(n._p(key), f"must be an http(s) URL, got {v!r}")
+    if parts.password is not None:
+        raise StackError(
+            n._p(key), "secrets are never written in the stack file: the URL has a password"
+        )
+    for q, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if q.lower() in _SECRET_QUERY:
+            raise StackError(
+                n._p(key),
+                f"secrets are never written in the stack file: the URL's {q!r} parameter is one "
+                "(Alertmanager 0.25 reads no URL from a file; use a bearer credentials_file)",
+            )
+    return v
+
+
+def _optional(n: _Node, key: str, **kw: Any) -> str | None:
+    return None if n.raw(key, None) is None else n.text(key, **kw)
+
+
+def _email(n: _Node) -> EmailChannel:
+    to = n.str_list("to")
+    if not to:
+        raise StackError(n._p("to"), "must name at least one address")
+    for i, addr in enumerate(to):
+        if not _EMAIL.match(addr):
+            raise StackError(f"{n._p('to')}[{i}]", f"not an email address: {addr!r}")
+    user = _optional(n, "auth_username")
+    password_file = _optional(n, "auth_password_file")
+    if (user is None) != (password_file is None):
+        missing = "auth_password_file" if password_file is None else "auth_username"
+        raise StackError(n._p(missing), "is required with auth_username and auth_password_file")
+    return EmailChannel(
+        to=to,
+        sender=n.text("from", pattern=_EMAIL),
+        smarthost=n.text("smarthost", pattern=_HOSTPORT),
+        require_tls=n.flag("require_tls", True),
+        auth_username=user,
+        auth_password_file=password_file,
+        ca_file=_optional(n, "ca_file"),
     )
 
 
+def _wechat(n: _Node) -> WechatChannel:
+    agent = n.raw("agent_id")
+    if isinstance(agent, int) and not isinstance(agent, bool):
+        agent = str(agent)
+    if not isinstance(agent, str) or not _DIGITS.match(agent):
+        raise StackError(
+            n._p("agent_id"), f"must be the WeCom application's numeric id, got {agent!r}"
+        )
+    ch = WechatChannel(
+        corp_id=n.text("corp_id"),
+        agent_id=agent,
+        api_secret_file=n.text("api_secret_file"),
+        to_user=_optional(n, "to_user"),
+        to_party=_optional(n, "to_party"),
+        to_tag=_optional(n, "to_tag"),
+        api_url=None if n.raw("api_url", None) is None else _url(n, "api_url"),
+    )
+    if ch.to_user is None and ch.to_party is None and ch.to_tag is None:
+        raise StackError(n._p("to_party"), "name at least one of to_user, to_party, to_tag")
+    return ch
+
+
+def _webhook_channel(n: _Node) -> WebhookChannel:
+    return WebhookChannel(url=_url(n, "url"), credentials_file=_optional(n, "credentials_file"))
+
+
+def _pagerduty(n: _Node) -> PagerDutyChannel:
+    return PagerDutyChannel(
+        routing_key_file=n.text("routing_key_file"),
+        url=None if n.raw("url", None) is None else _url(n, "url"),
+    )
+
+
+_CHANNELS: dict[str, Callable[[_Node], Channel]] = {
+    "email": _email,
+    "wechat": _wechat,
+    "webhook": _webhook_channel,
+    "pagerduty": _pagerduty,
+}
+
+
+def _channel(n: _Node) -> Channel:
+    kind = n.raw("type")
+    if kind not in _CHANNELS:
+        raise StackError(n._p("type"), f"must be one of {', '.join(_CHANNELS)}, got {kind!r}")
+    _no_inline_secrets(n)
+    return _CHANNELS[kind](n)
+
+
+def _receiver(n: _Node) -> Receiver:
+    language = n.text("language", "en")
+    if language not in LANGUAGES:
+        raise StackError(
+            n._p("language"), f"must be one of {', '.join(LANGUAGES)}, got {language!r}"
+        )
+    channels = n.items("channels", _channel)
+    if not channels:
+        raise StackError(n._p("channels"), "must list at least one channel")
+    return Receiver(
+        name=n.text("name", pattern=_NAME),
+        teams=n.str_list("teams", []),
+        channels=channels,
+        language=language,
+    )
+
+
+def _matchers(n: _Node, key: str) -> tuple[str, ...]:
+    out = n.str_list(key)
+    if not out:
+        raise StackError(n._p(key), 'must list at least one matcher, e.g. node=~"gpu-node-3"')
+    for i, m in enumerate(out):
+        found = MATCHER.match(m)
+        if not found:
+            raise StackError(
+                f"{n._p(key)}[{i}]", f'must look like label="value" (or !=, =~, !~), got {m!r}'
+            )
+        if found[2] in ("=~", "!~"):
+            try:
+                re.compile(found[3])
+            except re.error as e:
+                raise StackError(f"{n._p(key)}[{i}]", f"bad regular expression: {e}") from None
+    return out
+
+
+def _local(value: Any, path: str) -> datetime:
+    m = _DATETIME.match(value) if isinstance(value, str) else None
+    if m is None:
+        raise StackError(
+            path, f'must be a quoted local time like "2025-07-12 22:00", got {value!r}'
+        )
+    try:
+        return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]))
+    except ValueError as e:
+        raise StackError(path, str(e)) from None
+
+
+def _once(n: _Node) -> tuple[datetime, datetime]:
+    start = _local(n.raw("start"), n._p("start"))
+    end = _local(n.raw("end"), n._p("end"))
+    if end <= start:
+        raise StackError(n._p("end"), "must be after start")
+    return start, end
+
+
+def _weekly(n: _Node) -> WeeklyWindow:
+    days = n.str_list("days")
+    if not days:
+        raise StackError(n._p("days"), "must name at least one day")
+    for i, d in enumerate(days):
+        if d not in DAYS:
+            raise StackError(f"{n._p('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {d!r}")
+    w = n.text("times")
+    m = _TIMES.match(w)
+    if not m or (m[3] == "24" and m[4] != "00"):
+        raise StackError(n._p("times"), f"must look like 02:00-04:00 (end up to 24:00), got {w!r}")
+    start = time(int(m[1]), int(m[2]))
+    end = None if m[3] == "24" else time(int(m[3]), int(m[4]))
+    if end == start:
+        raise StackError(n._p("times"), "must not start and end at the same time")
+    return WeeklyWindow(days=days, start=start, end=end)
+
+
+def _maintenance(n: _Node) -> Maintenance:
+    mw = Maintenance(
+        name=n.text("name", pattern=_NAME),
+        matchers=_matchers(n, "matchers"),
+        once=n.items("once", _once, []),
+        weekly=n.items("weekly", _weekly, []),
+    )
+    if not mw.once and not mw.weekly:
+        raise StackError(n._p("once"), "a maintenance window needs once or weekly times")
+    return mw
+
+
 def _alerting(n: _Node) -> Alerting:
-    return Alerting(
+    tz = n.text("timezone", "UTC")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise StackError(n._p("timezone"), f"unknown IANA timezone {tz!r}") from None
+    alerting = Alerting(
         scheduler_webhook_url=n.text("scheduler_webhook_url"),
         webhook_credentials_file=n.text("webhook_credentials_file"),
         latency_alert_for_seconds=n.number("latency_alert_for_seconds", 60.0),
         group_wait_seconds=n.number("group_wait_seconds", 10.0),
         group_interval_seconds=n.number("group_interval_seconds", 30.0),
         repeat_interval_seconds=n.number("repeat_interval_seconds", 4 * 3600.0),
-        runbook_base_url=n.text("runbook_base_url"),
+        runbook_base_url=n.text("runbook_base_url", DEFAULT_RUNBOOK_BASE_URL),
         oncall=n.items("oncall", _receiver),
+        timezone=tz,
+        maintenance=n.items("maintenance", _maintenance, []),
+        alertmanager_url=_url(n, "alertmanager_url", "http://127.0.0.1:9093"),
+        prometheus_url=_url(n, "prometheus_url", "http://127.0.0.1:9090"),
     )
+    if not alerting.oncall:
+        raise StackError(n._p("oncall"), "must list at least one receiver")
+    _unique(alerting.oncall, n._p("oncall"))
+    _unique(alerting.maintenance, n._p("maintenance"))
+    return alerting
 
 
 # Kubernetes label keys (an optional DNS-subdomain prefix and a name) and values.

@@ -62,11 +62,111 @@ class Recording:
 
 
 _LABEL_REF = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+_DURATION = "{{ $value | humanizeDuration }}"
+_PERCENT = "{{ $value | humanizePercentage }}"
+_NUMBER = '{{ printf "%.4g" $value }}'
 
 
-def render(template: str, labels: Mapping[str, str]) -> str:
-    """What Prometheus renders for our annotation templates (they only use ``$labels``)."""
+def humanize_duration(v: float) -> str:
+    """Prometheus' ``humanizeDuration`` (template/template.go), for finite values."""
+    if v == 0:
+        return "0s"
+    if abs(v) >= 1:
+        sign = "-" if v < 0 else ""
+        whole = int(abs(v))
+        days, rest = divmod(whole, 86400)
+        hours, rest = divmod(rest, 3600)
+        minutes, seconds = divmod(rest, 60)
+        if days:
+            return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
+        if hours:
+            return f"{sign}{hours}h {minutes}m {seconds}s"
+        if minutes:
+            return f"{sign}{minutes}m {seconds}s"
+        return f"{sign}{abs(v):.4g}s"
+    prefix = ""
+    for p in ("m", "u", "n", "p", "f", "a", "z", "y"):
+        if abs(v) >= 1:
+            break
+        prefix, v = p, v * 1000
+    return f"{v:.4g}{prefix}s"
+
+
+@dataclass(frozen=True)
+class Value:
+    """How an alert's current value reads in a notification: the ``value`` annotation's
+    Prometheus template, and the same formatting here for the promtool expectations.
+
+    ``kind`` is ``duration`` (seconds, humanized), ``percent`` (a ratio), ``number``
+    (4 significant digits) or ``text`` (only ``prefix`` and ``suffix``, which may use
+    ``$labels``: for alerts whose value is a condition, not a quantity).
+    """
+
+    kind: str
+    prefix: str = ""
+    suffix: str = ""
+
+    @property
+    def template(self) -> str:
+        core = {"duration": _DURATION, "percent": _PERCENT, "number": _NUMBER, "text": ""}
+        return self.prefix + core[self.kind] + self.suffix
+
+    def format(self, v: float) -> str:
+        if self.kind == "duration":
+            return humanize_duration(v)
+        if self.kind == "percent":
+            return f"{v * 100:.4g}%"
+        if self.kind == "number":
+            return f"{v:.4g}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Text:
+    """What an alert says, in English and Chinese (``*_zh`` annotations): both may use
+    ``{{ $labels.x }}``."""
+
+    summary: str
+    summary_zh: str
+    description: str
+    description_zh: str
+
+
+def render(template: str, labels: Mapping[str, str], value: str | None = None) -> str:
+    """What Prometheus renders for our annotation templates: ``$labels`` references and,
+    when ``value`` is given, the one ``$value`` expression a ``Value`` writes."""
+    if value is not None:
+        for expr in (_DURATION, _PERCENT, _NUMBER):
+            template = template.replace(expr, value)
     return _LABEL_REF.sub(lambda m: labels.get(m.group(1), "<no value>"), template)
+
+
+def annotations(
+    stack: Stack, name: str, text: Text, value: Value, dashboard: str
+) -> dict[str, str]:
+    """Every alert's annotations, in this order (templates and runbooks read them)."""
+    return {
+        "summary": text.summary,
+        "summary_zh": text.summary_zh,
+        "description": text.description,
+        "description_zh": text.description_zh,
+        "value": value.template,
+        "runbook_url": runbook_url(stack, name),
+        "dashboard_url": dashboard,
+    }
+
+
+def expected(
+    name: str,
+    out: Mapping[str, str],
+    static: Mapping[str, str],
+    ann: Mapping[str, str],
+    shown: str,
+) -> Expected:
+    """The alert promtool must see: ``out`` (the expression's labels) with the rule's, and
+    the annotations as Prometheus renders them for the value ``shown``."""
+    labels = {**out, **static, "alertname": name}
+    return Expected(labels, {k: render(v, labels, shown) for k, v in ann.items()})
 
 
 EVAL_SCRAPES = 40
@@ -98,39 +198,28 @@ class Builder:
         for_seconds: float,
         severity: str,
         labels: Mapping[str, str],
-        summary: str,
-        description: str,
+        text: Text,
+        value: Value,
+        fired: float,
         dashboard: str,
         firing: tuple[tuple[str, str], ...],
         quiet: tuple[tuple[str, str], ...],
         out: tuple[Mapping[str, str], ...],
         title: str = "",
     ) -> None:
-        """One alerting rule, its fixtures, and the labels the expression yields in ``firing``."""
+        """One alerting rule, its fixtures, the labels the expression yields in ``firing``
+        and its value there (``fired``)."""
         static = {"severity": severity, **labels}
-        annotations = {
-            "summary": summary,
-            "description": description,
-            "runbook_url": runbook_url(self.stack, name),
-            "dashboard_url": dashboard,
-        }
+        ann = annotations(self.stack, name, text, value, dashboard)
         rule: dict[str, Any] = {"alert": name, "expr": expr}
         if for_seconds > 0:
             rule["for"] = dur(for_seconds)
         rule["labels"] = static
-        rule["annotations"] = annotations
-        expected = tuple(self._expected(name, o, static, annotations) for o in out)
+        rule["annotations"] = ann
+        shown = value.format(fired)
+        exp = tuple(expected(name, o, static, ann, shown) for o in out)
         at = eval_seconds(self.stack, for_seconds)
-        self.cases.append(
-            Case(file, group, name, (rule,), firing, quiet, expected, at, signal, title)
-        )
-
-    @staticmethod
-    def _expected(
-        name: str, out: Mapping[str, str], static: Mapping[str, str], ann: Mapping[str, str]
-    ) -> Expected:
-        labels = {**out, **static, "alertname": name}
-        return Expected(labels, {k: render(v, labels) for k, v in ann.items()})
+        self.cases.append(Case(file, group, name, (rule,), firing, quiet, exp, at, signal, title))
 
     def record(self, file: str, group: str, record: str, expr: str, **labels: str) -> None:
         self.recordings.append(Recording(file, group, record, expr, labels))

@@ -49,14 +49,39 @@ def stale_seconds(stack: Stack) -> float:
 # ----------------------------------------------------------------------------- links
 
 
+# The panel each alert opens: key -> (dashboard, panel id, panel title). The ids are
+# those dashboards.build assigns; a test checks each id still holds that title.
+PANELS: dict[str, tuple[str, int, str]] = {
+    "latency": ("model", 5, "Latency against the SLO threshold"),
+    "qps": ("model", 6, "Queries per second"),
+    "errors": ("model", 7, "Error ratio"),
+    "burn": ("model", 8, "Error budget burn rate"),
+    "gpu_exporter": ("gpu", 4, "Exporter last collection age"),
+    "gpu_collection": ("gpu", 3, "Exporter collection"),
+    "temperature": ("gpu", 9, "Temperature"),
+    "throttle": ("gpu", 11, "Clock throttling"),
+    "ecc": ("gpu", 12, "ECC errors"),
+    "xid": ("gpu", 13, "XID errors"),
+    "gpu_up": ("gpu", 14, "GPU up by node"),
+    "oldest_wait": ("scheduler", 4, "Oldest waiting job"),
+    "preemptions": ("scheduler", 6, "Preemptions"),
+    "scale": ("scheduler", 8, "Scale events"),
+    "reservations": ("scheduler", 9, "Reservations"),
+    "webhook": ("scheduler", 12, "Webhook notifications"),
+}
+
+
 def runbook_url(stack: Stack, alertname: str) -> str:
-    return f"{stack.alerting.runbook_base_url.rstrip('/')}/{alertname.lower()}"
+    """The alert's runbook, ``docs/runbooks/<alertname>.md`` where the stack publishes it."""
+    return f"{stack.alerting.runbook_base_url.rstrip('/')}/{alertname}.md"
 
 
-def dashboard_url(stack: Stack, key: str, **vars: str) -> str:
-    query = "&".join(f"var-{k}={v}" for k, v in vars.items())
-    url = f"{stack.grafana.url.rstrip('/')}/d/{DASHBOARD_UIDS[key]}"
-    return f"{url}?{query}" if query else url
+def dashboard_url(stack: Stack, panel: str, **vars: str) -> str:
+    """The dashboard panel the alert is about, with its variables set; the notification
+    templates append the time range."""
+    dashboard, panel_id, _ = PANELS[panel]
+    query = "&".join([f"viewPanel={panel_id}", *(f"var-{k}={v}" for k, v in vars.items())])
+    return f"{stack.grafana.url.rstrip('/')}/d/{DASHBOARD_UIDS[dashboard]}?{query}"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 from alerts.prometheus_config import JOBS
 from alerts.promql import dur, num, sel
-from alerts.rules.case import Builder
+from alerts.rules.case import Builder, Text, Value, eval_seconds
 from alerts.rules.common import (
     CRITICAL,
     PLATFORM_TEAM,
@@ -75,8 +75,10 @@ def generate(b: Builder) -> None:
             signal: str,
             for_seconds: float,
             severity: str,
-            summary: str,
-            description: str,
+            text: Text,
+            value: Value,
+            fired: float,
+            panel: str,
             fire: GpuFixture,
             calm: GpuFixture,
             out_extra: Mapping[str, str],
@@ -94,9 +96,10 @@ def generate(b: Builder) -> None:
                 for_seconds=for_seconds,
                 severity=severity,
                 labels={"pool": _pool.name, "team": _pool.team},
-                summary=summary,
-                description=description,
-                dashboard=dashboard_url(stack, "gpu", pool=_pool.name, node="{{ $labels.node }}"),
+                text=text,
+                value=value,
+                fired=fired,
+                dashboard=dashboard_url(stack, panel, pool=_pool.name, node="{{ $labels.node }}"),
                 firing=(info(_GPU_A, _pool.name), *fire(_GPU_A)),
                 # Quiet: this pool's GPU is healthy, and the condition on a GPU of
                 # another pool must not be picked up by this pool's rule.
@@ -117,8 +120,15 @@ def generate(b: Builder) -> None:
             f"time() - {GPU_XID_LAST_SEEN.series}",
             0,
             severe,
-            "New XID error on a GPU",
-            "XID {{ $labels.xid }} on {{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}).",
+            Text(
+                "New XID error on a GPU",
+                "GPU 出现新的 XID 错误",
+                "XID {{ $labels.xid }} on {{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}).",
+                "{{ $labels.node }} 的 GPU {{ $labels.gpu }}（{{ $labels.uuid }}）出现 XID {{ $labels.xid }}。",
+            ),
+            Value("text", prefix="XID {{ $labels.xid }}"),
+            0,
+            "xid",
             # Last seen at the latest scrape (a new XID) vs. at time zero (old news).
             lambda g: (
                 (series(GPU_XID_LAST_SEEN.series, {**g, "xid": "79"}), f"0+{num(step)}x{{n}}"),
@@ -133,9 +143,17 @@ def generate(b: Builder) -> None:
             f"increase({uncorrected}[{dur(recent)}])",
             0,
             CRITICAL,
-            "Uncorrected ECC errors on a GPU",
-            "{{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}) had uncorrected ECC "
-            "errors: drain it and reset.",
+            Text(
+                "Uncorrected ECC errors on a GPU",
+                "GPU 出现不可纠正的 ECC 错误",
+                "{{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}) had uncorrected ECC "
+                "errors: drain it and reset.",
+                "{{ $labels.node }} 的 GPU {{ $labels.gpu }}（{{ $labels.uuid }}）出现不可纠正的 ECC "
+                "错误：请排空该 GPU 并重置。",
+            ),
+            Value("number", suffix=f" / {dur(recent)}"),
+            recent / step,  # one more error every scrape
+            "ecc",
             lambda g: ((series(GPU_ECC_ERRORS.series, {**g, **_ECC}), "0+1x{n}"),),
             lambda g: (
                 (series(GPU_ECC_ERRORS.series, {**g, **_ECC}), "3x{n}"),
@@ -149,8 +167,15 @@ def generate(b: Builder) -> None:
             GPU_TEMPERATURE.series,
             sustain,
             WARNING,
-            f"GPU above {num(GPU_TEMPERATURE_CELSIUS)} C",
-            "{{ $labels.node }} GPU {{ $labels.gpu }} runs hot: check cooling before it throttles.",
+            Text(
+                f"GPU above {num(GPU_TEMPERATURE_CELSIUS)} C",
+                f"GPU 温度超过 {num(GPU_TEMPERATURE_CELSIUS)} °C",
+                "{{ $labels.node }} GPU {{ $labels.gpu }} runs hot: check cooling before it throttles.",
+                "{{ $labels.node }} 的 GPU {{ $labels.gpu }} 温度过高：请在降频前检查散热。",
+            ),
+            Value("number", suffix=" °C"),
+            90,
+            "temperature",
             lambda g: ((series(GPU_TEMPERATURE.series, g), "90x{n}"),),
             lambda g: ((series(GPU_TEMPERATURE.series, g), "70x{n}"),),
             {},
@@ -162,8 +187,15 @@ def generate(b: Builder) -> None:
             benign,
             sustain,
             WARNING,
-            "GPU clocks throttled",
-            "{{ $labels.node }} GPU {{ $labels.gpu }} is throttled ({{ $labels.reason }}).",
+            Text(
+                "GPU clocks throttled",
+                "GPU 时钟降频",
+                "{{ $labels.node }} GPU {{ $labels.gpu }} is throttled ({{ $labels.reason }}).",
+                "{{ $labels.node }} 的 GPU {{ $labels.gpu }} 正在降频（{{ $labels.reason }}）。",
+            ),
+            Value("text", prefix="{{ $labels.reason }}"),
+            1,
+            "throttle",
             lambda g: ((series(GPU_THROTTLE.series, {**g, **_HOT}), "1x{n}"),),
             lambda g: (
                 (series(GPU_THROTTLE.series, {**g, **_HOT}), "0x{n}"),
@@ -177,8 +209,15 @@ def generate(b: Builder) -> None:
             GPU_UP.series,
             stale_seconds(stack),
             severe,
-            "NVML cannot read a GPU",
-            "{{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}) does not answer NVML.",
+            Text(
+                "NVML cannot read a GPU",
+                "NVML 无法读取 GPU",
+                "{{ $labels.node }} GPU {{ $labels.gpu }} ({{ $labels.uuid }}) does not answer NVML.",
+                "{{ $labels.node }} 的 GPU {{ $labels.gpu }}（{{ $labels.uuid }}）对 NVML 无响应。",
+            ),
+            Value("number", prefix=f"{GPU_UP.series} = "),
+            0,
+            "gpu_up",
             lambda g: ((series(GPU_UP.series, g), "0x{n}"),),
             lambda g: ((series(GPU_UP.series, g), "1x{n}"),),
             {},
@@ -197,9 +236,15 @@ def generate(b: Builder) -> None:
         for_seconds=stale_seconds(stack),
         severity=WARNING,
         labels=platform,
-        summary="A novabrain exporter cannot be scraped",
-        description="Prometheus cannot scrape {{ $labels.job }} at {{ $labels.instance }}.",
-        dashboard=dashboard_url(stack, "gpu"),
+        text=Text(
+            "A novabrain exporter cannot be scraped",
+            "无法采集 novabrain 指标",
+            "Prometheus cannot scrape {{ $labels.job }} at {{ $labels.instance }}.",
+            "Prometheus 无法采集 {{ $labels.instance }} 上的 {{ $labels.job }}。",
+        ),
+        value=Value("number", prefix="up = "),
+        fired=0,
+        dashboard=dashboard_url(stack, "gpu_collection"),
         firing=((series("up", target), "0x{n}"),),
         quiet=((series("up", target), "1x{n}"),),
         out=(target,),
@@ -214,12 +259,16 @@ def generate(b: Builder) -> None:
         for_seconds=0,
         severity=WARNING,
         labels=platform,
-        summary="The GPU exporter has stopped collecting",
-        description=(
+        text=Text(
+            "The GPU exporter has stopped collecting",
+            "GPU 采集器已停止采集",
             "The GPU exporter's last completed collection is older than "
-            f"{dur(stale_seconds(stack))}: its GPU metrics are stale."
+            f"{dur(stale_seconds(stack))}: its GPU metrics are stale.",
+            f"GPU 采集器最近一次完成的采集已超过 {dur(stale_seconds(stack))}：其 GPU 指标已过期。",
         ),
-        dashboard=dashboard_url(stack, "gpu"),
+        value=Value("duration"),
+        fired=eval_seconds(stack, 0),  # collected at time zero, evaluated then
+        dashboard=dashboard_url(stack, "gpu_exporter"),
         # Collected at time zero and never again vs. collected every minute.
         firing=((EXPORTER_LAST_COLLECT.series, "0x{n}"),),
         quiet=((EXPORTER_LAST_COLLECT.series, f"0+{num(step)}x{{n}}"),),

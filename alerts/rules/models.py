@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alerts.promql import by, num, rate, sel
-from alerts.rules.case import Builder
+from alerts.rules.case import Builder, Text, Value
 from alerts.rules.common import (
     WARNING,
     dashboard_url,
@@ -40,9 +40,16 @@ def generate(b: Builder) -> None:
             for_seconds=sustain_seconds(stack),
             severity=WARNING,
             labels=labels,
-            summary=f"{m.name} fails more than {num(MODEL_ERROR_RATIO * 100)}% of requests",
-            description="{{ $labels.model }} in pool {{ $labels.pool }} has a high error ratio.",
-            dashboard=dashboard_url(stack, "model", model=m.name),
+            text=Text(
+                f"{m.name} fails more than {num(MODEL_ERROR_RATIO * 100)}% of requests",
+                f"{m.name} 请求失败率超过 {num(MODEL_ERROR_RATIO * 100)}%",
+                "{{ $labels.model }} in pool {{ $labels.pool }} has a high error ratio: "
+                "its callers get errors.",
+                "资源池 {{ $labels.pool }} 中 {{ $labels.model }} 的错误率过高：调用方正在收到错误。",
+            ),
+            value=Value("percent"),
+            fired=0.2,  # 20 of every 100 requests fail
+            dashboard=dashboard_url(stack, "errors", model=m.name),
             firing=requests_fixture(m, 100, 20),
             quiet=requests_fixture(m, 100, 0),
             out=({"model": m.name, "pool": m.pool},),
@@ -60,12 +67,16 @@ def generate(b: Builder) -> None:
                 for_seconds=sustain_seconds(stack),
                 severity=WARNING,
                 labels=labels,
-                summary=f"{m.name} serves under {num(m.min_qps)} requests/s",
-                description=(
-                    "{{ $labels.model }} in pool {{ $labels.pool }} gets less traffic than expected: "
-                    "clients may not reach it."
+                text=Text(
+                    f"{m.name} serves under {num(m.min_qps)} requests/s",
+                    f"{m.name} 每秒请求数低于 {num(m.min_qps)}",
+                    "{{ $labels.model }} in pool {{ $labels.pool }} gets less traffic than "
+                    "expected: clients may not reach it.",
+                    "资源池 {{ $labels.pool }} 中 {{ $labels.model }} 的流量低于预期：调用方可能无法访问它。",
                 ),
-                dashboard=dashboard_url(stack, "model", model=m.name),
+                value=Value("number", suffix=" req/s"),
+                fired=0.1 * m.min_qps,
+                dashboard=dashboard_url(stack, "qps", model=m.name),
                 # A tenth of the expected traffic vs. ten times it.
                 firing=requests_fixture(m, 0.1 * m.min_qps * step, 0),
                 quiet=requests_fixture(m, 10 * m.min_qps * step, 0),

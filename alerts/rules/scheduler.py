@@ -4,7 +4,7 @@ storms, and a failing Alertmanager webhook."""
 from __future__ import annotations
 
 from alerts.promql import by, dur, num, sel
-from alerts.rules.case import Builder
+from alerts.rules.case import Builder, Text, Value, eval_seconds
 from alerts.rules.common import (
     CRITICAL,
     PLATFORM_TEAM,
@@ -34,12 +34,12 @@ def generate(b: Builder) -> None:
     stack = b.stack
     group = "novabrain-scheduler"
     sustain = sustain_seconds(stack)
+    step = stack.prometheus.scrape_interval_seconds
     top = max(stack.priority_classes.values())
     # A job whose aging bonus reached the cap and still waits is starving.
     starve_after = 3600.0 * stack.policy.fairness_cap / stack.policy.fairness_factor_per_hour
     for pool in stack.pools:
         labels = {"pool": pool.name, "team": pool.team}
-        dash = dashboard_url(stack, "scheduler", pool=pool.name)
         if stack.priority_classes[pool.priority] < top:
             q = {"pool": pool.name, "priority": pool.priority}
             oldest = sel(QUEUE_OLDEST_WAIT.series, pool=pool.name)
@@ -52,12 +52,17 @@ def generate(b: Builder) -> None:
                 for_seconds=sustain,
                 severity=WARNING,
                 labels=labels,
-                summary=f"Jobs in {pool.name} wait longer than {dur(starve_after)}",
-                description=(
+                text=Text(
+                    f"Jobs in {pool.name} wait longer than {dur(starve_after)}",
+                    f"{pool.name} 中的作业等待超过 {dur(starve_after)}",
                     "The oldest waiting job in {{ $labels.pool }} ({{ $labels.priority }}) has "
-                    f"waited past {dur(starve_after)}, when its aging bonus is already capped."
+                    f"waited past {dur(starve_after)}, when its aging bonus is already capped.",
+                    "{{ $labels.pool }}（{{ $labels.priority }}）中等待最久的作业已等待超过 "
+                    f"{dur(starve_after)}，其等待加权已达上限。",
                 ),
-                dashboard=dash,
+                value=Value("duration"),
+                fired=starve_after + 60,
+                dashboard=dashboard_url(stack, "oldest_wait", pool=pool.name),
                 firing=((series(QUEUE_OLDEST_WAIT.series, q), f"{num(starve_after + 60)}x{{n}}"),),
                 quiet=((series(QUEUE_OLDEST_WAIT.series, q), "60x{n}"),),
                 out=(q,),
@@ -77,9 +82,15 @@ def generate(b: Builder) -> None:
             for_seconds=0,
             severity=CRITICAL if is_top_priority(stack, pool) else WARNING,
             labels=labels,
-            summary=f"Scale-up of {pool.name} failed",
-            description="The scheduler could not add nodes to {{ $labels.pool }}.",
-            dashboard=dash,
+            text=Text(
+                f"Scale-up of {pool.name} failed",
+                f"{pool.name} 扩容失败",
+                "The scheduler could not add nodes to {{ $labels.pool }}.",
+                "调度器未能为 {{ $labels.pool }} 增加节点。",
+            ),
+            value=Value("number", suffix=f" / {dur(sustain)}"),
+            fired=1,
+            dashboard=dashboard_url(stack, "scale", pool=pool.name),
             firing=(
                 (series(SCALE_EVENTS.series, scale), "0x{late} 1x{n}"),
                 (series(SCALE_EVENTS.series, {**scale, "result": "ok"}), "0+1x{n}"),
@@ -109,12 +120,17 @@ def generate(b: Builder) -> None:
             for_seconds=r.drain_lead_seconds,
             severity=CRITICAL if is_top_priority(stack, pool) else WARNING,
             labels={"pool": r.pool, "team": pool.team},
-            summary=f"Reservation {r.name} not met at its start",
-            description=(
+            text=Text(
+                f"Reservation {r.name} not met at its start",
+                f"预留 {r.name} 在开始时未满足",
                 f"{{{{ $labels.pool }}}} does not hold the {r.gpus} GPUs reserved by "
-                "{{ $labels.reservation }} although the window has started."
+                "{{ $labels.reservation }} although the window has started.",
+                f"预留窗口已开始，但 {{{{ $labels.pool }}}} 未持有 {{{{ $labels.reservation }}}} "
+                f"预留的 {r.gpus} 块 GPU。",
             ),
-            dashboard=dashboard_url(stack, "scheduler", pool=r.pool),
+            value=Value("text", prefix=f"{{{{ $labels.reservation }}}}: < {r.gpus} GPUs"),
+            fired=1,
+            dashboard=dashboard_url(stack, "reservations", pool=r.pool),
             firing=(
                 (series(RESERVATION_ACTIVE.series, rl), "1x{n}"),
                 (series(RESERVATION_SATISFIED.series, rl), "0x{n}"),
@@ -143,9 +159,16 @@ def generate(b: Builder) -> None:
         for_seconds=0,
         severity=WARNING,
         labels=platform,
-        summary="Preemption storm",
-        description=f"More than {storm} preemptions in {window}: jobs are churning.",
-        dashboard=dashboard_url(stack, "scheduler"),
+        text=Text(
+            "Preemption storm",
+            "抢占风暴",
+            f"More than {storm} preemptions in {window}: jobs are churning.",
+            f"{window} 内抢占超过 {storm} 次：作业在反复被抢占。",
+        ),
+        value=Value("number", suffix=f" / {window}"),
+        # One more preemption per GPU every scrape since time zero.
+        fired=storm * min(stack.policy.cycle_window_seconds, eval_seconds(stack, 0)) / step,
+        dashboard=dashboard_url(stack, "preemptions"),
         firing=((series(PREEMPTIONS.series, victim), f"0+{storm}x{{n}}"),),
         quiet=((series(PREEMPTIONS.series, victim), "0x{late} 1x{n}"),),
         out=({},),
@@ -161,12 +184,16 @@ def generate(b: Builder) -> None:
         for_seconds=0,
         severity=CRITICAL,
         labels=platform,
-        summary="The scheduler's Alertmanager webhook is failing",
-        description=(
+        text=Text(
+            "The scheduler's Alertmanager webhook is failing",
+            "调度器的 Alertmanager Webhook 失败",
             "Alertmanager notifications to the scheduler are being rejected or failing: "
-            "SLO breaches will not move GPUs."
+            "SLO breaches will not move GPUs.",
+            "发往调度器的 Alertmanager 通知被拒绝或失败：SLO 违约时不会自动调度 GPU。",
         ),
-        dashboard=dashboard_url(stack, "scheduler"),
+        value=Value("number", suffix=f" / {dur(sustain)}"),
+        fired=sustain / step,  # one rejected notification every scrape
+        dashboard=dashboard_url(stack, "webhook"),
         firing=(
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}), "0+5x{n}"),
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "unauthorized"}), "0+1x{n}"),

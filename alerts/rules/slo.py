@@ -8,7 +8,16 @@ from __future__ import annotations
 from typing import Any
 
 from alerts.promql import by, le, num, rate, sel
-from alerts.rules.case import Builder, Case, Expected, eval_seconds
+from alerts.rules.case import (
+    Builder,
+    Case,
+    Expected,
+    Text,
+    Value,
+    annotations,
+    eval_seconds,
+    expected,
+)
 from alerts.rules.common import (
     CRITICAL,
     WARNING,
@@ -18,7 +27,6 @@ from alerts.rules.common import (
     p0_models,
     quantile_name,
     requests_fixture,
-    runbook_url,
     team_of,
     zero_if_absent,
 )
@@ -34,6 +42,10 @@ from exporters.catalog.recorded import (
 )
 
 SLO_FILE = "slo.rules.yml"
+# What the scheduler does about a breach, as on-call reads it.
+ACTION_EN = {"rebalance": "borrowing GPUs from P1/P2", "scale": "adding nodes"}
+ACTION_ZH = {"rebalance": "从 P1/P2 借用 GPU", "scale": "扩容节点"}
+SLI_ZH = {"Latency": "延迟", "Availability": "可用性"}
 
 # (long window, short window, burn-rate factor, severity): SRE workbook, table 5-8.
 BURN_WINDOWS: tuple[tuple[str, str, float, str], ...] = (
@@ -113,12 +125,19 @@ def generate(b: Builder) -> None:
                 for_seconds=stack.alerting.latency_alert_for_seconds,
                 severity=CRITICAL,
                 labels={"pool": m.pool, "model": m.name, "team": team, "action": m.action},
-                summary=f"{m.name} {q} latency above {num(thr * 1000)} ms",
-                description=(
+                text=Text(
+                    f"{m.name} {q} latency above {num(thr * 1000)} ms",
+                    f"{m.name} {q} 延迟超过 {num(thr * 1000)} 毫秒",
                     f"{q} latency of {{{{ $labels.model }}}} in pool {{{{ $labels.pool }}}} is above "
-                    f"its SLO threshold of {num(thr)} s; the scheduler will {m.action}."
+                    f"its SLO threshold of {num(thr)} s: risk scoring is slow. The scheduler is "
+                    f"already acting ({ACTION_EN[m.action]}).",
+                    f"资源池 {{{{ $labels.pool }}}} 中 {{{{ $labels.model }}}} 的 {q} 延迟超过 SLO 阈值 "
+                    f"{num(thr)} 秒：风险评分变慢。调度器已自动处置（{ACTION_ZH[m.action]}）。",
                 ),
-                dashboard=dashboard_url(stack, "model", model=m.name),
+                value=Value("duration"),
+                # Every request between the threshold and 4x it: the quantile interpolates.
+                fired=thr + 3 * thr * m.slo.latency_quantile,
+                dashboard=dashboard_url(stack, "latency", model=m.name),
                 firing=histogram_fixture(m, 100, 100),
                 quiet=histogram_fixture(m, 100, 0),
                 out=({"model": m.name, "pool": m.pool},),
@@ -131,9 +150,10 @@ def generate(b: Builder) -> None:
         ):
             name = f"NovabrainModel{sli}BudgetBurn"
             rules: list[dict[str, Any]] = []
-            expected: list[Expected] = []
+            cases: list[Expected] = []
             budget = 1 - target
             what = f"{sli.lower()} SLO ({num(target * 100)}%)"
+            what_zh = f"{SLI_ZH[sli]} SLO（{num(target * 100)}%）"
             for long, short, factor, severity in BURN_WINDOWS:
                 bound = num(factor * budget)
                 expr = (
@@ -148,17 +168,22 @@ def generate(b: Builder) -> None:
                     "long_window": long,
                     "short_window": short,
                 }
-                ann = {
-                    "summary": f"{m.name} burns its {what} error budget {num(factor)}x too fast",
-                    "description": (
-                        f"{{{{ $labels.model }}}} has spent its {what} error budget at {num(factor)}x "
-                        f"the sustainable rate over both {long} and {short}."
-                    ),
-                    "runbook_url": runbook_url(stack, name),
-                    "dashboard_url": dashboard_url(stack, "model", model=m.name),
-                }
+                text = Text(
+                    f"{m.name} burns its {what} error budget {num(factor)}x too fast",
+                    f"{m.name} 的{what_zh}错误预算消耗速度为可持续速度的 {num(factor)} 倍",
+                    f"{{{{ $labels.model }}}} has spent its {what} error budget at {num(factor)}x "
+                    f"the sustainable rate over both {long} and {short}.",
+                    f"{{{{ $labels.model }}}} 在 {long} 和 {short} 两个窗口内都以可持续速度的 "
+                    f"{num(factor)} 倍消耗{what_zh}错误预算。",
+                )
+                value = Value("percent", suffix=f" ({long})")
+                ann = annotations(
+                    stack, name, text, value, dashboard_url(stack, "burn", model=m.name)
+                )
                 rules.append({"alert": name, "expr": expr, "labels": labels, "annotations": ann})
-                expected.append(b._expected(name, {"model": m.name, "pool": m.pool}, labels, ann))
+                # Half the requests bad: the long window's ratio (the left operand) is 0.5.
+                out = {"model": m.name, "pool": m.pool}
+                cases.append(expected(name, out, labels, ann, value.format(0.5)))
             # Half the requests bad trips every window pair; none bad trips none.
             b.cases.append(
                 Case(
@@ -168,7 +193,7 @@ def generate(b: Builder) -> None:
                     tuple(rules),
                     fixture(m, 100, 50),
                     fixture(m, 100, 0),
-                    tuple(expected),
+                    tuple(cases),
                     eval_seconds(stack, 0),
                     sel(ratio("1h"), model=m.name),
                     m.name,

@@ -32,11 +32,12 @@ from prometheus_client import (
 )
 
 from alerts.alertmanager import alertmanager_config
+from alerts.generate import templates
 from alerts.prometheus_config import MODEL_SERVER_JOB, prometheus_config
 from alerts.rules import latency_alert_name, rule_files
 from deploy.demo import FAST_TIMING
 from deploy.procs import AlertmanagerProcess, PrometheusProcess, free_port
-from deploy.stack import Receiver, Stack
+from deploy.stack import Stack, WebhookChannel
 from exporters.catalog.model import MODEL_LABELS, MODEL_REQUEST_DURATION, MODEL_REQUESTS
 
 pytestmark = pytest.mark.skipif(
@@ -111,7 +112,7 @@ async def test_p0_breach_reaches_the_scheduler_and_oncall(stack: Stack, tmp_path
             scheduler_webhook_url=f"{sink_url}/scheduler",
             webhook_credentials_file=str(cred),
             oncall=tuple(
-                Receiver(r.name, f"{sink_url}/oncall/{r.name}", r.teams)
+                dataclasses.replace(r, channels=(WebhookChannel(f"{sink_url}/oncall/{r.name}"),))
                 for r in fast.alerting.oncall
             ),
         ),
@@ -148,7 +149,7 @@ async def test_p0_breach_reaches_the_scheduler_and_oncall(stack: Stack, tmp_path
     sink = Sink()
     stop = asyncio.Event()
     rules = {name: yaml.safe_dump(doc, sort_keys=False) for name, doc in rule_files(fast).items()}
-    am = AlertmanagerProcess(alertmanager_config(fast), tmp_path / "am")
+    am = AlertmanagerProcess(alertmanager_config(fast), tmp_path / "am", files=templates(fast))
     async with _serve(app, metrics_port), _serve(sink.app, sink_port):
         task = asyncio.create_task(traffic(stop))
         await asyncio.to_thread(am.start)

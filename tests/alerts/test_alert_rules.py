@@ -98,8 +98,16 @@ def test_every_alert_carries_severity_annotations_and_routing_labels(stack: Stac
                     continue
                 labels, ann = rule["labels"], rule["annotations"]
                 assert labels["severity"] in (CRITICAL, WARNING, INFO)
-                assert set(ann) == {"summary", "description", "runbook_url", "dashboard_url"}
-                assert ann["runbook_url"].startswith(stack.alerting.runbook_base_url)
+                assert list(ann) == [
+                    "summary",
+                    "summary_zh",
+                    "description",
+                    "description_zh",
+                    "value",
+                    "runbook_url",
+                    "dashboard_url",
+                ]
+                assert ann["runbook_url"] == f"{stack.alerting.runbook_base_url}/{rule['alert']}.md"
                 assert ann["dashboard_url"].startswith(stack.grafana.url)
                 assert "team" in labels
                 if labels["team"] != PLATFORM_TEAM:

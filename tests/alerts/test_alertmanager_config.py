@@ -17,6 +17,7 @@ from alerts.alertmanager import (
     alertmanager_config,
     route_cases,
 )
+from alerts.generate import templates
 from alerts.promql import dur
 from alerts.rules import CRITICAL, WARNING
 from deploy.procs import AlertmanagerProcess
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool n
 
 
 def _write(stack: Stack, tmp_path: Path) -> Path:
+    for rel, text in templates(stack).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(alertmanager_config(stack), sort_keys=False))
     return path
@@ -132,7 +136,7 @@ def test_critical_inhibits_the_warning_for_the_same_model_only(
         {"alertname": "Ticket", "severity": WARNING, "model": "other-model", "pool": model.pool},
         {"alertname": "Platform", "severity": WARNING, "team": "platform"},
     ]
-    with AlertmanagerProcess(alertmanager_config(stack), tmp_path) as am:
+    with AlertmanagerProcess(alertmanager_config(stack), tmp_path, files=templates(stack)) as am:
         body = json.dumps([{"labels": a} for a in alerts]).encode()
         req = urllib.request.Request(  # noqa: S310 (the loopback Alertmanager)
             am.url + "/api/v2/alerts",
