@@ -172,12 +172,20 @@ def _object(w: Words) -> str:
     )
 
 
-def _dashboard() -> str:
+def _dashboard(amp: str = "&") -> str:
+    """The alert's dashboard panel from an hour before it started to now, or to ten minutes
+    past its end (``amp`` is ``&amp;`` in HTML: template text is not escaped)."""
     before, after = int(BEFORE_START.total_seconds()) * NS, int(AFTER_END.total_seconds()) * NS
     return (
-        "{{ .Annotations.dashboard_url }}&from={{ (.StartsAt.Add -" + str(before) + ").Unix }}000"
-        '&to={{ if eq .Status "resolved" }}{{ (.EndsAt.Add ' + str(after) + ").Unix }}000"
-        "{{ else }}now{{ end }}"
+        "{{ .Annotations.dashboard_url }}"
+        + amp
+        + "from={{ (.StartsAt.Add -"
+        + str(before)
+        + ").Unix }}000"
+        + amp
+        + 'to={{ if eq .Status "resolved" }}{{ (.EndsAt.Add '
+        + str(after)
+        + ").Unix }}000{{ else }}now{{ end }}"
     )
 
 
@@ -218,7 +226,7 @@ def _html(w: Words, lang: str, stack: Stack) -> str:
     row = '<tr><th align="left">{k}</th><td>{v}</td></tr>\n'
     links = (
         '<a href="{{ .Annotations.runbook_url }}">' + w.runbook + "</a> | "
-        '<a href="' + _dashboard() + '">' + w.dashboard + "</a> | "
+        '<a href="' + _dashboard("&amp;") + '">' + w.dashboard + "</a> | "
         "{{ if .Labels.action }}"
         + w.silence
         + ": "
