@@ -58,9 +58,9 @@ rules dashboards: generate
 
 # Generated artefacts are committed; regenerating must not change them.
 check-generated: generate
-	@git diff --exit-code -- deploy/generated deploy/grafana || \
+	@git diff --exit-code -- deploy/generated deploy/grafana docs/runbooks || \
 	  (echo "deploy/generated is stale: run 'make generate' and commit the result" && exit 1)
-	@test -z "$$(git ls-files --others --exclude-standard deploy/generated deploy/grafana)" || \
+	@test -z "$$(git ls-files --others --exclude-standard deploy/generated deploy/grafana docs/runbooks)" || \
 	  (echo "untracked files in deploy/generated: run 'make generate' and commit them" && exit 1)
 
 pytest: venv tools

@@ -22,6 +22,7 @@ from deploy.stack import DEFAULT_STACK_PATH, Stack, StackError, load_stack
 
 GENERATED_DIR = Path("deploy/generated")
 PROVISIONING_DIR = Path("deploy/grafana")
+RUNBOOKS_DIR = Path("docs/runbooks")
 EXIT_CONFIG = 2
 
 
@@ -53,6 +54,12 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=PROVISIONING_DIR,
         help=f"Grafana provisioning dir (default: {PROVISIONING_DIR})",
+    )
+    p.add_argument(
+        "--runbooks-out",
+        type=Path,
+        default=RUNBOOKS_DIR,
+        help=f"one runbook per alert (default: {RUNBOOKS_DIR})",
     )
     p.set_defaults(func=cmd_generate, needs_stack=True)
 
@@ -88,6 +95,7 @@ def cmd_token_new(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
     from alerts.generate import write_all as write_alerts
+    from alerts.runbooks import write_runbooks
     from dashboards.build import write_all as write_dashboards
     from dashboards.provisioning import write as write_provisioning
     from deploy.manifests.kustomize import write_all as write_manifests
@@ -99,6 +107,7 @@ def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
         *write_provisioning(stack, args.provisioning_out),
         # The stack file's own text goes into the cluster's ConfigMap.
         *write_manifests(stack, args.stack.read_text(encoding="utf-8"), out / "kubernetes"),
+        *write_runbooks(stack, args.runbooks_out),
     ]
     for p in written:
         print(p)
