@@ -17,8 +17,12 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deploy.stack import DEFAULT_STACK_PATH, Stack, StackError, load_stack
+
+if TYPE_CHECKING:
+    from alerts.silence import Auditor
 
 GENERATED_DIR = Path("deploy/generated")
 PROVISIONING_DIR = Path("deploy/grafana")
@@ -196,6 +200,59 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_setup(args: argparse.Namespace, stack: Stack) -> tuple[str, Auditor]:
+    from urllib.parse import urlsplit
+
+    from alerts.silence import Auditor
+
+    am = args.alertmanager_url or stack.alerting.alertmanager_url
+    hook = urlsplit(stack.alerting.scheduler_webhook_url)
+    scheduler = args.scheduler_url or f"{hook.scheme}://{hook.netloc}"
+    return am, Auditor(scheduler, args.token_file)
+
+
+def cmd_silence(args: argparse.Namespace, stack: Stack) -> int:
+    from alerts.silence import (
+        SilenceError,
+        add,
+        describe,
+        expire,
+        list_silences,
+        parse_duration,
+        parse_matchers,
+    )
+
+    try:
+        if args.sub == "list":
+            am = args.alertmanager_url or stack.alerting.alertmanager_url
+            for s in list_silences(am, everything=args.all):
+                print(describe(s))
+            return 0
+        am, auditor = _silence_setup(args, stack)
+        if args.sub == "add":
+            matchers = parse_matchers(args.matchers)
+            duration = parse_duration(args.duration)
+            sid = add(
+                stack,
+                am,
+                matchers,
+                author=args.author,
+                comment=args.comment,
+                duration=duration,
+                auditor=auditor,
+            )
+            print(sid)
+        else:
+            expire(am, args.id, author=args.author, auditor=auditor)
+            print(f"expired {args.id}")
+        if not auditor.enabled:
+            print("novabrain: not audited (no --token-file for the scheduler)", file=sys.stderr)
+    except SilenceError as e:
+        print(f"novabrain: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, stack: Stack) -> int:
     from deploy.demo import run_demo
 
@@ -318,6 +375,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", default="viewer", choices=("viewer", "operator", "admin", "alertmanager")
     )
     p.set_defaults(func=cmd_token_new, needs_stack=False)
+
+    sil = add("silence", "ad-hoc Alertmanager silences, audited").add_subparsers(
+        dest="sub", required=True, metavar="SUB"
+    )
+
+    def silence_args(p: argparse.ArgumentParser, audited: bool) -> None:
+        _stack_arg(p)
+        p.add_argument(
+            "--alertmanager-url",
+            default=None,
+            help="Alertmanager (default: the stack's alerting.alertmanager_url)",
+        )
+        if audited:
+            p.add_argument(
+                "--scheduler-url",
+                default=None,
+                help="scheduler whose audit log records the call (default: the stack's)",
+            )
+            p.add_argument(
+                "--token-file",
+                type=Path,
+                default=None,
+                help="operator token for the scheduler: with it, every call is audited first",
+            )
+        p.set_defaults(func=cmd_silence, needs_stack=True)
+
+    p = sil.add_parser(
+        "add",
+        help="silence alerts matching MATCHERs (never the scheduler's P0 alerts)",
+        description="silence alerts matching MATCHERs (never the scheduler's P0 alerts)",
+    )
+    silence_args(p, True)
+    p.add_argument("--author", required=True, help="who silences (shown in Alertmanager)")
+    p.add_argument("--comment", required=True, help="why, e.g. a change ticket")
+    p.add_argument("--duration", default="2h", help="how long: 90m, 2h, 1d (default: 2h)")
+    p.add_argument("matchers", nargs="+", metavar="MATCHER", help='e.g. node="gpu-node-3"')
+    p = sil.add_parser("list", help="active and pending silences", description="list silences")
+    silence_args(p, False)
+    p.add_argument("--all", action="store_true", help="expired ones too")
+    p = sil.add_parser("expire", help="end a silence now", description="end a silence now")
+    silence_args(p, True)
+    p.add_argument("--author", required=True, help="who ends it (audited)")
+    p.add_argument("id", help="the silence id (from add or list)")
 
     aud = add("audit", "the tamper-evident audit log").add_subparsers(
         dest="sub", required=True, metavar="SUB"
