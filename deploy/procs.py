@@ -169,6 +169,8 @@ class PrometheusProcess(_Managed):
             f"--config.file={self.workdir / 'prometheus.yml'}",
             f"--storage.tsdb.path={self.workdir / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
+            # Alerts' generatorURL (the Prometheus link in notifications) points here.
+            f"--web.external-url={self.url}",
             "--web.enable-lifecycle",
             "--log.level=warn",
         ]
