@@ -31,7 +31,7 @@ from alerts.maintenance import mute_routes, time_intervals
 from alerts.promql import dur
 from alerts.receivers import ReadSecret, everyone, receiver
 from alerts.rules import CRITICAL, INFO, PLATFORM_TEAM, WARNING, is_top_priority
-from deploy.stack import ACTIONS, Stack
+from deploy.stack import ACTIONS, MATCHER, Stack
 
 SCHEDULER_RECEIVER = "novabrain-scheduler"
 NULL_RECEIVER = "null"
@@ -160,17 +160,34 @@ class RouteCase:
 
 
 def route_cases(stack: Stack) -> list[RouteCase]:
-    """One case per route, plus the fall-through and the non-P0 action case."""
-    cases: list[RouteCase] = [
-        RouteCase({"severity": INFO, "alertname": "Anything"}, (NULL_RECEIVER,))
-    ]
+    """Every team and severity, with and without an action label, the platform's own alerts,
+    and GPU alerts on nodes under maintenance (muting keeps the receiver)."""
     team_receiver = {t: r.name for r in reversed(stack.alerting.oncall) for t in r.teams}
-    for pool in stack.pools:
-        oncall = team_receiver.get(pool.team, DEFAULT_RECEIVER)
-        base = {"severity": CRITICAL, "pool": pool.name, "team": pool.team}
-        for action in ACTIONS:
-            want = (SCHEDULER_RECEIVER, oncall) if is_top_priority(stack, pool) else (oncall,)
-            cases.append(RouteCase({**base, "alertname": "ActionAlert", "action": action}, want))
-        cases.append(RouteCase({**base, "alertname": "TeamAlert", "severity": WARNING}, (oncall,)))
-    cases.append(RouteCase({"severity": CRITICAL, "team": PLATFORM_TEAM}, (DEFAULT_RECEIVER,)))
+    cases: list[RouteCase] = []
+    teams = [(p.team, p) for p in stack.pools] + [(PLATFORM_TEAM, None)]
+    for team, pool in teams:
+        oncall = team_receiver.get(team, DEFAULT_RECEIVER)
+        where = {"team": team} if pool is None else {"team": team, "pool": pool.name}
+        for severity in (CRITICAL, WARNING, INFO):
+            page = (NULL_RECEIVER,) if severity == INFO else (oncall,)
+            base = {**where, "severity": severity}
+            cases.append(RouteCase({**base, "alertname": "TeamAlert"}, page))
+            for action in ACTIONS:
+                acts = pool is not None and is_top_priority(stack, pool) and severity != INFO
+                want = (SCHEDULER_RECEIVER, *page) if acts else page
+                cases.append(
+                    RouteCase({**base, "alertname": "ActionAlert", "action": action}, want)
+                )
+        for node in sorted({n for m in stack.alerting.maintenance for n in _nodes(m.matchers)}):
+            labels = {**where, "severity": CRITICAL, "alertname": "NovabrainGpuDown", "node": node}
+            cases.append(RouteCase(labels, (oncall,)))
     return cases
+
+
+def _nodes(matchers: tuple[str, ...]) -> list[str]:
+    """Node names a maintenance window's node matcher lists (``node="a"`` or ``node=~"a|b"``)."""
+    for m in matchers:
+        found = MATCHER.match(m)
+        if found and found[1] == "node" and found[2] in ("=", "=~"):
+            return [n for n in found[3].split("|") if re.fullmatch(r"[\w.-]+", n)]
+    return []
