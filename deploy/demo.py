@@ -45,8 +45,9 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from deploy.oncall import MailServer, WeComServer
 from deploy.procs import AlertmanagerProcess, PrometheusProcess, free_port
-from deploy.stack import Stack, User, WebhookChannel
+from deploy.stack import Channel, EmailChannel, Stack, User, WebhookChannel, WechatChannel
 
 # The demo's clock: the production loop, compressed from minutes to seconds.
 FAST_TIMING = {
@@ -123,17 +124,62 @@ class _Server:
         await self._runner.cleanup()
 
 
-class OnCallSink:
-    """Stands in for the on-call receivers (PagerDuty, a chat bridge): records what it was sent."""
+# What on-call's channels are in the demo: a real SMTP server and a WeCom API on loopback.
+SMTP_USER, SMTP_PASSWORD = "novabrain-alerts", "demo-smtp-password"
+WECOM_SECRET = "demo-wecom-secret"  # noqa: S105 (the demo's own loopback WeCom)
+_RESOLVED = ("[RESOLVED]", "[已恢复]")
+
+
+class OnCall:
+    """What on-call received, from every channel: each notification's receiver, channel,
+    status and subject (the email subject, the WeCom message's first line)."""
 
     def __init__(self) -> None:
         self.notifications: list[dict[str, Any]] = []
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.app = web.Application()
-        self.app.router.add_post("/oncall/{receiver}", self._receive)
+        self.app.router.add_post("/oncall/{receiver}", self._webhook)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def _receive(self, request: web.Request) -> web.Response:
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def _add(self, note: dict[str, Any]) -> None:
+        self.notifications.append(note)
+        for listener in self.listeners:
+            listener(note)
+
+    def add(self, note: dict[str, Any]) -> None:
+        """Record a notification; safe from the SMTP server's thread."""
+        if self._loop is None:
+            self._add(note)
+        else:
+            self._loop.call_soon_threadsafe(self._add, note)
+
+    def mail(self, mail: Any) -> None:
+        subject = mail.subject
+        status = "resolved" if subject.startswith(_RESOLVED) else "firing"
+        to = ", ".join(mail.to)
+        self.add({"receiver": to, "channel": "email", "status": status, "subject": subject})
+
+    def wecom(self, body: dict[str, Any]) -> None:
+        first = str(body.get("markdown", {}).get("content", "")).splitlines()[0].lstrip("# ")
+        status = "resolved" if first.startswith(_RESOLVED) else "firing"
+        to = f"party {body.get('toparty', '-')}"
+        self.add({"receiver": to, "channel": "wecom", "status": status, "subject": first})
+
+    async def _webhook(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.notifications.append({"receiver": request.match_info["receiver"], **body})
+        name = body.get("commonLabels", {}).get("alertname", "")
+        subject = f"[{body['status']}] {name}"
+        self.add(
+            {
+                "receiver": request.match_info["receiver"],
+                "channel": "webhook",
+                "status": body["status"],
+                "subject": subject,
+            }
+        )
         return web.Response(status=200)
 
 
@@ -144,16 +190,23 @@ class SimulatedStack:
         self.workdir = Path(workdir)
         base = _fast_stack(stack) if fast else stack
         self.ports = {
-            k: free_port() for k in ("scheduler", "gpu_exporter", "model_server", "oncall")
+            k: free_port() for k in ("scheduler", "gpu_exporter", "model_server", "oncall", "wecom")
         }
         sched_url = f"http://127.0.0.1:{self.ports['scheduler']}/api/v1/alerts"
+        self.oncall = OnCall()
+        self.mail = MailServer(SMTP_USER, SMTP_PASSWORD, on_mail=self.oncall.mail)
+        corp = next(
+            (
+                c.corp_id
+                for r in base.alerting.oncall
+                for c in r.channels
+                if isinstance(c, WechatChannel)
+            ),
+            "demo-corp",
+        )
+        self.wecom = WeComServer(corp, WECOM_SECRET, on_message=self.oncall.wecom)
         oncall = tuple(
-            dataclasses.replace(
-                r,
-                channels=(
-                    WebhookChannel(f"http://127.0.0.1:{self.ports['oncall']}/oncall/{r.name}"),
-                ),
-            )
+            dataclasses.replace(r, channels=tuple(self._loopback(c, r.name) for c in r.channels))
             for r in base.alerting.oncall
         )
         base = dataclasses.replace(
@@ -172,13 +225,45 @@ class SimulatedStack:
             ),
         )
         self.stack, self.tokens = _with_fresh_tokens(base)
-        self.oncall = OnCallSink()
         self._servers: list[_Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.prometheus: PrometheusProcess | None = None
         self.alertmanager: AlertmanagerProcess | None = None
         self.loadgens: dict[str, Any] = {}
+
+    def _loopback(self, c: Channel, receiver: str) -> Channel:
+        """The stack's channel, pointed at the demo's on-call servers (PagerDuty becomes a
+        webhook: there is no PagerDuty here)."""
+        if isinstance(c, EmailChannel):
+            return dataclasses.replace(
+                c,
+                smarthost=f"127.0.0.1:{self.mail.port}",
+                require_tls=False,
+                auth_username=SMTP_USER,
+                auth_password_file=str(self.workdir / "smtp-password"),
+                ca_file=None,
+            )
+        if isinstance(c, WechatChannel):
+            return dataclasses.replace(
+                c,
+                api_url=f"http://127.0.0.1:{self.ports['wecom']}/cgi-bin/",
+                api_secret_file=str(self.workdir / "wecom-secret"),
+            )
+        return WebhookChannel(f"http://127.0.0.1:{self.ports['oncall']}/oncall/{receiver}")
+
+    async def stop_gpu_exporter(self) -> None:
+        """Take the GPU exporter's endpoint away, as a crashed exporter would."""
+        self._servers.remove(self._gpu_server)
+        await self._gpu_server.stop()
+
+    async def start_gpu_exporter(self) -> None:
+        from exporters.gpu.server import build_app
+
+        await self._serve(
+            build_app(self.gpu_exporter, self.gpu_registry), self.ports["gpu_exporter"]
+        )
+        self._gpu_server = self._servers[-1]
 
     # -- urls
     @property
@@ -220,6 +305,7 @@ class SimulatedStack:
             SCHEDULER_JOB,
             prometheus_config,
         )
+        from alerts.receivers import read_secret_file
         from alerts.rules import rule_files
         from exporters.gpu.exporter import GpuExporter
         from exporters.gpu.server import build_app as build_gpu_app
@@ -271,12 +357,23 @@ class SimulatedStack:
         await self._serve(
             build_gpu_app(self.gpu_exporter, self.gpu_registry), self.ports["gpu_exporter"]
         )
+        self._gpu_server = self._servers[-1]
         await self._serve(self.oncall.app, self.ports["oncall"])
+        await self._serve(self.wecom.app, self.ports["wecom"])
+        # Alertmanager 0.25 sends the password file's bytes as they are: no newline.
+        for name, secret in (("smtp-password", SMTP_PASSWORD), ("wecom-secret", WECOM_SECRET)):
+            (self.workdir / name).write_text(secret)
+            (self.workdir / name).chmod(0o600)
+        self.oncall.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(self.mail.start)
+        self._mail_started = True
         self._tasks.append(asyncio.create_task(self._world_loop(), name="world"))
 
         # The real binaries, configured from the same stack the CEO would deploy.
         self.alertmanager = AlertmanagerProcess(
-            alertmanager_config(stack), self.workdir / "alertmanager", files=templates(stack)
+            alertmanager_config(stack, read_secret=read_secret_file),
+            self.workdir / "alertmanager",
+            files=templates(stack),
         )
         await asyncio.to_thread(self.alertmanager.start)
         rules = {
@@ -362,6 +459,8 @@ class SimulatedStack:
             await self.gpu_exporter.stop()
         for server in reversed(self._servers):
             await server.stop()
+        if getattr(self, "_mail_started", False):
+            await asyncio.to_thread(self.mail.stop)
         if hasattr(self, "runtime"):
             self.runtime.close()
 
@@ -422,6 +521,13 @@ async def run_scenario(
         e = Event(round(time.monotonic() - t0, 1), step, text, data)
         timeline.events.append(e)
         emit(e)
+
+    # Every notification on-call receives, as it arrives.
+    env.oncall.listeners.append(
+        lambda n: record(
+            "page", f"  on-call {n['channel']} to {n['receiver']}: {n['subject']}", **n
+        )
+    )
 
     async def p99() -> float | None:
         res = await prom.aquery(quantile_expr)
@@ -532,8 +638,30 @@ async def run_scenario(
         gpus=back,
         resumed=again,
     )
-    pages = len(env.oncall.notifications)
-    record("oncall", f"on-call received {pages} notifications (firing and resolved)")
+    # A platform alert pages every team, each in its language: stop the GPU exporter.
+    await env.stop_gpu_exporter()
+    record("exporter", "GPU exporter stopped: Prometheus cannot scrape it")
+
+    async def paged() -> list[str] | None:
+        subjects = [
+            n["subject"] for n in env.oncall.notifications if "NovabrainTargetDown" in n["subject"]
+        ]
+        zh = any(x.startswith("[告警") for x in subjects)
+        en = any(x.startswith("[FIRING") for x in subjects)
+        return subjects if zh and en else None
+
+    await _until("NovabrainTargetDown paged in zh and en", paged, step_timeout)
+    await env.start_gpu_exporter()
+    record("exporter", "GPU exporter back")
+    pages = env.oncall.notifications
+    by_channel = {
+        c: sum(1 for n in pages if n["channel"] == c) for c in ("email", "wecom", "webhook")
+    }
+    record(
+        "oncall",
+        f"on-call received {len(pages)} notifications (firing and resolved): "
+        + ", ".join(f"{k} {v}" for k, v in by_channel.items()),
+    )
     return timeline
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import secrets
 import threading
 import warnings
@@ -41,8 +42,11 @@ class Mail:
         return "" if part is None else str(part.get_content())  # type: ignore[attr-defined]
 
 
-# Said once per connection; AUTH without TLS is deliberate on loopback (see MailServer).
+# aiosmtpd says these once per connection: AUTH without TLS is deliberate on loopback (see
+# MailServer), and its own AUTH code reads the deprecated attribute.
 warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
+warnings.filterwarnings("ignore", "Session.login_data is deprecated")
+logging.getLogger("mail.log").setLevel(logging.ERROR)
 
 
 class MailServer:

@@ -96,3 +96,18 @@ async def test_p0_breach_moves_gpus_and_the_alert_resolves(tmp_path: Path) -> No
         # On-call was notified too (the webhook route continues to on-call), firing then resolved.
         statuses = [n["status"] for n in env.oncall.notifications]
         assert "firing" in statuses and "resolved" in statuses
+        # ... by email and WeCom, in each team's language (the demo's real SMTP server and WeCom API).
+        subjects = {(n["channel"], n["subject"]) for n in env.oncall.notifications}
+        assert (
+            "email",
+            "[已恢复] 严重 NovabrainModelLatencyHigh risk-scorer @ p0-risk: "
+            "risk-scorer p99 延迟超过 50 毫秒",
+        ) in subjects
+        assert any(
+            c == "wecom" and s.startswith("[告警:1] 严重 NovabrainModelLatencyHigh")
+            for c, s in subjects
+        )
+        assert any(
+            c == "email" and s.startswith("[FIRING:1] WARNING NovabrainTargetDown")
+            for c, s in subjects
+        )
