@@ -70,3 +70,25 @@ def write_all(stack: Stack, out_dir: Path) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def write_deployable(stack: Stack, out_dir: Path) -> list[Path]:
+    """``alertmanager.yml`` and its templates as Alertmanager runs them: with the secrets
+    Alertmanager 0.25 cannot read from a file (WeCom's) read now from the stack's secret
+    files. The config is written readable by its owner only and never committed."""
+    from alerts.receivers import read_secret_file
+
+    out_dir = Path(out_dir)
+    written = []
+    for rel, text in templates(stack).items():
+        path = out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    config = out_dir / "alertmanager.yml"
+    config.touch(mode=0o600)
+    config.chmod(0o600)
+    config.write_text(
+        dump(alertmanager_config(stack, read_secret=read_secret_file)), encoding="utf-8"
+    )
+    return [config, *written]

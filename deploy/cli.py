@@ -118,6 +118,19 @@ def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
     return 0
 
 
+def cmd_alertmanager_config(args: argparse.Namespace, stack: Stack) -> int:
+    from alerts.errors import AlertsError
+    from alerts.generate import write_deployable
+
+    try:
+        for p in write_deployable(stack, args.out):
+            print(p)
+    except AlertsError as e:
+        print(f"novabrain: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
 def cmd_dashboards_deploy(args: argparse.Namespace, stack: Stack) -> int:
     from dashboards.deploy import deploy
 
@@ -345,6 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = rules.add_parser("build", help="same as generate", description="same as generate")
     _generate_args(p)
+
+    amg = add("alertmanager", "Alertmanager configuration").add_subparsers(
+        dest="sub", required=True, metavar="SUB"
+    )
+    p = amg.add_parser(
+        "config",
+        help="write alertmanager.yml and its templates for deployment, secrets read from files",
+        description="write alertmanager.yml (mode 0600) and its templates for deployment: "
+        "Alertmanager 0.25 reads no WeCom secret from a file, so it is read here from "
+        "api_secret_file (the committed deploy/generated/alertmanager.yml has a marker)",
+    )
+    _stack_arg(p)
+    p.add_argument("--out", type=Path, required=True, help="directory, e.g. /etc/alertmanager")
+    p.set_defaults(func=cmd_alertmanager_config, needs_stack=True)
 
     dash = add("dashboards", "Grafana dashboards").add_subparsers(
         dest="sub", required=True, metavar="SUB"

@@ -1,5 +1,5 @@
-"""`novabrain silence` as an operator runs it: the installed script against a real Alertmanager,
-and against the real scheduler for its audit log."""
+"""`novabrain silence` and `novabrain alertmanager config` as an operator runs them: the installed
+script against a real Alertmanager, and against the real scheduler for its audit log."""
 
 from __future__ import annotations
 
@@ -147,3 +147,51 @@ def test_with_the_scheduler_configured_an_unaudited_silence_is_not_created(
     finally:
         sched.send_signal(signal.SIGTERM)
         assert sched.wait(timeout=30) == 0
+
+
+def test_alertmanager_config_writes_the_deployable_config(tmp_path: Path) -> None:
+    """`novabrain alertmanager config`: the WeCom secret read from its file into a 0600
+    config that amtool accepts; a missing secret file is one line and exit 2."""
+    secret = tmp_path / "wecom-secret"
+    secret.write_text("corp-secret-value\n")
+    text = (
+        (ROOT / "deploy/stack.yaml").read_text().replace("/etc/novabrain/wecom-secret", str(secret))
+    )
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(text)
+    out = tmp_path / "etc"
+    r = subprocess.run(
+        [NOVABRAIN, "alertmanager", "config", "--stack", str(stack_file), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    config = out / "alertmanager.yml"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert "api_secret: corp-secret-value" in config.read_text()
+    assert (out / "templates/email.tmpl").read_text() == (
+        ROOT / "deploy/generated/templates/email.tmpl"
+    ).read_text()
+    checked = subprocess.run(
+        ["amtool", "check-config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    secret.unlink()
+    r = subprocess.run(
+        [
+            NOVABRAIN,
+            "alertmanager",
+            "config",
+            "--stack",
+            str(stack_file),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot read secret file" in r.stderr
