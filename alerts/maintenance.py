@@ -19,8 +19,9 @@ scheduler whatever maintenance is under way.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from alerts.errors import AlertsError
 from deploy.stack import DAYS, MATCHER, Maintenance, Stack, WeeklyWindow
@@ -88,6 +89,54 @@ def time_interval(m: Maintenance, tz: str) -> dict[str, Any]:
     entries = [e for start, end in m.once for e in _once(start, end, tz)]
     entries += [e for w in m.weekly for e in _weekly(w, tz)]
     return {"name": m.name, "time_intervals": entries}
+
+
+def _minutes(t: time | None) -> int:
+    return 1440 if t is None else t.hour * 60 + t.minute
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def utc_entries(m: Maintenance, tz: str) -> list[dict[str, Any]]:
+    """The window's entries in UTC, without ``location``: for configurations that cannot say
+    a timezone (the Prometheus Operator's AlertmanagerConfig). One-off windows convert
+    exactly; weekly ones only where the zone's offset never changes."""
+    zone = ZoneInfo(tz)
+    out = []
+    for start, end in m.once:
+        begin = start.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+        stop = end.replace(tzinfo=zone).astimezone(UTC).replace(tzinfo=None)
+        out += [{k: v for k, v in e.items() if k != "location"} for e in _once(begin, stop, "")]
+    if not m.weekly:
+        return out
+    offsets = {
+        datetime(y, mo, 1, tzinfo=zone).utcoffset()
+        for y in range(2000, 2041)
+        for mo in (1, 4, 7, 10)
+    }
+    if len(offsets) != 1:
+        raise AlertsError(
+            f"alerting.maintenance {m.name}: a weekly window in {tz}, whose UTC offset changes, "
+            "cannot be written without a timezone"
+        )
+    offset = int(next(iter(offsets)).total_seconds()) // 60  # type: ignore[union-attr]
+    week = 7 * 1440
+    pieces: dict[tuple[int, int], list[str]] = {}
+    for w in m.weekly:
+        length = (_minutes(w.end) - _minutes(w.start)) % 1440 or 1440
+        for d in w.days:
+            at = (DAYS.index(d) * 1440 + _minutes(w.start) - offset) % week
+            left = length
+            while left > 0:
+                day, minute = divmod(at, 1440)
+                take = min(left, 1440 - minute)
+                pieces.setdefault((minute, minute + take), []).append(WEEKDAYS[day])
+                at, left = (at + take) % week, left - take
+    for (a, b), days in pieces.items():
+        out.append({"times": [{"start_time": _clock(a), "end_time": _clock(b)}], "weekdays": days})
+    return out
 
 
 def time_intervals(stack: Stack) -> list[dict[str, Any]]:

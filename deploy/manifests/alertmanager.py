@@ -21,9 +21,13 @@ mapping here is an error, never silently dropped.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Any
 
 from alerts.alertmanager import SCHEDULER_RECEIVER, alertmanager_config
+from alerts.errors import AlertsError
+from alerts.maintenance import utc_entries
+from alerts.templates import template_files
 from deploy.manifests.errors import ManifestError
 from deploy.manifests.monitoring import rule_groups
 from deploy.manifests.objects import meta, obj
@@ -31,6 +35,9 @@ from deploy.manifests.scheduler import WEBHOOK_SECRET, WEBHOOK_SECRET_KEY, webho
 from deploy.stack import Stack
 
 NAME = "novabrain"
+# The on-call channels' secrets: one key per secret file the stack names, by file name.
+ONCALL_SECRET = "novabrain-oncall"  # noqa: S105 - a Secret name
+TEMPLATES_CONFIGMAP = "novabrain-alertmanager-templates"
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"(.*)"\s*$')
 _ROUTE_KEYS = {
     "receiver": "receiver",
@@ -39,6 +46,7 @@ _ROUTE_KEYS = {
     "group_interval": "groupInterval",
     "repeat_interval": "repeatInterval",
     "continue": "continue",
+    "mute_time_intervals": "muteTimeIntervals",
 }
 _WEBHOOK_KEYS = {"url": "url", "send_resolved": "sendResolved", "max_alerts": "maxAlerts"}
 
@@ -87,13 +95,14 @@ def _webhook(stack: Stack, receiver: str, config: dict[str, Any]) -> dict[str, A
             out[_WEBHOOK_KEYS[key]] = value
         elif key == "http_config" and set(value) == {"authorization"}:
             auth = value["authorization"]
-            if auth.get("credentials_file") != stack.alerting.webhook_credentials_file:
-                raise ManifestError(f"receiver {receiver}: unknown credentials in {auth!r}")
+            if receiver == SCHEDULER_RECEIVER:
+                if auth.get("credentials_file") != stack.alerting.webhook_credentials_file:
+                    raise ManifestError(f"receiver {receiver}: unknown credentials in {auth!r}")
+                ref = {"name": WEBHOOK_SECRET, "key": WEBHOOK_SECRET_KEY}
+            else:
+                ref = _secret(auth["credentials_file"])
             out["httpConfig"] = {
-                "authorization": {
-                    "type": auth.get("type", "Bearer"),
-                    "credentials": {"name": WEBHOOK_SECRET, "key": WEBHOOK_SECRET_KEY},
-                }
+                "authorization": {"type": auth.get("type", "Bearer"), "credentials": ref}
             }
         else:
             raise ManifestError(
@@ -104,16 +113,117 @@ def _webhook(stack: Stack, receiver: str, config: dict[str, Any]) -> dict[str, A
     return out
 
 
+def _secret(path: str) -> dict[str, str]:
+    return {"name": ONCALL_SECRET, "key": PurePosixPath(path).name}
+
+
+# Alertmanager's snake_case -> the CRD's camelCase, per integration; a secret file becomes
+# a reference to a key of ONCALL_SECRET. Anything not listed is an error.
+_EMAIL = {
+    "send_resolved": "sendResolved",
+    "to": "to",
+    "from": "from",
+    "smarthost": "smarthost",
+    "require_tls": "requireTLS",
+    "auth_username": "authUsername",
+    "html": "html",
+}
+_WECHAT = {
+    "send_resolved": "sendResolved",
+    "corp_id": "corpID",
+    "agent_id": "agentID",
+    "to_user": "toUser",
+    "to_party": "toParty",
+    "to_tag": "toTag",
+    "api_url": "apiURL",
+    "message_type": "messageType",
+    "message": "message",
+}
+_PAGERDUTY = {
+    "send_resolved": "sendResolved",
+    "url": "url",
+    "description": "description",
+    "severity": "severity",
+}
+
+
+def _convert(
+    receiver: str, kind: str, config: dict[str, Any], keys: dict[str, str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in keys:
+            out[keys[key]] = value
+        elif key == "auth_password_file":
+            out["authPassword"] = _secret(value)
+        elif key == "routing_key_file":
+            out["routingKey"] = _secret(value)
+        elif key == "api_secret":  # the file's path: see alertmanager_config_object
+            out["apiSecret"] = _secret(value)
+        elif key == "headers":
+            out["headers"] = [{"key": k, "value": v} for k, v in value.items()]
+        elif key == "tls_config" and set(value) == {"ca_file"}:
+            out["tlsConfig"] = {"ca": {"secret": _secret(value["ca_file"])}}
+        else:
+            raise ManifestError(f"receiver {receiver}: {kind} field {key!r} has no mapping")
+    return out
+
+
 def _receiver(stack: Stack, receiver: dict[str, Any]) -> dict[str, Any]:
     name = receiver["name"]
     out: dict[str, Any] = {"name": name}
     for key, value in receiver.items():
         if key == "name":
             continue
-        if key != "webhook_configs":
+        if key == "webhook_configs":
+            out["webhookConfigs"] = [_webhook(stack, name, c) for c in value]
+        elif key == "email_configs":
+            out["emailConfigs"] = [_convert(name, "email", c, _EMAIL) for c in value]
+        elif key == "wechat_configs":
+            out["wechatConfigs"] = [_convert(name, "wechat", c, _WECHAT) for c in value]
+        elif key == "pagerduty_configs":
+            out["pagerdutyConfigs"] = [_convert(name, "pagerduty", c, _PAGERDUTY) for c in value]
+        else:
             raise ManifestError(f"receiver {name}: {key} has no AlertmanagerConfig mapping yet")
-        out["webhookConfigs"] = [_webhook(stack, name, c) for c in value]
     return out
+
+
+def _time_interval(entry: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key == "times":
+            out["times"] = [{"startTime": t["start_time"], "endTime": t["end_time"]} for t in value]
+        elif key == "days_of_month":
+            out["daysOfMonth"] = [{"start": int(d), "end": int(d)} for d in value]
+        elif key in ("weekdays", "months", "years"):
+            out[key] = list(value)
+        else:
+            raise ManifestError(f"time interval field {key!r} has no mapping")
+    return out
+
+
+def mute_time_intervals(stack: Stack) -> list[dict[str, Any]]:
+    """The maintenance windows in UTC: the CRD (operator 0.93) has no ``location``."""
+    tz = stack.alerting.timezone
+    try:
+        return [
+            {"name": m.name, "timeIntervals": [_time_interval(e) for e in utc_entries(m, tz)]}
+            for m in stack.alerting.maintenance
+        ]
+    except AlertsError as e:
+        raise ManifestError(str(e)) from None
+
+
+def templates_configmap(stack: Stack) -> dict[str, Any]:
+    """The notification templates, beside Alertmanager: its resource lists them under
+    ``spec.alertmanagerConfiguration.templates`` (the CRD has no templates of its own)."""
+    mon = stack.kubernetes.monitoring
+    return obj(
+        "v1",
+        "ConfigMap",
+        meta(stack, TEMPLATES_CONFIGMAP, "alerting", namespace=mon.namespace),
+        data=template_files(stack),
+    )
 
 
 def _inhibit(rule: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +251,10 @@ def alert_names(stack: Stack) -> list[str]:
 
 
 def alertmanager_config_object(stack: Stack) -> dict[str, Any]:
-    native = alertmanager_config(stack)
-    extra = set(native) - {"route", "receivers", "inhibit_rules"}
+    # Secrets Alertmanager 0.25 takes only inline (WeCom's) come back as their file's path,
+    # which becomes a reference to the Secret holding that file.
+    native = alertmanager_config(stack, read_secret=lambda path: path)
+    extra = set(native) - {"route", "receivers", "inhibit_rules", "templates", "time_intervals"}
     if extra:
         raise ManifestError(f"alertmanager.yml sections {sorted(extra)} have no mapping yet")
     route = _route(native["route"])
@@ -160,5 +272,10 @@ def alertmanager_config_object(stack: Stack) -> dict[str, Any]:
             "route": route,
             "receivers": [_receiver(stack, r) for r in native["receivers"]],
             "inhibitRules": [_inhibit(r) for r in native.get("inhibit_rules", [])],
+            **(
+                {"muteTimeIntervals": mute_time_intervals(stack)}
+                if "time_intervals" in native
+                else {}
+            ),
         },
     )

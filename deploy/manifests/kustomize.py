@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from deploy.manifests import exporter, rbac, scheduler
-from deploy.manifests.alertmanager import alertmanager_config_object
+from deploy.manifests.alertmanager import alertmanager_config_object, templates_configmap
 from deploy.manifests.errors import ManifestError
 from deploy.manifests.monitoring import dashboard_configmaps, prometheus_rules, service_monitors
 from deploy.manifests.objects import dump, meta, obj, stack_configmap
@@ -59,6 +59,7 @@ def base_objects(stack: Stack, stack_text: str) -> list[dict[str, Any]]:
         *service_monitors(stack),
         *prometheus_rules(stack),
         alertmanager_config_object(stack),
+        templates_configmap(stack),
         *dashboard_configmaps(stack),
     ]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from functools import cache
@@ -60,6 +61,10 @@ def _strict(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {k: _strict(v) for k, v in schema.items()}
+    if isinstance(out.get("pattern"), str):
+        # Go's RE2 takes a flag group mid-expression, ``((?i)a|b)``; Python's re spells
+        # it ``((?i:a|b))`` (the operator's time-interval patterns use it).
+        out["pattern"] = re.sub(r"\(\(\?i\)([^()]*)\)", r"((?i:\1))", out["pattern"])
     if out.pop("nullable", False) and "type" in out:
         out["type"] = [out["type"], "null"]
     if (
