@@ -19,7 +19,7 @@ import heapq
 import statistics
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,10 +125,12 @@ def simulate(
     config: SimConfig,
     *,
     alerts: Iterable[tuple[float, bool]] = (),
+    on_decisions: Callable[[Sequence[Decision]], None] | None = None,
 ) -> SimReport:
     """Replay ``trace`` (times relative to its first submission) and report.
 
     ``alerts`` are (seconds after the start, firing) rebalance alerts for the P0 pool.
+    ``on_decisions`` sees every call's decisions, in order (the decision fingerprint).
     """
     report = SimReport()
     if not trace:
@@ -154,6 +156,8 @@ def simulate(
     live: set[str] = set()
 
     def absorb(ds: list[Decision]) -> None:
+        if on_decisions is not None:
+            on_decisions(ds)
         for d in ds:
             if d.action == "preempt" and d.result == "ok" and d.job:
                 preempted_at[d.job] = clock.now
