@@ -18,6 +18,7 @@ Prints numbers and exits 0; a missing or unreadable trace is one line and exit 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.stack import load_stack  # noqa: E402
 from scheduler.config import cluster_spec, policy_spec  # noqa: E402
-from scheduler.core.model import Decision  # noqa: E402
+from scheduler.core.model import Decision, PolicySpec  # noqa: E402
 from scheduler.sim.trace import SimConfig, TraceJob, read_trace, simulate  # noqa: E402
 
 SAMPLE = ROOT / "scheduler" / "sim" / "traces" / "elasticflow-sample.csv"
@@ -50,6 +51,21 @@ def parse_alert(text: str) -> tuple[float, bool]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {at!r} is not a number of seconds") from None
     return seconds, state == "firing"
+
+
+def parse_setting(text: str) -> tuple[str, float | bool]:
+    key, _, value = text.partition("=")
+    known = {f.name: f.type for f in dataclasses.fields(PolicySpec)}
+    if key not in known:
+        raise argparse.ArgumentTypeError(f"{key!r} is not a policy field ({', '.join(known)})")
+    if value in ("true", "false"):
+        return key, value == "true"
+    try:
+        return key, int(value) if value.lstrip("-").isdigit() else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected KEY=NUMBER or KEY=true|false"
+        ) from None
 
 
 def time_slice(trace: list[TraceJob], start_hours: float, hours: float | None) -> list[TraceJob]:
@@ -74,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         metavar="SECONDS:firing|resolved",
         help="a P0 rebalance alert (repeatable; default: firing at 3h, resolved at 4h)",
+    )
+    ap.add_argument(
+        "--policy",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a policy field of the stack, e.g. dry_run=true (repeatable)",
     )
     ap.add_argument("--out", type=Path, default=None, help="write every decision, one per line")
     args = ap.parse_args(argv)
@@ -105,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = simulate(
         trace,
         cluster_spec(stack),
-        policy_spec(stack),
+        dataclasses.replace(policy_spec(stack), **dict(args.policy)),
         config,
         alerts=args.alert or DEFAULT_ALERTS,
         on_decisions=record,
