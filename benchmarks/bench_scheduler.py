@@ -14,14 +14,27 @@ same ``victim_key``) shows what the per-pool victim index saves.
 Throughput: jobs submitted into a cluster whose jobs keep finishing, so that
 every submission is placed (or queued and placed later); jobs placed per second
 of wall time.
+
+Before and after: ``--against DIR`` runs this same script, in alternation, on the
+scheduler package of this checkout and of the checkout in DIR (each round one child
+process per checkout, ``PYTHONPATH`` pointing at it), ``--rounds`` times, and prints
+every round and the median of each number side by side. Alternating spreads the
+noise of a shared machine over both sides; the ``cpu_`` latencies count the thread's
+CPU time instead of wall time, so that other processes' load inflates them less.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from scheduler.core import (
     ClusterSpec,
@@ -132,14 +145,17 @@ def pct(xs: list[float], q: float) -> float:
 def bench_rebalance(gpus: int, jobs: int, samples: int) -> dict[str, float]:
     core, clock = build(gpus, jobs)
     lat: list[float] = []
+    cpu: list[float] = []  # the thread's CPU time: what other sessions' load does not inflate
     naive: list[float] = []
     moved = 0
     gc.collect()  # the build's garbage is not the decision's cost
     for i in range(samples):
         clock.now += 5.0
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id=f"a{i}")
         lat.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
         assert ds and ds[-1].action == "rebalance", ds[-1]
         moved += ds[-1].gpus
         # Untimed: give the GPUs back so the next sample sees a full cluster again.
@@ -160,19 +176,23 @@ def bench_rebalance(gpus: int, jobs: int, samples: int) -> dict[str, float]:
         "p50_ms": 1e3 * statistics.median(lat),
         "p99_ms": 1e3 * pct(lat, 0.99),
         "max_ms": 1e3 * max(lat),
+        "cpu_p50_ms": 1e3 * statistics.median(cpu),
+        "cpu_p99_ms": 1e3 * pct(cpu, 0.99),
         "naive_p50_ms": 1e3 * statistics.median(naive),
         "naive_p99_ms": 1e3 * pct(naive, 0.99),
         "gpus_per_rebalance": moved / samples,
     }
 
 
-def bench_throughput(gpus: int, jobs: int) -> float:
+def bench_throughput(gpus: int, jobs: int) -> tuple[float, float]:
+    """Jobs placed per second of wall time, and per second of the thread's CPU time."""
     clock = Clock()
     core = Scheduler(make_cluster(gpus), PolicySpec(), clock=clock)
     rnd = random.Random(3)
     pools = ("p1", "p2")
     placed = 0
     per_step = gpus // 4
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     n = 0
     while n < jobs:
@@ -191,10 +211,61 @@ def bench_throughput(gpus: int, jobs: int) -> float:
         clock.now += 1.0
         placed += sum(1 for d in core.tick() if d.action == "place")
     wall = time.perf_counter() - t0
-    return placed / wall
+    return placed / wall, placed / (time.thread_time() - c0)
+
+
+def measure() -> dict[str, float]:
+    """Every number of one run, for ``--json`` and the side-by-side rounds."""
+    out: dict[str, float] = {}
+    for gpus, jobs, samples in ((1000, 10_000, 400), (4000, 40_000, 400)):
+        r = bench_rebalance(gpus, jobs, samples)
+        for k in ("p50_ms", "p99_ms", "max_ms", "cpu_p50_ms", "cpu_p99_ms"):
+            out[f"{gpus}_{k}"] = r[k]
+    out["throughput_jobs_per_s"], out["cpu_throughput_jobs_per_s"] = bench_throughput(4000, 40_000)
+    return out
+
+
+def side_by_side(other: Path, rounds: int) -> int:
+    here = Path(__file__).resolve().parents[1]
+    sides = {"this": here, "against": other.resolve()}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
+    print(f"this:    {sides['this']}\nagainst: {sides['against']}")
+    for i in range(rounds):
+        # Alternate which side goes first, so that neither always runs warmer.
+        for name in sorted(sides, reverse=bool(i % 2)):
+            env = {**os.environ, "PYTHONPATH": str(sides[name])}
+            child = subprocess.run(
+                [sys.executable, __file__, "--json"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs[name].append(json.loads(child.stdout))
+            r = runs[name][-1]
+            print(
+                f"round {i + 1} {name:>7}: "
+                + "  ".join(f"{k} {v:,.3f}" for k, v in r.items() if "max" not in k)
+            )
+    print(f"\nmedian of {rounds} rounds       this    against   change")
+    for k in runs["this"][0]:
+        a = statistics.median(r[k] for r in runs["this"])
+        b = statistics.median(r[k] for r in runs["against"])
+        print(f"{k:>24} {a:10.3f} {b:10.3f} {100 * (a - b) / b:+7.1f}%")
+    return 0
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--json", action="store_true", help="one run, its numbers as JSON")
+    ap.add_argument("--against", type=Path, help="another checkout to compare with, side by side")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds with --against")
+    args = ap.parse_args()
+    if args.json:
+        print(json.dumps(measure()))
+        return 0
+    if args.against is not None:
+        return side_by_side(args.against, args.rounds)
     print("rebalance decision latency on the pure core (one P0 alert, 8 GPUs, full cluster)")
     print(f"{'size':>23} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} | naive full sort p50/p99 ms")
     results = {}
@@ -210,7 +281,7 @@ def main() -> int:
     print(
         f"p99 growth from 1,000 to 4,000 GPUs (4x): {growth:.2f}x  (goals: p99 <= 1 ms and <= 5 ms)"
     )
-    tput = bench_throughput(4000, 40_000)
+    tput, _ = bench_throughput(4000, 40_000)
     print(f"submission + placement throughput: {tput:,.0f} jobs/s on one core (goal >= 5,000)")
     return 0
 
