@@ -49,11 +49,13 @@ from kubernetes.client.exceptions import ApiException
 from deploy.stack import Stack
 from scheduler.actuators.base import Actuator, Feedback, FeedbackKind
 from scheduler.core.errors import ActuatorError
-from scheduler.core.model import Decision, JobKind, JobView
+from scheduler.core.model import Action, Decision, JobKind, JobView, Result
 
 POOL_LABEL = "novabrain.io/pool"
 # The decisions ``_apply`` turns into API calls; the others (rebalance, reserve, ...) it skips.
-_ACTED_ON = frozenset({"place", "preempt", "return", "cancel", "scale_up", "scale_down"})
+_ACTED_ON = frozenset(
+    {Action.PLACE, Action.PREEMPT, Action.RETURN, Action.CANCEL, Action.SCALE_UP, Action.SCALE_DOWN}
+)
 MANAGED_LABEL = "novabrain.io/managed"
 CHECKPOINT_ANNOTATION = "novabrain.io/last-checkpoint"
 BALLOON_PRIORITY_CLASS = "novabrain-balloon"
@@ -99,37 +101,37 @@ class KubernetesActuator(Actuator):
         try:
             self._apply(decision, job)
         except ApiException as e:
-            if e.status == 404 and decision.action in ("preempt", "cancel"):
+            if e.status == 404 and decision.action in (Action.PREEMPT, Action.CANCEL):
                 return  # already gone: the decision's effect holds
             raise ActuatorError(
                 f"{decision.action} {decision.job or decision.pool}: {e.status} {e.reason}"
             ) from e
 
     def _apply(self, d: Decision, job: JobView | None) -> None:
-        if d.action == "place" and job is not None:
+        if d.action == Action.PLACE and job is not None:
             self._label_nodes(d.gpu_ids, d.pool)
             if job.elastic:
                 self._scale_deployment(d.pool, d.gpus)
             elif job.kind in (JobKind.TRAINING, JobKind.BATCH):
                 self._suspend(job.id, False)
-        elif d.action == "preempt" and job is not None:
+        elif d.action == Action.PREEMPT and job is not None:
             if job.kind in (JobKind.TRAINING, JobKind.BATCH):
                 self._suspend(job.id, True)
             elif job.elastic:
                 self._scale_deployment(job.pool, -job.gpus)
             elif job.kind is JobKind.INFERENCE:
                 self._evict(job.id, d.grace_seconds)
-        elif d.action == "return" and d.gpus:
+        elif d.action == Action.RETURN and d.gpus:
             self._scale_deployment(d.pool, -d.gpus)
         elif (
-            d.action == "cancel"
+            d.action == Action.CANCEL
             and job is not None
             and job.kind in (JobKind.TRAINING, JobKind.BATCH)
         ):
             self._suspend(job.id, True)
-        elif d.action == "scale_up" and d.result == "ok":
+        elif d.action == Action.SCALE_UP and d.result == Result.OK:
             self.scale_up(d.pool, max(1, d.gpus // self._gpus_per_node), d.correlation_id)
-        elif d.action == "scale_down" and d.result == "ok":
+        elif d.action == Action.SCALE_DOWN and d.result == Result.OK:
             for node in d.nodes:
                 self.scale_down(d.pool, node, d.correlation_id)
 

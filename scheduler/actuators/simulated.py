@@ -13,7 +13,10 @@ import uuid
 from collections.abc import Callable
 
 from scheduler.actuators.base import Actuator, Feedback, FeedbackKind
-from scheduler.core.model import Decision, JobView
+from scheduler.core.model import Action, Decision, JobView
+
+# The decisions the simulated cluster carries out; the others change nothing outside the core.
+_ACTED_ON = frozenset({Action.PREEMPT, Action.SCALE_UP, Action.SCALE_DOWN})
 
 DEFAULT_CHECKPOINT_SECONDS = 1.0
 
@@ -38,21 +41,21 @@ class SimulatedActuator(Actuator):
         self.log: list[Decision] = []
 
     def acts_on(self, decision: Decision) -> bool:
-        return not decision.dry_run and decision.action in ("preempt", "scale_up", "scale_down")
+        return not decision.dry_run and decision.action in _ACTED_ON
 
     def apply(self, decision: Decision, job: JobView | None) -> None:
         if decision.id in self.applied:
             return  # idempotent: a replay after a restart changes nothing
         self.applied.add(decision.id)
         self.log.append(decision)
-        if decision.action == "preempt" and not decision.dry_run and job is not None:
+        if decision.action == Action.PREEMPT and not decision.dry_run and job is not None:
             due = self._clock() + self.checkpoint_seconds
             self._acks[job.id] = (due, job.checkpointable)
-        elif decision.action == "scale_up" and not decision.dry_run:
+        elif decision.action == Action.SCALE_UP and not decision.dry_run:
             self.scale_up(
                 decision.pool, max(1, decision.gpus // self._gpus_per_node), decision.correlation_id
             )
-        elif decision.action == "scale_down" and not decision.dry_run:
+        elif decision.action == Action.SCALE_DOWN and not decision.dry_run:
             for node in decision.nodes:
                 self.scale_down(decision.pool, node, decision.correlation_id)
 

@@ -36,6 +36,8 @@ from scheduler.core.errors import Conflict, InvalidRequest, UnknownJob, UnknownP
 from scheduler.core.model import (
     FINISHED_STATES,
     WAITING_STATES,
+    Action,
+    Cause,
     ClusterSpec,
     Decision,
     GpuSpec,
@@ -45,6 +47,7 @@ from scheduler.core.model import (
     JobView,
     PolicySpec,
     PoolSpec,
+    Result,
 )
 from scheduler.core.ordering import Candidate, effective_priority, victim_key, work_lost
 from scheduler.core.windows import current, next_occurrence
@@ -281,7 +284,7 @@ class Scheduler:
             raise UnknownJob(job_id) from None
 
     def _decide(
-        self, out: list[Decision], action: str, pool: str, result: str, reason: str, **kw: Any
+        self, out: list[Decision], action: Action, pool: str, result: Result, reason: str, **kw: Any
     ) -> Decision:
         d = Decision(
             id=f"d-{self._seq:010d}",
@@ -601,7 +604,7 @@ class Scheduler:
                 del chosen[i]
         return _Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
 
-    def _execute(self, plan: _Plan, job: _Job, cause: str, out: list[Decision]) -> None:
+    def _execute(self, plan: _Plan, job: _Job, cause: Cause, out: list[Decision]) -> None:
         """Claim the plan's idle GPUs and signal its victims; freed GPUs are held for ``job``."""
         pool = self._pools[job.pool]
         still = job.gpus - len(job.held)
@@ -614,12 +617,12 @@ class Scheduler:
                 self._hold(g, job)
             still -= len(usable)
             reason_cause = cause
-            if cause == "priority" and any(g.home == pool.name for g in usable):
-                reason_cause = "reclaim"
+            if cause is Cause.PRIORITY and any(g.home == pool.name for g in usable):
+                reason_cause = Cause.RECLAIM
             self._signal(victim, job, reason_cause, out)
         self._dirty.add(job.id)
 
-    def _signal(self, victim: _Job, preemptor: _Job, cause: str, out: list[Decision]) -> None:
+    def _signal(self, victim: _Job, preemptor: _Job, cause: Cause, out: list[Decision]) -> None:
         now = self._clock()
         self._unindex(victim)
         for u in victim.gpu_ids:
@@ -639,9 +642,9 @@ class Scheduler:
         lost_now = victim.work_lost(now)
         self._decide(
             out,
-            "preempt",
+            Action.PREEMPT,
             victim.pool,
-            "ok",
+            Result.OK,
             f"{victim.id} preempted for {preemptor.id} ({cause}); "
             f"{victim.grace:.0f}s grace to checkpoint, {lost_now:.0f} GPU-s at risk",
             gpus=victim.gpus,
@@ -653,9 +656,9 @@ class Scheduler:
             grace_seconds=victim.grace,
         )
         if victim.grace <= 0:
-            self._release_preempted(victim, "grace", out)
+            self._release_preempted(victim, Cause.GRACE, out)
 
-    def _release_preempted(self, victim: _Job, cause: str, out: list[Decision]) -> None:
+    def _release_preempted(self, victim: _Job, cause: Cause, out: list[Decision]) -> None:
         """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
         now = self._clock()
         assert victim.started_at is not None
@@ -701,9 +704,9 @@ class Scheduler:
             )
         self._decide(
             out,
-            "release",
+            Action.RELEASE,
             victim.pool,
-            "ok",
+            Result.OK,
             f"{victim.id} released {len(gpu_ids)} GPUs ({cause}); {lost:.0f} GPU-s lost; {outcome}",
             gpus=len(gpu_ids),
             gpu_ids=gpu_ids,
@@ -714,7 +717,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ placing
 
-    def _place(self, job: _Job, gpus: Sequence[_Gpu], out: list[Decision], cause: str) -> None:
+    def _place(self, job: _Job, gpus: Sequence[_Gpu], out: list[Decision], cause: Cause) -> None:
         now = self._clock()
         pool = self._pools[job.pool]
         self._dequeued(job)
@@ -747,9 +750,9 @@ class Scheduler:
         what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
         self._decide(
             out,
-            "place",
+            Action.PLACE,
             job.pool,
-            "ok",
+            Result.OK,
             f"{job.id} {what} on {len(gpus)} GPUs"
             + (f", {borrowed} borrowed" if borrowed else "")
             + f" after {waited:.0f}s",
@@ -771,14 +774,14 @@ class Scheduler:
                 return False
         ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
         if len(ready) >= job.gpus:
-            self._place(job, ready[: job.gpus], out, "preemption" if job.held else "queue")
+            self._place(job, ready[: job.gpus], out, Cause.PREEMPTION if job.held else Cause.QUEUE)
             return True
         want = job.gpus - len(ready)
         own_only = own_only or self._policy.dry_run
         free = self._free_usable(self._pools[job.pool], want, own_only=own_only)
         if len(free) < want:
             return False
-        self._place(job, ready + free, out, "preemption" if ready else "queue")
+        self._place(job, ready + free, out, Cause.PREEMPTION if ready else Cause.QUEUE)
         return True
 
     def _schedule(self, out: list[Decision]) -> None:
@@ -828,9 +831,9 @@ class Scheduler:
                 blocked += 1
             else:
                 cause = (
-                    "reservation"
+                    Cause.RESERVATION
                     if job.kind is JobKind.RESERVATION
-                    else ("rebalance" if job.elastic else "priority")
+                    else (Cause.REBALANCE if job.elastic else Cause.PRIORITY)
                 )
                 plan = self._plan(pool, need, job.id, best_effort=False)
                 if plan is None:
@@ -867,14 +870,14 @@ class Scheduler:
             return
         self._decide(
             out,
-            "preempt",
+            Action.PREEMPT,
             job.pool,
-            "dry_run",
+            Result.DRY_RUN,
             f"would preempt {len(plan.victims)} jobs and borrow for {job.id}",
             gpus=plan.gpus,
             victims=tuple(v.id for v in plan.victims),
             job=job.id,
-            cause="priority",
+            cause=Cause.PRIORITY,
         )
 
     # ------------------------------------------------------------------ finishing
@@ -975,7 +978,7 @@ class Scheduler:
             if len(free) < job.gpus:
                 raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
             job.queued_at = req.started_at
-            self._place(job, free, out, "seed")
+            self._place(job, free, out, Cause.SEED)
             job.started_at = req.started_at
             self._unindex(job)
             if req.last_checkpoint is not None and job.checkpointable:
@@ -1000,14 +1003,14 @@ class Scheduler:
         self._finish(job, JobState.CANCELLED)
         self._decide(
             out,
-            "cancel",
+            Action.CANCEL,
             job.pool,
-            "ok",
+            Result.OK,
             f"{job_id} cancelled" + (f", {n} GPUs freed" if n else ""),
             gpus=n,
             gpu_ids=gpu_ids,
             job=job_id,
-            cause="request",
+            cause=Cause.REQUEST,
             correlation_id=correlation_id,
         )
         self._schedule(out)
@@ -1042,7 +1045,7 @@ class Scheduler:
         out: list[Decision] = []
         if job.state is not JobState.PREEMPTING:
             return out
-        self._release_preempted(job, "ack", out)
+        self._release_preempted(job, Cause.ACK, out)
         self._schedule(out)
         return out
 
@@ -1066,7 +1069,9 @@ class Scheduler:
             if firing:
                 p.firing = True
                 p.resolved_at = None
-                self._rebalance(p, self._policy.rebalance_step_gpus, correlation_id, "alert", out)
+                self._rebalance(
+                    p, self._policy.rebalance_step_gpus, correlation_id, Cause.ALERT, out
+                )
             else:
                 p.firing = False
                 if p.elastic:
@@ -1074,34 +1079,34 @@ class Scheduler:
                     stab = self._policy.return_stabilization_seconds
                     self._decide(
                         out,
-                        "return",
+                        Action.RETURN,
                         pool,
-                        "pending",
+                        Result.PENDING,
                         f"alert resolved: borrowed GPUs go back after {stab:.0f}s stable",
                         correlation_id=correlation_id,
-                        cause="resolved",
+                        cause=Cause.RESOLVED,
                     )
                 else:
                     self._decide(
                         out,
-                        "return",
+                        Action.RETURN,
                         pool,
-                        "noop",
+                        Result.NOOP,
                         "alert resolved: nothing borrowed",
                         correlation_id=correlation_id,
-                        cause="resolved",
+                        cause=Cause.RESOLVED,
                     )
         elif firing:
-            self._scale_up(p, 1, correlation_id, "alert", out)
+            self._scale_up(p, 1, correlation_id, Cause.ALERT, out)
         else:
             self._decide(
                 out,
-                "scale_up",
+                Action.SCALE_UP,
                 pool,
-                "noop",
+                Result.NOOP,
                 "alert resolved: scale-down follows the idle timer",
                 correlation_id=correlation_id,
-                cause="resolved",
+                cause=Cause.RESOLVED,
             )
         self._schedule(out)
         return out
@@ -1112,14 +1117,14 @@ class Scheduler:
         if gpus < 1:
             raise InvalidRequest("gpus must be >= 1")
         out: list[Decision] = []
-        self._rebalance(p, gpus, correlation_id, "manual", out)
+        self._rebalance(p, gpus, correlation_id, Cause.MANUAL, out)
         if not p.firing and p.elastic:
             p.resolved_at = self._clock()  # no alert to wait for: the return timer starts now
         self._schedule(out)
         return out
 
     def _rebalance(
-        self, pool: _Pool, step: int, correlation_id: str, cause: str, out: list[Decision]
+        self, pool: _Pool, step: int, correlation_id: str, cause: Cause, out: list[Decision]
     ) -> None:
         held_by_waiting = sum(len(j.held) for j in self._waiting(pool))
         headroom = (
@@ -1132,9 +1137,9 @@ class Scheduler:
         if want <= 0:
             self._decide(
                 out,
-                "rebalance",
+                Action.REBALANCE,
                 pool.name,
-                "noop",
+                Result.NOOP,
                 f"{pool.name} is at its borrowing limit ({pool.spec.borrowing_limit})",
                 correlation_id=correlation_id,
                 cause=cause,
@@ -1146,9 +1151,9 @@ class Scheduler:
         if plan.gpus == 0:
             self._decide(
                 out,
-                "rebalance",
+                Action.REBALANCE,
                 pool.name,
-                "noop",
+                Result.NOOP,
                 f"no idle GPU and no preemptible job past its {self._policy.min_runtime_seconds:.0f}s "
                 "cooldown within the limits",
                 correlation_id=correlation_id,
@@ -1159,9 +1164,9 @@ class Scheduler:
         if self._policy.dry_run:
             self._decide(
                 out,
-                "rebalance",
+                Action.REBALANCE,
                 pool.name,
-                "dry_run",
+                Result.DRY_RUN,
                 f"would grow {pool.name} by {plan.gpus} GPUs ({len(plan.free)} idle, "
                 f"{len(victims)} preemptions)",
                 gpus=plan.gpus,
@@ -1183,13 +1188,13 @@ class Scheduler:
         job.correlation_id = correlation_id
         pool.elastic[job.id] = None
         self._enqueue(job, JobState.QUEUED)
-        self._execute(plan, job, "rebalance", out)
+        self._execute(plan, job, Cause.REBALANCE, out)
         placed = self._try_place(job, out)
         self._decide(
             out,
-            "rebalance",
+            Action.REBALANCE,
             pool.name,
-            "ok" if placed else "pending",
+            Result.OK if placed else Result.PENDING,
             f"{pool.name} grows by {plan.gpus} GPUs ({len(plan.free)} idle now"
             + (f", {len(victims)} preempted with grace" if victims else "")
             + (")" if plan.gpus == want else f"; wanted {want})"),
@@ -1209,16 +1214,16 @@ class Scheduler:
             self._finish(job, JobState.COMPLETED)
             self._decide(
                 out,
-                "return",
+                Action.RETURN,
                 pool.name,
-                "ok",
+                Result.OK,
                 f"{pool.name} stable for {self._policy.return_stabilization_seconds:.0f}s: "
                 f"{job_id} returns {n} GPUs",
                 gpus=n,
                 gpu_ids=gpu_ids,
                 job=job_id,
                 correlation_id=job.correlation_id,
-                cause="stabilized",
+                cause=Cause.STABILIZED,
             )
         pool.resolved_at = None
 
@@ -1230,10 +1235,10 @@ class Scheduler:
             raise InvalidRequest("delta_nodes must not be 0")
         out: list[Decision] = []
         if delta_nodes > 0:
-            self._scale_up(p, delta_nodes, correlation_id, "manual", out)
+            self._scale_up(p, delta_nodes, correlation_id, Cause.MANUAL, out)
         else:
             for _ in range(-delta_nodes):
-                if not self._scale_down(p, correlation_id, "manual", out, require_idle_for=0.0):
+                if not self._scale_down(p, correlation_id, Cause.MANUAL, out, require_idle_for=0.0):
                     break
         return out
 
@@ -1241,7 +1246,7 @@ class Scheduler:
         return len(pool.nodes)
 
     def _scale_up(
-        self, pool: _Pool, nodes: int, correlation_id: str, cause: str, out: list[Decision]
+        self, pool: _Pool, nodes: int, correlation_id: str, cause: Cause, out: list[Decision]
     ) -> None:
         now = self._clock()
         p = self._policy
@@ -1249,9 +1254,9 @@ class Scheduler:
         if room <= 0:
             self._decide(
                 out,
-                "scale_up",
+                Action.SCALE_UP,
                 pool.name,
-                "refused",
+                Result.REFUSED,
                 f"{pool.name} is at max_nodes ({pool.spec.max_nodes})",
                 correlation_id=correlation_id,
                 cause=cause,
@@ -1260,9 +1265,9 @@ class Scheduler:
         if now - pool.last_scale_event < p.scale_up_stabilization_seconds:
             self._decide(
                 out,
-                "scale_up",
+                Action.SCALE_UP,
                 pool.name,
-                "refused",
+                Result.REFUSED,
                 "inside the scale-up stabilization window",
                 correlation_id=correlation_id,
                 cause=cause,
@@ -1275,9 +1280,9 @@ class Scheduler:
         pool.scale_pending_until = now + p.scale_down_unneeded_seconds
         self._decide(
             out,
-            "scale_up",
+            Action.SCALE_UP,
             pool.name,
-            "dry_run" if p.dry_run else "ok",
+            Result.DRY_RUN if p.dry_run else Result.OK,
             f"{pool.name}: +{n} node(s) of {self._cluster.gpus_per_new_node} GPUs ({cause})",
             gpus=n * self._cluster.gpus_per_new_node,
             correlation_id=correlation_id,
@@ -1288,7 +1293,7 @@ class Scheduler:
         self,
         pool: _Pool,
         correlation_id: str,
-        cause: str,
+        cause: Cause,
         out: list[Decision],
         *,
         require_idle_for: float,
@@ -1307,9 +1312,9 @@ class Scheduler:
                 self.remove_node(node)
             self._decide(
                 out,
-                "scale_down",
+                Action.SCALE_DOWN,
                 pool.name,
-                "dry_run" if self._policy.dry_run else "ok",
+                Result.DRY_RUN if self._policy.dry_run else Result.OK,
                 f"{pool.name}: -1 node ({node} idle {now - idle_since:.0f}s, {cause})",
                 gpus=len(gpus),
                 gpu_ids=tuple(gpus),
@@ -1370,11 +1375,11 @@ class Scheduler:
                 ):
                     per = self._cluster.gpus_per_new_node
                     self._scale_up(
-                        pool, max(1, math.ceil(pool.waiting_gpus / per)), "", "queue", out
+                        pool, max(1, math.ceil(pool.waiting_gpus / per)), "", Cause.QUEUE, out
                     )
             elif now - pool.last_scale_event >= p.scale_down_stabilization_seconds:
                 self._scale_down(
-                    pool, "", "unneeded", out, require_idle_for=p.scale_down_unneeded_seconds
+                    pool, "", Cause.UNNEEDED, out, require_idle_for=p.scale_down_unneeded_seconds
                 )
 
     # ------------------------------------------------------------------ public: time
@@ -1387,7 +1392,7 @@ class Scheduler:
             _, run_seq, job_id = heapq.heappop(self._deadlines)
             job = self._jobs.get(job_id)
             if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
-                self._release_preempted(job, "grace", out)
+                self._release_preempted(job, Cause.GRACE, out)
         while self._ends and self._ends[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._ends)
             job = self._jobs.get(job_id)
@@ -1400,13 +1405,13 @@ class Scheduler:
                 self._finish(job, JobState.COMPLETED)
                 self._decide(
                     out,
-                    "complete",
+                    Action.COMPLETE,
                     job.pool,
-                    "ok",
+                    Result.OK,
                     f"{job_id} completed, {n} GPUs freed",
                     gpus=n,
                     job=job_id,
-                    cause="done",
+                    cause=Cause.DONE,
                 )
         self._reservations(out)
         for pool in self._pools.values():
@@ -1419,11 +1424,11 @@ class Scheduler:
                     pool.resolved_at = None
                     self._decide(
                         out,
-                        "return",
+                        Action.RETURN,
                         pool.name,
-                        "dry_run",
+                        Result.DRY_RUN,
                         "would return borrowed GPUs",
-                        cause="stabilized",
+                        cause=Cause.STABILIZED,
                     )
                 else:
                     self._return(pool, out)
@@ -1452,13 +1457,13 @@ class Scheduler:
                     self._finish(job, JobState.COMPLETED)
                     self._decide(
                         out,
-                        "reserve",
+                        Action.RESERVE,
                         spec.pool,
-                        "ok",
+                        Result.OK,
                         f"reservation {spec.name} window over: {n} GPUs released",
                         gpus=n,
                         job=job.id,
-                        cause="window_end",
+                        cause=Cause.WINDOW_END,
                     )
                 del self._reservation_jobs[spec.name]
             if occ is not None and want is not None and want not in self._jobs:
@@ -1467,12 +1472,12 @@ class Scheduler:
                         self._reservation_jobs[spec.name] = want
                         self._decide(
                             out,
-                            "reserve",
+                            Action.RESERVE,
                             spec.pool,
-                            "dry_run",
+                            Result.DRY_RUN,
                             f"would hold {spec.gpus} GPUs for {spec.pool} from "
                             f"{occ.start - now:.0f}s before the window",
-                            cause="drain",
+                            cause=Cause.DRAIN,
                         )
                     continue
                 job = self._new_job(
@@ -1490,14 +1495,14 @@ class Scheduler:
                 self._enqueue(job, JobState.QUEUED)
                 self._decide(
                     out,
-                    "reserve",
+                    Action.RESERVE,
                     spec.pool,
-                    "pending",
+                    Result.PENDING,
                     f"reservation {spec.name}: draining borrowers for {spec.gpus} GPUs, "
                     f"window opens in {max(0.0, occ.start - now):.0f}s",
                     gpus=spec.gpus,
                     job=want,
-                    cause="drain",
+                    cause=Cause.DRAIN,
                 )
 
     # ------------------------------------------------------------------ public: policy
@@ -1533,7 +1538,9 @@ class Scheduler:
         changed = ", ".join(
             f"{k}: {getattr(old, k)} -> {getattr(self._policy, k)}" for k in changes
         )
-        self._decide(out, "set_policy", "", "ok", changed or "no change", cause="request")
+        self._decide(
+            out, Action.SET_POLICY, "", Result.OK, changed or "no change", cause=Cause.REQUEST
+        )
         return out
 
     # ------------------------------------------------------------------ views

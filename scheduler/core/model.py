@@ -30,6 +30,59 @@ WAITING_STATES = frozenset({JobState.QUEUED, JobState.REQUEUED})
 FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.CANCELLED})
 
 
+# Decisions name what happened with these three enums. They are StrEnums so that a
+# decision serialises, is stored and is audited exactly as the plain strings did, and
+# code outside the core that still compares with literals keeps working.
+class Action(StrEnum):
+    """What a decision does."""
+
+    PLACE = "place"  # a job starts (or resumes) on GPUs
+    PREEMPT = "preempt"  # a victim is told to checkpoint and stop within its grace period
+    RELEASE = "release"  # a preempted victim's GPUs are freed; it is requeued (or stopped)
+    COMPLETE = "complete"  # a job ran its duration
+    CANCEL = "cancel"
+    REBALANCE = "rebalance"  # a pool grows by an elastic grant (alert or operator)
+    RETURN = "return"  # an elastic grant goes back
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+    RESERVE = "reserve"  # a reservation window starts draining, or ends
+    SET_POLICY = "set_policy"
+
+
+class Result(StrEnum):
+    """How it went."""
+
+    OK = "ok"
+    PENDING = "pending"  # decided, completes later (victims' grace, a stabilisation timer)
+    NOOP = "noop"  # nothing to do
+    REFUSED = "refused"  # a limit said no
+    DRY_RUN = "dry_run"  # what would have happened; nothing changed
+
+
+class Cause(StrEnum):
+    """Why, for machines (``Decision.reason`` says it for people)."""
+
+    NONE = ""  # a decision not made by the core (tests, other producers)
+    REQUEST = "request"  # an API call: cancel, set_policy
+    ALERT = "alert"
+    MANUAL = "manual"  # an operator's rebalance or scale
+    QUEUE = "queue"  # placed from the queue on idle GPUs; scale-up for a waiting queue
+    PREEMPTION = "preemption"  # placed on GPUs freed for it by preemption
+    SEED = "seed"  # a job already running when the core started
+    PRIORITY = "priority"  # preempted for a higher-priority job
+    RECLAIM = "reclaim"  # preempted: its borrowed GPUs go back to their owner
+    REBALANCE = "rebalance"  # preempted for an elastic grant
+    RESERVATION = "reservation"  # preempted for a reservation window
+    GRACE = "grace"  # released: the grace period ran out
+    ACK = "ack"  # released: the victim acknowledged
+    DONE = "done"  # completed its duration
+    RESOLVED = "resolved"  # the alert resolved
+    STABILIZED = "stabilized"  # resolved long enough: the grant goes back
+    WINDOW_END = "window_end"
+    DRAIN = "drain"  # a reservation window's drain lead began
+    UNNEEDED = "unneeded"  # an autoscaled node idle long enough
+
+
 @dataclass(frozen=True)
 class PoolSpec:
     name: str
@@ -117,9 +170,9 @@ class Decision:
 
     id: str
     at: float
-    action: str  # place, preempt, release, complete, cancel, rebalance, return, scale_up, ...
+    action: Action
     pool: str
-    result: str  # ok, pending, noop, refused, dry_run
+    result: Result
     reason: str  # for people
     gpus: int = 0  # GPUs moved by this decision
     gpu_ids: tuple[str, ...] = ()
@@ -127,7 +180,7 @@ class Decision:
     correlation_id: str = ""
     dry_run: bool = False
     job: str | None = None
-    cause: str = ""  # for machines: rebalance, reclaim, priority, reservation, grace, ack, ...
+    cause: Cause = Cause.NONE  # for machines
     priority: str = ""  # priority class of ``pool``
     waited_seconds: float = 0.0  # place: how long the job waited
     gpu_seconds_lost: float = 0.0  # release: work since the last checkpoint, times GPUs
@@ -138,9 +191,9 @@ class Decision:
         return {
             "id": self.id,
             "at": self.at,
-            "action": self.action,
+            "action": str(self.action),
             "pool": self.pool,
-            "result": self.result,
+            "result": str(self.result),
             "reason": self.reason,
             "gpus": self.gpus,
             "gpu_ids": list(self.gpu_ids),
@@ -148,7 +201,7 @@ class Decision:
             "correlation_id": self.correlation_id,
             "dry_run": self.dry_run,
             "job": self.job,
-            "cause": self.cause,
+            "cause": str(self.cause),
             "priority": self.priority,
             "waited_seconds": self.waited_seconds,
             "gpu_seconds_lost": self.gpu_seconds_lost,
@@ -174,9 +227,9 @@ class Decision:
         return cls(
             id=s("id"),
             at=f("at"),
-            action=s("action"),
+            action=Action(s("action")),
             pool=s("pool"),
-            result=s("result"),
+            result=Result(s("result")),
             reason=s("reason"),
             gpus=int(gpus) if isinstance(gpus, int) else 0,
             gpu_ids=t("gpu_ids"),
@@ -184,7 +237,7 @@ class Decision:
             correlation_id=s("correlation_id"),
             dry_run=bool(d.get("dry_run", False)),
             job=None if job is None else str(job),
-            cause=s("cause"),
+            cause=Cause(s("cause")),
             priority=s("priority"),
             waited_seconds=f("waited_seconds"),
             gpu_seconds_lost=f("gpu_seconds_lost"),

@@ -26,12 +26,14 @@ from pathlib import Path
 from scheduler.core.engine import Scheduler
 from scheduler.core.model import (
     FINISHED_STATES,
+    Action,
     ClusterSpec,
     Decision,
     JobKind,
     JobRequest,
     JobState,
     PolicySpec,
+    Result,
 )
 
 
@@ -159,17 +161,17 @@ def simulate(
         if on_decisions is not None:
             on_decisions(ds)
         for d in ds:
-            if d.action == "preempt" and d.result == "ok" and d.job:
+            if d.action == Action.PREEMPT and d.result == Result.OK and d.job:
                 preempted_at[d.job] = clock.now
                 report.preemptions[d.pool] += 1
-            elif d.action == "place" and d.job:
+            elif d.action == Action.PLACE and d.job:
                 report.waits.setdefault(d.pool, []).append(d.waited_seconds)
                 last_ckpt[d.job] = clock.now
-            elif d.action == "release":
+            elif d.action == Action.RELEASE:
                 report.gpu_seconds_lost[d.pool] = (
                     report.gpu_seconds_lost.get(d.pool, 0.0) + d.gpu_seconds_lost
                 )
-            elif d.action == "complete" and d.job in live:
+            elif d.action == Action.COMPLETE and d.job in live:
                 report.completed += 1
                 live.discard(d.job)
 
