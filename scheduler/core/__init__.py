@@ -11,6 +11,8 @@ from scheduler.core.errors import (
     UnknownPool,
 )
 from scheduler.core.model import (
+    Action,
+    Cause,
     ClusterSpec,
     Decision,
     GpuSpec,
@@ -20,13 +22,18 @@ from scheduler.core.model import (
     JobView,
     PolicySpec,
     PoolSpec,
+    PoolView,
     ReservationSpec,
+    ReservationView,
+    Result,
 )
 from scheduler.core.ordering import Candidate, order_victims, victim_key
 
 __all__ = [
+    "Action",
     "ActuatorError",
     "Candidate",
+    "Cause",
     "ClusterSpec",
     "Conflict",
     "Decision",
@@ -38,7 +45,10 @@ __all__ = [
     "JobView",
     "PolicySpec",
     "PoolSpec",
+    "PoolView",
     "ReservationSpec",
+    "ReservationView",
+    "Result",
     "Scheduler",
     "SchedulerError",
     "StoreUnavailable",

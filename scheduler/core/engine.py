@@ -47,6 +47,8 @@ from scheduler.core.model import (
     JobView,
     PolicySpec,
     PoolSpec,
+    PoolView,
+    ReservationView,
     Result,
 )
 from scheduler.core.ordering import Candidate, effective_priority, victim_key, work_lost
@@ -1562,35 +1564,39 @@ class Scheduler:
     def priority_class(self, pool: str) -> str:
         return self._pool(pool).spec.priority_class
 
-    def pool_state(self, pool: str) -> dict[str, Any]:
+    def pool_view(self, pool: str) -> PoolView:
         p = self._pool(pool)
         s = p.spec
-        return {
-            "name": p.name,
-            "priority_class": s.priority_class,
-            "priority": s.priority,
-            "nominal_gpus": p.nominal,
-            "guaranteed_gpus": s.guaranteed_gpus,
-            "lending_limit": s.lending_limit,
-            "borrowing_limit": s.borrowing_limit,
-            "min_nodes": s.min_nodes,
-            "max_nodes": s.max_nodes,
-            "nodes": len(p.nodes),
-            "owned": p.own,
-            "borrowed": p.borrowed,
-            "lent": p.lent,
-            "idle": len(p.free),
-            "serving_gpus": p.running_gpus,
-            "waiting": p.waiting,
-            "waiting_gpus": p.waiting_gpus,
-            "gpu_seconds_lost": p.lost,
-            "firing": p.firing,
-            "return_at": (
+        return PoolView(
+            name=p.name,
+            priority_class=s.priority_class,
+            priority=s.priority,
+            nominal_gpus=p.nominal,
+            guaranteed_gpus=s.guaranteed_gpus,
+            lending_limit=s.lending_limit,
+            borrowing_limit=s.borrowing_limit,
+            min_nodes=s.min_nodes,
+            max_nodes=s.max_nodes,
+            nodes=len(p.nodes),
+            owned=p.own,
+            borrowed=p.borrowed,
+            lent=p.lent,
+            idle=len(p.free),
+            serving_gpus=p.running_gpus,
+            waiting=p.waiting,
+            waiting_gpus=p.waiting_gpus,
+            gpu_seconds_lost=p.lost,
+            firing=p.firing,
+            return_at=(
                 None
                 if p.resolved_at is None
                 else p.resolved_at + self._policy.return_stabilization_seconds
             ),
-        }
+        )
+
+    def pool_state(self, pool: str) -> dict[str, Any]:
+        """``pool_view`` as a dict, for the runtime's JSON and metrics (until they take the view)."""
+        return self.pool_view(pool).to_dict()
 
     def job(self, job_id: str) -> JobView:
         return self._view(self._job(job_id))
@@ -1619,7 +1625,7 @@ class Scheduler:
         head = next(self._waiting(p), None)
         return p.waiting, None if head is None else head.queued_at
 
-    def reservation_states(self) -> list[dict[str, Any]]:
+    def reservation_views(self) -> list[ReservationView]:
         now = self._clock()
         out = []
         for spec in self._cluster.reservations:
@@ -1627,20 +1633,24 @@ class Scheduler:
             nxt = occ or next_occurrence(spec, now)
             job = self._jobs.get(self._reservation_jobs.get(spec.name, ""))
             out.append(
-                {
-                    "name": spec.name,
-                    "pool": spec.pool,
-                    "gpus": spec.gpus,
-                    "timezone": spec.timezone,
-                    "active": occ is not None,
-                    "open": occ is not None and occ.open(now),
-                    "satisfied": job is not None and job.state is JobState.RUNNING,
-                    "next_start": None if nxt is None else nxt.start,
-                    "next_end": None if nxt is None else nxt.end,
-                    "drain_from": None if nxt is None else nxt.drain_from,
-                }
+                ReservationView(
+                    name=spec.name,
+                    pool=spec.pool,
+                    gpus=spec.gpus,
+                    timezone=spec.timezone,
+                    active=occ is not None,
+                    open=occ is not None and occ.open(now),
+                    satisfied=job is not None and job.state is JobState.RUNNING,
+                    next_start=None if nxt is None else nxt.start,
+                    next_end=None if nxt is None else nxt.end,
+                    drain_from=None if nxt is None else nxt.drain_from,
+                )
             )
         return out
+
+    def reservation_states(self) -> list[dict[str, Any]]:
+        """``reservation_views`` as dicts, for the runtime's JSON and metrics (until they take the views)."""
+        return [v.to_dict() for v in self.reservation_views()]
 
     def _view(self, job: _Job) -> JobView:
         return JobView(

@@ -6,7 +6,7 @@ state lives in ``scheduler.core.engine`` and never leaves it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 
@@ -306,3 +306,51 @@ class JobView:
             "reservation": self.reservation,
             "correlation_id": self.correlation_id,
         }
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool's accounting as the API and the metrics see it (``own + lent + idle == nominal``)."""
+
+    name: str
+    priority_class: str
+    priority: int
+    nominal_gpus: int  # grows and shrinks with autoscaled nodes
+    guaranteed_gpus: int
+    lending_limit: int
+    borrowing_limit: int
+    min_nodes: int
+    max_nodes: int
+    nodes: int
+    owned: int  # home GPUs it claims
+    borrowed: int  # other pools' GPUs it claims
+    lent: int  # home GPUs others claim
+    idle: int  # home GPUs nobody claims
+    serving_gpus: int  # GPUs of its running jobs
+    waiting: int  # jobs in its queue
+    waiting_gpus: int
+    gpu_seconds_lost: float  # to preemption, since the start
+    firing: bool  # a rebalance alert is firing for it
+    return_at: float | None  # when its elastic grants go back, once the alert resolved
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ReservationView:
+    """A reservation window as the API and the metrics see it."""
+
+    name: str
+    pool: str
+    gpus: int
+    timezone: str
+    active: bool  # draining or open now
+    open: bool
+    satisfied: bool  # its GPUs are held now
+    next_start: float | None  # the current occurrence, else the next one
+    next_end: float | None
+    drain_from: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
