@@ -32,6 +32,7 @@ from dataclasses import dataclass, fields, replace
 from itertools import islice
 from typing import Any
 
+from scheduler.core.decisions import Cycle, Numbering
 from scheduler.core.errors import Conflict, InvalidRequest, UnknownJob, UnknownPool
 from scheduler.core.model import (
     FINISHED_STATES,
@@ -223,7 +224,6 @@ class Scheduler:
         self._cluster = cluster
         self._policy = policy
         self._clock = clock
-        self._seq = first_decision_seq
         self._job_seq = 0
         self._gen = 0  # bumped whenever GPUs are freed or limits change
         self._pools: dict[str, _Pool] = {}
@@ -235,7 +235,9 @@ class Scheduler:
         # with a priority threshold); everyone else borrows idle GPUs and reclaims
         # its own. Otherwise P1 borrowing by preemption and P2 reclaiming ping-pong.
         self._top_priority = max((p.priority for p in self._pools.values()), default=0)
-        self._priority_names = {p.name: p.priority_class for p in cluster.pools}
+        self._numbering = Numbering(
+            first_decision_seq, {p.name: p.priority_class for p in cluster.pools}
+        )
         self._gpus: dict[str, _Gpu] = {}
         for g in cluster.gpus:
             self._add_gpu(g)
@@ -285,23 +287,9 @@ class Scheduler:
         except KeyError:
             raise UnknownJob(job_id) from None
 
-    def _decide(
-        self, out: list[Decision], action: Action, pool: str, result: Result, reason: str, **kw: Any
-    ) -> Decision:
-        d = Decision(
-            id=f"d-{self._seq:010d}",
-            at=self._clock(),
-            action=action,
-            pool=pool,
-            result=result,
-            reason=reason,
-            dry_run=self._policy.dry_run,
-            priority=self._priority_names.get(pool, ""),
-            **kw,
-        )
-        self._seq += 1
-        out.append(d)
-        return d
+    def _begin(self) -> Cycle:
+        """A public call starts: the one read of the clock it makes."""
+        return Cycle(self._clock(), self._numbering, dry_run=self._policy.dry_run)
 
     # ------------------------------------------------------------------ claims and GPUs
 
@@ -366,8 +354,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ queues
 
-    def _enqueue(self, job: _Job, state: JobState) -> None:
-        now = self._clock()
+    def _enqueue(self, job: _Job, state: JobState, now: float) -> None:
         job.state = state
         job.queued_at = now
         self._job_seq += 1
@@ -423,23 +410,21 @@ class Scheduler:
 
     # ------------------------------------------------------------------ victim index
 
-    def _ready_at(self, job: _Job) -> float:
+    def _ready_at(self, job: _Job, now: float) -> float:
         """When ``job`` may next be preempted as far as cooldown and budget go."""
         assert job.started_at is not None
         p = self._policy
         ready = job.started_at + p.min_runtime_seconds
-        recent = sorted(
-            t for t in job.preemptions if t > self._clock() - p.preemption_budget_window_seconds
-        )
+        recent = sorted(t for t in job.preemptions if t > now - p.preemption_budget_window_seconds)
         if len(recent) >= p.preemption_budget:
             ready = max(ready, recent[-p.preemption_budget] + p.preemption_budget_window_seconds)
         return ready
 
-    def _index(self, job: _Job) -> None:
+    def _index(self, job: _Job, now: float) -> None:
         if not job.preemptible or job.kind is JobKind.RESERVATION or job.started_at is None:
             return
-        ready = self._ready_at(job)
-        if ready > self._clock():
+        ready = self._ready_at(job, now)
+        if ready > now:
             if not job.maturing:
                 job.maturing = True
                 heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
@@ -463,7 +448,7 @@ class Scheduler:
                 and job.state is JobState.RUNNING
             ):
                 job.maturing = False
-                self._index(job)
+                self._index(job, now)
 
     def _unindex(self, job: _Job) -> None:
         job.maturing = False  # a heap entry left behind is ignored when it pops
@@ -564,14 +549,20 @@ class Scheduler:
         return out
 
     def _plan(
-        self, pool: _Pool, need: int, preemptor: str, *, best_effort: bool, count: bool = True
+        self,
+        pool: _Pool,
+        need: int,
+        preemptor: str,
+        now: float,
+        *,
+        best_effort: bool,
+        count: bool = True,
     ) -> _Plan | None:
         """Idle GPUs plus the fewest, cheapest victims that give ``pool`` ``need`` GPUs.
 
         Returns None when ``need`` cannot be met (unless ``best_effort``, which
         returns whatever can be had, possibly nothing). Read-only.
         """
-        now = self._clock()
         self._mature(now)
         free = self._free_usable(pool, need, own_only=False)
         remaining = need - len(free)
@@ -606,7 +597,7 @@ class Scheduler:
                 del chosen[i]
         return _Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
 
-    def _execute(self, plan: _Plan, job: _Job, cause: Cause, out: list[Decision]) -> None:
+    def _execute(self, plan: _Plan, job: _Job, cause: Cause, cycle: Cycle) -> None:
         """Claim the plan's idle GPUs and signal its victims; freed GPUs are held for ``job``."""
         pool = self._pools[job.pool]
         still = job.gpus - len(job.held)
@@ -621,11 +612,11 @@ class Scheduler:
             reason_cause = cause
             if cause is Cause.PRIORITY and any(g.home == pool.name for g in usable):
                 reason_cause = Cause.RECLAIM
-            self._signal(victim, job, reason_cause, out)
+            self._signal(victim, job, reason_cause, cycle)
         self._dirty.add(job.id)
 
-    def _signal(self, victim: _Job, preemptor: _Job, cause: Cause, out: list[Decision]) -> None:
-        now = self._clock()
+    def _signal(self, victim: _Job, preemptor: _Job, cause: Cause, cycle: Cycle) -> None:
+        now = cycle.now
         self._unindex(victim)
         for u in victim.gpu_ids:
             home = self._pools[self._gpus[u].home]
@@ -642,8 +633,7 @@ class Scheduler:
         heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
         self._dirty.add(victim.id)
         lost_now = victim.work_lost(now)
-        self._decide(
-            out,
+        cycle.decide(
             Action.PREEMPT,
             victim.pool,
             Result.OK,
@@ -658,11 +648,11 @@ class Scheduler:
             grace_seconds=victim.grace,
         )
         if victim.grace <= 0:
-            self._release_preempted(victim, Cause.GRACE, out)
+            self._release_preempted(victim, Cause.GRACE, cycle)
 
-    def _release_preempted(self, victim: _Job, cause: Cause, out: list[Decision]) -> None:
+    def _release_preempted(self, victim: _Job, cause: Cause, cycle: Cycle) -> None:
         """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
-        now = self._clock()
+        now = cycle.now
         assert victim.started_at is not None
         lost = victim.work_lost(now)
         gpu_ids = tuple(victim.gpu_ids)
@@ -698,14 +688,13 @@ class Scheduler:
             outcome = "stopped"
         else:
             victim.resume_count += 1
-            self._enqueue(victim, JobState.REQUEUED)
+            self._enqueue(victim, JobState.REQUEUED, now)
             outcome = (
                 "requeued to resume from its last checkpoint"
                 if has_checkpoint
                 else ("requeued" if victim.stateless else "requeued to restart (no checkpoint)")
             )
-        self._decide(
-            out,
+        cycle.decide(
             Action.RELEASE,
             victim.pool,
             Result.OK,
@@ -719,8 +708,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ placing
 
-    def _place(self, job: _Job, gpus: Sequence[_Gpu], out: list[Decision], cause: Cause) -> None:
-        now = self._clock()
+    def _place(self, job: _Job, gpus: Sequence[_Gpu], cycle: Cycle, cause: Cause) -> None:
+        now = cycle.now
         pool = self._pools[job.pool]
         self._dequeued(job)
         for g in gpus:
@@ -743,15 +732,14 @@ class Scheduler:
         self._job_seq += 1
         job.run_seq = self._job_seq
         pool.running_gpus += job.gpus
-        self._index(job)
+        self._index(job, now)
         if job.duration is not None:
             end = now + max(0.0, job.duration - job.progress)
             heapq.heappush(self._ends, (end, job.run_seq, job.id))
         self._dirty.add(job.id)
         borrowed = sum(1 for g in gpus if g.home != job.pool)
         what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
-        self._decide(
-            out,
+        cycle.decide(
             Action.PLACE,
             job.pool,
             Result.OK,
@@ -766,7 +754,7 @@ class Scheduler:
             waited_seconds=waited,
         )
 
-    def _try_place(self, job: _Job, out: list[Decision], *, own_only: bool = False) -> bool:
+    def _try_place(self, job: _Job, cycle: Cycle, *, own_only: bool = False) -> bool:
         pool = self._pools[job.pool]
         if not job.held and not pool.free:
             # Fast exit for the common case of a full cluster.
@@ -776,19 +764,21 @@ class Scheduler:
                 return False
         ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
         if len(ready) >= job.gpus:
-            self._place(job, ready[: job.gpus], out, Cause.PREEMPTION if job.held else Cause.QUEUE)
+            self._place(
+                job, ready[: job.gpus], cycle, Cause.PREEMPTION if job.held else Cause.QUEUE
+            )
             return True
         want = job.gpus - len(ready)
         own_only = own_only or self._policy.dry_run
         free = self._free_usable(self._pools[job.pool], want, own_only=own_only)
         if len(free) < want:
             return False
-        self._place(job, ready + free, out, Cause.PREEMPTION if ready else Cause.QUEUE)
+        self._place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
         return True
 
-    def _schedule(self, out: list[Decision]) -> None:
+    def _schedule(self, cycle: Cycle) -> None:
         """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
-        now = self._clock()
+        now = cycle.now
         order = []
         for pool in self._pools.values():
             head = next(self._waiting(pool), None)
@@ -804,12 +794,12 @@ class Scheduler:
             for job in self._walk(pool, self._lookahead(pool)):
                 if not pool.free:
                     break
-                self._try_place(job, out, own_only=True)
+                self._try_place(job, cycle, own_only=True)
             self._compact(pool)
         for *_, pool in order:
-            self._drain(pool, out, now)
+            self._drain(pool, cycle, now)
 
-    def _drain(self, pool: _Pool, out: list[Decision], now: float) -> None:
+    def _drain(self, pool: _Pool, cycle: Cycle, now: float) -> None:
         blocked = 0
         placed = False
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
@@ -817,7 +807,7 @@ class Scheduler:
         unfit = math.inf
         for job in self._walk(pool, self._lookahead(pool)):
             if job.held or job.gpus < unfit:
-                if self._try_place(job, out):
+                if self._try_place(job, cycle):
                     placed = True
                     continue
                 if not job.held:
@@ -829,7 +819,7 @@ class Scheduler:
             if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
                 blocked += 1
             elif self._policy.dry_run:
-                self._shadow(job, out)
+                self._shadow(job, cycle)
                 blocked += 1
             else:
                 cause = (
@@ -837,15 +827,15 @@ class Scheduler:
                     if job.kind is JobKind.RESERVATION
                     else (Cause.REBALANCE if job.elastic else Cause.PRIORITY)
                 )
-                plan = self._plan(pool, need, job.id, best_effort=False)
+                plan = self._plan(pool, need, job.id, now, best_effort=False)
                 if plan is None:
                     job.fail_mark = mark
                     if pool.fail_mark != mark or need < pool.fail_need:
                         pool.fail_mark, pool.fail_need = mark, need
                     blocked += 1
                 else:
-                    self._execute(plan, job, cause, out)
-                    if self._try_place(job, out):
+                    self._execute(plan, job, cause, cycle)
+                    if self._try_place(job, cycle):
                         placed = True
             if blocked >= BLOCKED_LOOKAHEAD:
                 break
@@ -861,17 +851,16 @@ class Scheduler:
             holders += 1
         return holders + 4 * BLOCKED_LOOKAHEAD
 
-    def _shadow(self, job: _Job, out: list[Decision]) -> None:
+    def _shadow(self, job: _Job, cycle: Cycle) -> None:
         """Dry run: record once what would be preempted for ``job``, change nothing."""
         if job.shadowed:
             return
         job.shadowed = True
         pool = self._pools[job.pool]
-        plan = self._plan(pool, job.gpus, job.id, best_effort=False, count=False)
+        plan = self._plan(pool, job.gpus, job.id, cycle.now, best_effort=False, count=False)
         if plan is None:
             return
-        self._decide(
-            out,
+        cycle.decide(
             Action.PREEMPT,
             job.pool,
             Result.DRY_RUN,
@@ -925,7 +914,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ public: jobs
 
-    def _new_job(self, req: JobRequest) -> _Job:
+    def _new_job(self, req: JobRequest, now: float) -> _Job:
         pool = self._pool(req.pool)
         if not req.id or len(req.id) > 253:
             raise InvalidRequest("job id must be 1-253 characters")
@@ -948,39 +937,39 @@ class Scheduler:
         grace = (
             self._policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
         )
-        job = _Job(req, preemptible=preemptible, grace=grace, now=self._clock())
+        job = _Job(req, preemptible=preemptible, grace=grace, now=now)
         self._jobs[job.id] = job
         return job
 
     def submit(self, req: JobRequest, *, correlation_id: str = "") -> list[Decision]:
         """Queue a job; it is placed (or preempts) right away if it can."""
-        job = self._new_job(req)
+        cycle = self._begin()
+        job = self._new_job(req, cycle.now)
         job.correlation_id = correlation_id
-        self._enqueue(job, JobState.QUEUED)
-        out: list[Decision] = []
-        self._schedule(out)
-        return out
+        self._enqueue(job, JobState.QUEUED, cycle.now)
+        self._schedule(cycle)
+        return cycle.out
 
     def seed(self, reqs: Sequence[JobRequest]) -> list[Decision]:
         """Jobs already running (``started_at`` in the past), placed on their own pool first.
 
         Jobs without ``started_at`` are queued as if submitted.
         """
-        out: list[Decision] = []
-        now = self._clock()
+        cycle = self._begin()
+        now = cycle.now
         for req in reqs:
-            job = self._new_job(req)
+            job = self._new_job(req, now)
             if req.started_at is None:
-                self._enqueue(job, JobState.QUEUED)
+                self._enqueue(job, JobState.QUEUED, now)
                 continue
             if req.started_at > now:
                 raise InvalidRequest(f"{req.id}: started_at is in the future")
-            self._enqueue(job, JobState.QUEUED)
+            self._enqueue(job, JobState.QUEUED, now)
             free = self._free_usable(self._pools[job.pool], job.gpus, own_only=False)
             if len(free) < job.gpus:
                 raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
             job.queued_at = req.started_at
-            self._place(job, free, out, Cause.SEED)
+            self._place(job, free, cycle, Cause.SEED)
             job.started_at = req.started_at
             self._unindex(job)
             if req.last_checkpoint is not None and job.checkpointable:
@@ -989,22 +978,21 @@ class Scheduler:
             # A new run key: heap entries made by _place at "now" are stale.
             self._job_seq += 1
             job.run_seq = self._job_seq
-            self._index(job)
+            self._index(job, now)
             if job.duration is not None:
                 heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
-        self._schedule(out)
-        return out
+        self._schedule(cycle)
+        return cycle.out
 
     def cancel(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         job = self._job(job_id)
         if job.state in FINISHED_STATES:
             raise Conflict(f"job {job_id} is already {job.state.value}")
-        out: list[Decision] = []
+        cycle = self._begin()
         n = len(job.gpu_ids)
         gpu_ids = tuple(job.gpu_ids)
         self._finish(job, JobState.CANCELLED)
-        self._decide(
-            out,
+        cycle.decide(
             Action.CANCEL,
             job.pool,
             Result.OK,
@@ -1015,13 +1003,13 @@ class Scheduler:
             cause=Cause.REQUEST,
             correlation_id=correlation_id,
         )
-        self._schedule(out)
-        return out
+        self._schedule(cycle)
+        return cycle.out
 
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         """The job saved a checkpoint at ``at`` (default now): work before it is safe."""
         job = self._job(job_id)
-        now = self._clock()
+        now = self._clock()  # no decisions: no cycle
         if not job.checkpointable:
             raise InvalidRequest(f"job {job_id} cannot checkpoint")
         if job.state not in (JobState.RUNNING, JobState.PREEMPTING) or job.started_at is None:
@@ -1035,7 +1023,7 @@ class Scheduler:
         job.last_checkpoint = at
         job.checkpoint_progress = job.progress + (at - job.started_at)
         if job.state is JobState.RUNNING:
-            self._index(job)
+            self._index(job, now)
         self._dirty.add(job.id)
 
     def ack_preemption(self, job_id: str) -> list[Decision]:
@@ -1044,12 +1032,12 @@ class Scheduler:
         Idempotent: acking a job that is no longer preempting does nothing.
         """
         job = self._job(job_id)
-        out: list[Decision] = []
+        cycle = self._begin()
         if job.state is not JobState.PREEMPTING:
-            return out
-        self._release_preempted(job, Cause.ACK, out)
-        self._schedule(out)
-        return out
+            return cycle.out
+        self._release_preempted(job, Cause.ACK, cycle)
+        self._schedule(cycle)
+        return cycle.out
 
     # ------------------------------------------------------------------ public: alerts
 
@@ -1058,29 +1046,28 @@ class Scheduler:
         p = self._pool(pool)
         if action not in ("rebalance", "scale"):
             raise InvalidRequest(f"unknown action {action!r}")
-        out: list[Decision] = []
+        cycle = self._begin()
         if correlation_id:
             key = f"{correlation_id}|{action}|{pool}|{firing}"
             if key in self._seen_alerts:
-                return out  # a retried delivery: decided already
+                return cycle.out  # a retried delivery: decided already
             self._seen_alerts[key] = None
             while len(self._seen_alerts) > SEEN_ALERTS_KEPT:
                 del self._seen_alerts[next(iter(self._seen_alerts))]
-        now = self._clock()
+        now = cycle.now
         if action == "rebalance":
             if firing:
                 p.firing = True
                 p.resolved_at = None
                 self._rebalance(
-                    p, self._policy.rebalance_step_gpus, correlation_id, Cause.ALERT, out
+                    p, self._policy.rebalance_step_gpus, correlation_id, Cause.ALERT, cycle
                 )
             else:
                 p.firing = False
                 if p.elastic:
                     p.resolved_at = now
                     stab = self._policy.return_stabilization_seconds
-                    self._decide(
-                        out,
+                    cycle.decide(
                         Action.RETURN,
                         pool,
                         Result.PENDING,
@@ -1089,8 +1076,7 @@ class Scheduler:
                         cause=Cause.RESOLVED,
                     )
                 else:
-                    self._decide(
-                        out,
+                    cycle.decide(
                         Action.RETURN,
                         pool,
                         Result.NOOP,
@@ -1099,10 +1085,9 @@ class Scheduler:
                         cause=Cause.RESOLVED,
                     )
         elif firing:
-            self._scale_up(p, 1, correlation_id, Cause.ALERT, out)
+            self._scale_up(p, 1, correlation_id, Cause.ALERT, cycle)
         else:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.SCALE_UP,
                 pool,
                 Result.NOOP,
@@ -1110,23 +1095,23 @@ class Scheduler:
                 correlation_id=correlation_id,
                 cause=Cause.RESOLVED,
             )
-        self._schedule(out)
-        return out
+        self._schedule(cycle)
+        return cycle.out
 
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
         """An operator asks for ``gpus`` more GPUs for ``pool`` (returned like an alert's)."""
         p = self._pool(pool)
         if gpus < 1:
             raise InvalidRequest("gpus must be >= 1")
-        out: list[Decision] = []
-        self._rebalance(p, gpus, correlation_id, Cause.MANUAL, out)
+        cycle = self._begin()
+        self._rebalance(p, gpus, correlation_id, Cause.MANUAL, cycle)
         if not p.firing and p.elastic:
-            p.resolved_at = self._clock()  # no alert to wait for: the return timer starts now
-        self._schedule(out)
-        return out
+            p.resolved_at = cycle.now  # no alert to wait for: the return timer starts now
+        self._schedule(cycle)
+        return cycle.out
 
     def _rebalance(
-        self, pool: _Pool, step: int, correlation_id: str, cause: Cause, out: list[Decision]
+        self, pool: _Pool, step: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:
         held_by_waiting = sum(len(j.held) for j in self._waiting(pool))
         headroom = (
@@ -1137,8 +1122,7 @@ class Scheduler:
         )
         want = min(step, headroom)
         if want <= 0:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.REBALANCE,
                 pool.name,
                 Result.NOOP,
@@ -1147,12 +1131,13 @@ class Scheduler:
                 cause=cause,
             )
             return
-        burst_id = f"{pool.name}/burst-{self._seq}"
-        plan = self._plan(pool, want, burst_id, best_effort=True, count=not self._policy.dry_run)
+        burst_id = f"{pool.name}/burst-{cycle.next_decision}"
+        plan = self._plan(
+            pool, want, burst_id, cycle.now, best_effort=True, count=not self._policy.dry_run
+        )
         assert plan is not None
         if plan.gpus == 0:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.REBALANCE,
                 pool.name,
                 Result.NOOP,
@@ -1164,8 +1149,7 @@ class Scheduler:
             return
         victims = tuple(v.id for v in plan.victims)
         if self._policy.dry_run:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.REBALANCE,
                 pool.name,
                 Result.DRY_RUN,
@@ -1184,16 +1168,16 @@ class Scheduler:
                 gpus=plan.gpus,
                 kind=JobKind.INFERENCE,
                 preemptible=pool.spec.preemptible,
-            )
+            ),
+            cycle.now,
         )
         job.elastic = True
         job.correlation_id = correlation_id
         pool.elastic[job.id] = None
-        self._enqueue(job, JobState.QUEUED)
-        self._execute(plan, job, Cause.REBALANCE, out)
-        placed = self._try_place(job, out)
-        self._decide(
-            out,
+        self._enqueue(job, JobState.QUEUED, cycle.now)
+        self._execute(plan, job, Cause.REBALANCE, cycle)
+        placed = self._try_place(job, cycle)
+        cycle.decide(
             Action.REBALANCE,
             pool.name,
             Result.OK if placed else Result.PENDING,
@@ -1208,14 +1192,13 @@ class Scheduler:
             cause=cause,
         )
 
-    def _return(self, pool: _Pool, out: list[Decision]) -> None:
+    def _return(self, pool: _Pool, cycle: Cycle) -> None:
         for job_id in list(pool.elastic):
             job = self._jobs[job_id]
             n = len(job.gpu_ids)
             gpu_ids = tuple(job.gpu_ids)
             self._finish(job, JobState.COMPLETED)
-            self._decide(
-                out,
+            cycle.decide(
                 Action.RETURN,
                 pool.name,
                 Result.OK,
@@ -1235,27 +1218,28 @@ class Scheduler:
         p = self._pool(pool)
         if delta_nodes == 0:
             raise InvalidRequest("delta_nodes must not be 0")
-        out: list[Decision] = []
+        cycle = self._begin()
         if delta_nodes > 0:
-            self._scale_up(p, delta_nodes, correlation_id, Cause.MANUAL, out)
+            self._scale_up(p, delta_nodes, correlation_id, Cause.MANUAL, cycle)
         else:
             for _ in range(-delta_nodes):
-                if not self._scale_down(p, correlation_id, Cause.MANUAL, out, require_idle_for=0.0):
+                if not self._scale_down(
+                    p, correlation_id, Cause.MANUAL, cycle, require_idle_for=0.0
+                ):
                     break
-        return out
+        return cycle.out
 
     def _node_count(self, pool: _Pool) -> int:
         return len(pool.nodes)
 
     def _scale_up(
-        self, pool: _Pool, nodes: int, correlation_id: str, cause: Cause, out: list[Decision]
+        self, pool: _Pool, nodes: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:
-        now = self._clock()
+        now = cycle.now
         p = self._policy
         room = pool.spec.max_nodes - self._node_count(pool)
         if room <= 0:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.SCALE_UP,
                 pool.name,
                 Result.REFUSED,
@@ -1265,8 +1249,7 @@ class Scheduler:
             )
             return
         if now - pool.last_scale_event < p.scale_up_stabilization_seconds:
-            self._decide(
-                out,
+            cycle.decide(
                 Action.SCALE_UP,
                 pool.name,
                 Result.REFUSED,
@@ -1280,8 +1263,7 @@ class Scheduler:
         # The node arrives through add_node; until then (or the unneeded timeout,
         # the Cluster Autoscaler's provisioning timeout here) no further request.
         pool.scale_pending_until = now + p.scale_down_unneeded_seconds
-        self._decide(
-            out,
+        cycle.decide(
             Action.SCALE_UP,
             pool.name,
             Result.DRY_RUN if p.dry_run else Result.OK,
@@ -1296,11 +1278,11 @@ class Scheduler:
         pool: _Pool,
         correlation_id: str,
         cause: Cause,
-        out: list[Decision],
+        cycle: Cycle,
         *,
         require_idle_for: float,
     ) -> bool:
-        now = self._clock()
+        now = cycle.now
         if self._node_count(pool) <= pool.spec.min_nodes:
             return False
         for node, idle_since in pool.autoscaled.items():
@@ -1312,8 +1294,7 @@ class Scheduler:
             pool.last_scale_event = now
             if not self._policy.dry_run:
                 self.remove_node(node)
-            self._decide(
-                out,
+            cycle.decide(
                 Action.SCALE_DOWN,
                 pool.name,
                 Result.DRY_RUN if self._policy.dry_run else Result.OK,
@@ -1332,15 +1313,15 @@ class Scheduler:
         p = self._pool(pool)
         if node in p.nodes or any(u in self._gpus for u in gpu_uuids):
             raise Conflict(f"node {node} or one of its GPUs is known already")
+        cycle = self._begin()
         for u in gpu_uuids:
             self._add_gpu(GpuSpec(u, node, pool))
         p.nominal += len(gpu_uuids)
-        p.autoscaled[node] = self._clock()
+        p.autoscaled[node] = cycle.now
         p.scale_pending_until = -math.inf
         self._gen += 1
-        out: list[Decision] = []
-        self._schedule(out)
-        return out
+        self._schedule(cycle)
+        return cycle.out
 
     def remove_node(self, node: str) -> None:
         """Take an idle autoscaled node out (scale-down)."""
@@ -1358,8 +1339,8 @@ class Scheduler:
                 return
         raise InvalidRequest(f"{node} is not an autoscaled node")
 
-    def _autoscale(self, out: list[Decision]) -> None:
-        now = self._clock()
+    def _autoscale(self, cycle: Cycle) -> None:
+        now = cycle.now
         p = self._policy
         for pool in self._pools.values():
             for node in pool.autoscaled:
@@ -1377,24 +1358,24 @@ class Scheduler:
                 ):
                     per = self._cluster.gpus_per_new_node
                     self._scale_up(
-                        pool, max(1, math.ceil(pool.waiting_gpus / per)), "", Cause.QUEUE, out
+                        pool, max(1, math.ceil(pool.waiting_gpus / per)), "", Cause.QUEUE, cycle
                     )
             elif now - pool.last_scale_event >= p.scale_down_stabilization_seconds:
                 self._scale_down(
-                    pool, "", Cause.UNNEEDED, out, require_idle_for=p.scale_down_unneeded_seconds
+                    pool, "", Cause.UNNEEDED, cycle, require_idle_for=p.scale_down_unneeded_seconds
                 )
 
     # ------------------------------------------------------------------ public: time
 
     def tick(self) -> list[Decision]:
         """Time-driven progress: grace expiry, completions, reservations, returns, scaling, placement."""
-        now = self._clock()
-        out: list[Decision] = []
+        cycle = self._begin()
+        now = cycle.now
         while self._deadlines and self._deadlines[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._deadlines)
             job = self._jobs.get(job_id)
             if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
-                self._release_preempted(job, Cause.GRACE, out)
+                self._release_preempted(job, Cause.GRACE, cycle)
         while self._ends and self._ends[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._ends)
             job = self._jobs.get(job_id)
@@ -1405,8 +1386,7 @@ class Scheduler:
             ):
                 n = len(job.gpu_ids)
                 self._finish(job, JobState.COMPLETED)
-                self._decide(
-                    out,
+                cycle.decide(
                     Action.COMPLETE,
                     job.pool,
                     Result.OK,
@@ -1415,7 +1395,7 @@ class Scheduler:
                     job=job_id,
                     cause=Cause.DONE,
                 )
-        self._reservations(out)
+        self._reservations(cycle)
         for pool in self._pools.values():
             if (
                 pool.resolved_at is not None
@@ -1424,8 +1404,7 @@ class Scheduler:
             ):
                 if self._policy.dry_run:
                     pool.resolved_at = None
-                    self._decide(
-                        out,
+                    cycle.decide(
                         Action.RETURN,
                         pool.name,
                         Result.DRY_RUN,
@@ -1433,11 +1412,11 @@ class Scheduler:
                         cause=Cause.STABILIZED,
                     )
                 else:
-                    self._return(pool, out)
-        self._autoscale(out)
-        self._schedule(out)
+                    self._return(pool, cycle)
+        self._autoscale(cycle)
+        self._schedule(cycle)
         self._prune(now)
-        return out
+        return cycle.out
 
     def _prune(self, now: float) -> None:
         window = self._policy.cycle_window_seconds
@@ -1446,8 +1425,8 @@ class Scheduler:
         if len(self._refused) > 4096:
             self._refused = {k: t for k, t in self._refused.items() if now - t < window}
 
-    def _reservations(self, out: list[Decision]) -> None:
-        now = self._clock()
+    def _reservations(self, cycle: Cycle) -> None:
+        now = cycle.now
         for spec in self._cluster.reservations:
             occ = current(spec, now)
             job_id = self._reservation_jobs.get(spec.name)
@@ -1457,8 +1436,7 @@ class Scheduler:
                 n = len(job.gpu_ids)
                 if job.state not in FINISHED_STATES:
                     self._finish(job, JobState.COMPLETED)
-                    self._decide(
-                        out,
+                    cycle.decide(
                         Action.RESERVE,
                         spec.pool,
                         Result.OK,
@@ -1472,8 +1450,7 @@ class Scheduler:
                 if self._policy.dry_run:
                     if self._reservation_jobs.get(spec.name) != want:
                         self._reservation_jobs[spec.name] = want
-                        self._decide(
-                            out,
+                        cycle.decide(
                             Action.RESERVE,
                             spec.pool,
                             Result.DRY_RUN,
@@ -1490,13 +1467,13 @@ class Scheduler:
                         kind=JobKind.RESERVATION,
                         preemptible=False,
                         grace_seconds=0.0,
-                    )
+                    ),
+                    now,
                 )
                 job.reservation = spec.name
                 self._reservation_jobs[spec.name] = want
-                self._enqueue(job, JobState.QUEUED)
-                self._decide(
-                    out,
+                self._enqueue(job, JobState.QUEUED, now)
+                cycle.decide(
                     Action.RESERVE,
                     spec.pool,
                     Result.PENDING,
@@ -1529,21 +1506,19 @@ class Scheduler:
         }
         self._policy = replace(old, **typed)
         self._gen += 1
+        cycle = self._begin()  # after the change: its decision carries the new dry_run
         guards = {"min_runtime_seconds", "preemption_budget", "preemption_budget_window_seconds"}
         if guards & set(changes):
             # Cooldown and budget decide who is indexed as a candidate: re-sort everyone.
             for job in self._jobs.values():
                 if job.state is JobState.RUNNING:
                     self._unindex(job)
-                    self._index(job)
-        out: list[Decision] = []
+                    self._index(job, cycle.now)
         changed = ", ".join(
             f"{k}: {getattr(old, k)} -> {getattr(self._policy, k)}" for k in changes
         )
-        self._decide(
-            out, Action.SET_POLICY, "", Result.OK, changed or "no change", cause=Cause.REQUEST
-        )
-        return out
+        cycle.decide(Action.SET_POLICY, "", Result.OK, changed or "no change", cause=Cause.REQUEST)
+        return cycle.out
 
     # ------------------------------------------------------------------ views
 
@@ -1696,7 +1671,7 @@ class Scheduler:
         Built of fresh containers: the caller may keep it and compare it with a later one.
         """
         return {
-            "decision_seq": self._seq,
+            "decision_seq": self._numbering.next,
             "job_seq": self._job_seq,
             "policy": {f.name: getattr(self._policy, f.name) for f in fields(PolicySpec)},
             "cycles": [[v, p, t] for (v, p), t in self._cycles.items()],
@@ -1733,6 +1708,7 @@ class Scheduler:
         if isinstance(pol, dict):
             policy = replace(policy, **{k: v for k, v in pol.items() if hasattr(policy, k)})
         s = cls(cluster, policy, clock=clock, first_decision_seq=int(meta.get("decision_seq", 1)))
+        now = clock()
         s._job_seq = int(meta.get("job_seq", 0))
         s.cycles_refused = int(meta.get("cycles_refused", 0))
         s._cycles = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
@@ -1757,16 +1733,12 @@ class Scheduler:
             if v.state in WAITING_STATES:
                 waiting.append(v)
             elif v.state in (JobState.RUNNING, JobState.PREEMPTING):
-                s._restore_running(job, v)
+                s._restore_running(job, v, now)
         # Queues in their original order; holds after every holder is back.
         for v in sorted(waiting, key=lambda v: (v.queued_at, v.id)):
             job = s._jobs[v.id]
-            state = v.state
-            queued_at = v.queued_at
-            s._enqueue(job, state)
-            job.queued_at = queued_at
+            s._enqueue(job, v.state, v.queued_at)
             p = s._pools[job.pool]
-            p.queue[-1] = (queued_at, job.qseq, job.id)
             for u in v.held_gpu_ids:
                 g = s._gpus.get(u)
                 if g is not None and g.held_for is None:
@@ -1815,7 +1787,7 @@ class Scheduler:
             self._finished.append(v.id)
         return job
 
-    def _restore_running(self, job: _Job, v: JobView) -> None:
+    def _restore_running(self, job: _Job, v: JobView, now: float) -> None:
         pool = self._pools[job.pool]
         self._job_seq += 1
         job.run_seq = self._job_seq
@@ -1831,7 +1803,7 @@ class Scheduler:
         job.gpu_ids = list(v.gpu_ids)
         if v.state is JobState.RUNNING:
             pool.running_gpus += job.gpus
-            self._index(job)
+            self._index(job, now)
         elif job.deadline is not None:
             heapq.heappush(self._deadlines, (job.deadline, job.run_seq, job.id))
         if job.duration is not None and job.started_at is not None:
