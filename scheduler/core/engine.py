@@ -32,8 +32,9 @@ from dataclasses import dataclass, fields, replace
 from itertools import islice
 from typing import Any
 
+from scheduler.core.cluster import Cluster, Gpu, Job, Pool
 from scheduler.core.decisions import Cycle, Numbering
-from scheduler.core.errors import Conflict, InvalidRequest, UnknownJob, UnknownPool
+from scheduler.core.errors import Conflict, InvalidRequest
 from scheduler.core.model import (
     FINISHED_STATES,
     WAITING_STATES,
@@ -47,12 +48,11 @@ from scheduler.core.model import (
     JobState,
     JobView,
     PolicySpec,
-    PoolSpec,
     PoolView,
     ReservationView,
     Result,
 )
-from scheduler.core.ordering import Candidate, effective_priority, victim_key, work_lost
+from scheduler.core.ordering import Candidate, effective_priority, victim_key
 from scheduler.core.windows import current, next_occurrence
 
 # Jobs finished longer ago than this many finished jobs are forgotten by the
@@ -68,145 +68,10 @@ _BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus)
 _Entry = tuple[float, float, str]  # (-checkpoint reference, -started_at, id): victim order
 
 
-class _Gpu:
-    __slots__ = ("claim", "held_for", "holder", "home", "node", "uuid")
-
-    def __init__(self, uuid: str, node: str, home: str) -> None:
-        self.uuid = uuid
-        self.node = node
-        self.home = home
-        self.holder: str | None = None  # job running (or preempting) on it
-        self.held_for: str | None = None  # waiting job it is promised to
-        self.claim: str | None = None  # pool it counts against (held_for's, else holder's)
-
-
-class _Job:
-    __slots__ = (
-        "bucket",
-        "checkpoint_progress",
-        "checkpointable",
-        "correlation_id",
-        "deadline",
-        "duration",
-        "elastic",
-        "entry",
-        "fail_mark",
-        "gpu_ids",
-        "gpus",
-        "grace",
-        "held",
-        "id",
-        "kind",
-        "last_checkpoint",
-        "lost",
-        "maturing",
-        "pending_victims",
-        "pool",
-        "preempted_for",
-        "preemptible",
-        "preemptions",
-        "progress",
-        "qseq",
-        "queued_at",
-        "reservation",
-        "resume_count",
-        "run_seq",
-        "shadowed",
-        "started_at",
-        "state",
-        "submitted_at",
-    )
-
-    def __init__(self, req: JobRequest, *, preemptible: bool, grace: float, now: float) -> None:
-        self.id = req.id
-        self.pool = req.pool
-        self.gpus = req.gpus
-        self.kind = req.kind
-        self.preemptible = preemptible
-        self.checkpointable = req.checkpointable and req.kind is not JobKind.INFERENCE
-        self.grace = grace
-        self.duration = req.duration_seconds
-        self.submitted_at = req.submitted_at if req.submitted_at is not None else now
-        self.queued_at = now
-        self.state = JobState.QUEUED
-        self.started_at: float | None = None
-        self.last_checkpoint: float | None = None
-        self.progress = 0.0  # work done when the current run started
-        self.checkpoint_progress = 0.0  # work done as of the last checkpoint
-        self.resume_count = 0
-        self.preemptions: list[float] = []
-        self.lost = 0.0
-        self.gpu_ids: list[str] = []
-        self.held: list[str] = []
-        self.pending_victims: set[str] = set()
-        self.preempted_for: str | None = None
-        self.deadline: float | None = None
-        self.elastic = False
-        self.reservation: str | None = None
-        self.correlation_id = ""
-        self.qseq = -1
-        self.run_seq = -1
-        self.bucket: _BucketKey | None = None
-        self.entry: _Entry | None = None
-        self.fail_mark: tuple[int, float] | None = None
-        self.shadowed = False
-        self.maturing = False  # running, but not yet a candidate (cooldown or budget)
-
-    @property
-    def stateless(self) -> bool:
-        return self.kind in (JobKind.INFERENCE, JobKind.RESERVATION)
-
-    def work_lost(self, now: float) -> float:
-        """GPU-seconds this running job would lose if it stopped at ``now``."""
-        assert self.started_at is not None
-        return work_lost(
-            gpus=self.gpus,
-            stateless=self.stateless,
-            started_at=self.started_at,
-            last_checkpoint=self.last_checkpoint,
-            now=now,
-        )
-
-    def checkpoint_ref(self) -> float:
-        assert self.started_at is not None
-        if self.last_checkpoint is None:
-            return self.started_at
-        return max(self.started_at, self.last_checkpoint)
-
-
-class _Pool:
-    def __init__(self, spec: PoolSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.priority = spec.priority
-        self.nominal = spec.nominal_gpus
-        self.own = 0
-        self.borrowed = 0
-        self.lent = 0
-        self.free: dict[str, None] = {}  # free home GPUs, in a deterministic order
-        self.nodes: dict[str, list[str]] = {}  # node -> home GPU uuids
-        self.autoscaled: dict[str, float | None] = {}  # node -> idle since
-        self.queue: deque[tuple[float, int, str]] = deque()  # (queued_at, seq, job id)
-        self.waiting = 0
-        self.waiting_gpus = 0
-        self.running_gpus = 0
-        self.victims: dict[_BucketKey, list[_Entry]] = {}
-        self.borrowers_on: dict[str, None] = {}  # other pools' jobs on this pool's GPUs
-        self.elastic: dict[str, None] = {}
-        self.lost = 0.0
-        self.firing = False
-        self.resolved_at: float | None = None
-        self.last_scale_event = -math.inf
-        self.scale_pending_until = -math.inf
-        # A plan for ``fail_need`` GPUs failed at ``fail_mark``: larger ones would too.
-        self.fail_mark: tuple[int, float] | None = None
-        self.fail_need = 0
-
-
 @dataclass(frozen=True)
 class _Plan:
-    free: tuple[_Gpu, ...]  # idle GPUs to claim now
-    victims: tuple[_Job, ...]  # jobs to preempt, in victim order
+    free: tuple[Gpu, ...]  # idle GPUs to claim now
+    victims: tuple[Job, ...]  # jobs to preempt, in victim order
     gpus: int  # GPUs the plan yields (free + usable from victims)
 
 
@@ -221,27 +86,11 @@ class Scheduler:
         clock: Callable[[], float],
         first_decision_seq: int = 1,
     ) -> None:
-        self._cluster = cluster
-        self._policy = policy
+        self._c = Cluster(cluster, policy)
         self._clock = clock
-        self._job_seq = 0
-        self._gen = 0  # bumped whenever GPUs are freed or limits change
-        self._pools: dict[str, _Pool] = {}
-        for spec in cluster.pools:
-            self._pools[spec.name] = _Pool(spec)
-        # Lenders are tried lowest priority first: borrowing from batch before training.
-        self._by_priority = sorted(self._pools.values(), key=lambda p: (p.priority, p.name))
-        # Only the top class borrows by preempting owners (Kueue's borrowWithinCohort
-        # with a priority threshold); everyone else borrows idle GPUs and reclaims
-        # its own. Otherwise P1 borrowing by preemption and P2 reclaiming ping-pong.
-        self._top_priority = max((p.priority for p in self._pools.values()), default=0)
         self._numbering = Numbering(
             first_decision_seq, {p.name: p.priority_class for p in cluster.pools}
         )
-        self._gpus: dict[str, _Gpu] = {}
-        for g in cluster.gpus:
-            self._add_gpu(g)
-        self._jobs: dict[str, _Job] = {}
         self._finished: deque[str] = deque()
         self._deadlines: list[tuple[float, int, str]] = []
         # Running jobs inside their cooldown or out of budget, by when that ends:
@@ -252,94 +101,31 @@ class Scheduler:
         self._refused: dict[tuple[str, str], float] = {}
         self._seen_alerts: dict[str, None] = {}
         self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
-        self._dirty: set[str] = set()
         self.cycles_refused = 0
 
     # ------------------------------------------------------------------ setup helpers
 
-    def _add_gpu(self, g: GpuSpec) -> None:
-        if g.pool not in self._pools:
-            raise UnknownPool(g.pool)
-        if g.uuid in self._gpus:
-            raise InvalidRequest(f"GPU {g.uuid} listed twice")
-        self._gpus[g.uuid] = _Gpu(g.uuid, g.node, g.pool)
-        pool = self._pools[g.pool]
-        pool.free[g.uuid] = None
-        pool.nodes.setdefault(g.node, []).append(g.uuid)
-
     @property
     def policy(self) -> PolicySpec:
-        return self._policy
+        return self._c.policy
 
     @property
     def cluster(self) -> ClusterSpec:
-        return self._cluster
-
-    def _pool(self, name: str) -> _Pool:
-        try:
-            return self._pools[name]
-        except KeyError:
-            raise UnknownPool(name) from None
-
-    def _job(self, job_id: str) -> _Job:
-        try:
-            return self._jobs[job_id]
-        except KeyError:
-            raise UnknownJob(job_id) from None
+        return self._c.spec
 
     def _begin(self) -> Cycle:
         """A public call starts: the one read of the clock it makes."""
-        return Cycle(self._clock(), self._numbering, dry_run=self._policy.dry_run)
+        return Cycle(self._clock(), self._numbering, dry_run=self._c.policy.dry_run)
 
     # ------------------------------------------------------------------ claims and GPUs
 
-    def _set_claim(self, g: _Gpu, new: str | None) -> None:
-        old = g.claim
-        if old == new:
-            return
-        home = self._pools[g.home]
-        if old is not None:
-            if old == g.home:
-                home.own -= 1
-            else:
-                self._pools[old].borrowed -= 1
-                home.lent -= 1
-        if new is not None:
-            if new == g.home:
-                home.own += 1
-            else:
-                self._pools[new].borrowed += 1
-                home.lent += 1
-        g.claim = new
-
-    def _make_free(self, g: _Gpu) -> None:
-        g.holder = None
-        g.held_for = None
-        self._set_claim(g, None)
-        self._pools[g.home].free[g.uuid] = None
-        self._gen += 1
-
-    def _hold(self, g: _Gpu, job: _Job) -> None:
-        self._pools[g.home].free.pop(g.uuid, None)
-        g.held_for = job.id
-        self._set_claim(g, job.pool)
-        job.held.append(g.uuid)
-
-    def _unhold(self, g: _Gpu) -> None:
-        """A hold that is no longer needed: the GPU goes back to its holder, or is freed."""
-        if g.holder is None:
-            self._make_free(g)
-        else:
-            g.held_for = None
-            self._set_claim(g, self._jobs[g.holder].pool)
-
-    def _free_usable(self, pool: _Pool, want: int, *, own_only: bool) -> list[_Gpu]:
+    def _free_usable(self, pool: Pool, want: int, *, own_only: bool) -> list[Gpu]:
         """Idle GPUs ``pool`` may claim now: its own first, then borrowed within the limits."""
-        out = [self._gpus[u] for u in islice(pool.free, want)]
+        out = [self._c.gpus[u] for u in islice(pool.free, want)]
         if len(out) >= want or own_only:
             return out
         borrow_room = pool.spec.borrowing_limit - pool.borrowed
-        for lender in self._by_priority:
+        for lender in self._c.by_priority:
             if borrow_room <= 0 or len(out) >= want:
                 break
             if lender is pool or not lender.free:
@@ -347,80 +133,79 @@ class Scheduler:
             room = min(lender.spec.lending_limit - lender.lent, borrow_room, want - len(out))
             if room <= 0:
                 continue
-            got = [self._gpus[u] for u in islice(lender.free, room)]
+            got = [self._c.gpus[u] for u in islice(lender.free, room)]
             out.extend(got)
             borrow_room -= len(got)
         return out
 
     # ------------------------------------------------------------------ queues
 
-    def _enqueue(self, job: _Job, state: JobState, now: float) -> None:
+    def _enqueue(self, job: Job, state: JobState, now: float) -> None:
         job.state = state
         job.queued_at = now
-        self._job_seq += 1
-        job.qseq = self._job_seq
+        job.qseq = self._c.next_ticket()
         job.fail_mark = None
         job.shadowed = False
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         pool.queue.append((now, job.qseq, job.id))
         pool.waiting += 1
         pool.waiting_gpus += job.gpus
-        self._dirty.add(job.id)
+        self._c.dirty.add(job.id)
 
-    def _dequeued(self, job: _Job) -> None:
+    def _dequeued(self, job: Job) -> None:
         """Job left the queue; its entry stays until ``_compact`` (queues are walked by index)."""
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         pool.waiting -= 1
         pool.waiting_gpus -= job.gpus
         job.qseq = -1
 
-    def _compact(self, pool: _Pool) -> None:
+    def _compact(self, pool: Pool) -> None:
         while pool.queue and self._dead(pool.queue[0]):
             pool.queue.popleft()
 
-    def _walk(self, pool: _Pool, limit: int) -> Iterator[_Job]:
+    def _walk(self, pool: Pool, limit: int) -> Iterator[Job]:
         """Up to ``limit`` waiting jobs in order; safe while jobs are placed meanwhile."""
         queue = pool.queue
         i = seen = 0
         while i < len(queue) and seen < limit:
             _, qseq, job_id = queue[i]
             i += 1
-            job = self._jobs.get(job_id)
+            job = self._c.jobs.get(job_id)
             if job is not None and job.qseq == qseq:
                 seen += 1
                 yield job
 
     def _dead(self, entry: tuple[float, int, str]) -> bool:
-        job = self._jobs.get(entry[2])
+        job = self._c.jobs.get(entry[2])
         return job is None or job.qseq != entry[1]
 
-    def _waiting(self, pool: _Pool) -> Iterator[_Job]:
+    def _waiting(self, pool: Pool) -> Iterator[Job]:
         for entry in pool.queue:
-            job = self._jobs.get(entry[2])
+            job = self._c.jobs.get(entry[2])
             if job is not None and job.qseq == entry[1]:
                 yield job
 
-    def _effective(self, job: _Job, now: float) -> float:
+    def _effective(self, job: Job, now: float) -> float:
         return effective_priority(
-            self._pools[job.pool].priority,
+            self._c.pools[job.pool].priority,
             now - job.queued_at,
-            self._policy.fairness_factor_per_hour,
-            self._policy.fairness_cap,
+            self._c.policy.fairness_factor_per_hour,
+            self._c.policy.fairness_cap,
         )
 
     # ------------------------------------------------------------------ victim index
 
-    def _ready_at(self, job: _Job, now: float) -> float:
+    def _ready_at(self, job: Job, now: float) -> float:
         """When ``job`` may next be preempted as far as cooldown and budget go."""
         assert job.started_at is not None
-        p = self._policy
+        p = self._c.policy
         ready = job.started_at + p.min_runtime_seconds
         recent = sorted(t for t in job.preemptions if t > now - p.preemption_budget_window_seconds)
         if len(recent) >= p.preemption_budget:
             ready = max(ready, recent[-p.preemption_budget] + p.preemption_budget_window_seconds)
         return ready
 
-    def _index(self, job: _Job, now: float) -> None:
+    def _index(self, job: Job, now: float) -> None:
         if not job.preemptible or job.kind is JobKind.RESERVATION or job.started_at is None:
             return
         ready = self._ready_at(job, now)
@@ -430,17 +215,17 @@ class Scheduler:
                 heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
             return
         job.maturing = False
-        borrower = any(self._gpus[u].home != job.pool for u in job.gpu_ids)
+        borrower = any(self._c.gpus[u].home != job.pool for u in job.gpu_ids)
         key: _BucketKey = (borrower, job.stateless, job.gpus)
         entry: _Entry = (0.0 if job.stateless else -job.checkpoint_ref(), -job.started_at, job.id)
-        bisect.insort(self._pools[job.pool].victims.setdefault(key, []), entry)
+        bisect.insort(self._c.pools[job.pool].victims.setdefault(key, []), entry)
         job.bucket = key
         job.entry = entry
 
     def _mature(self, now: float) -> None:
         while self._maturing and self._maturing[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._maturing)
-            job = self._jobs.get(job_id)
+            job = self._c.jobs.get(job_id)
             if (
                 job is not None
                 and job.maturing
@@ -450,45 +235,45 @@ class Scheduler:
                 job.maturing = False
                 self._index(job, now)
 
-    def _unindex(self, job: _Job) -> None:
+    def _unindex(self, job: Job) -> None:
         job.maturing = False  # a heap entry left behind is ignored when it pops
         if job.bucket is None or job.entry is None:
             return
-        bucket = self._pools[job.pool].victims[job.bucket]
+        bucket = self._c.pools[job.pool].victims[job.bucket]
         i = bisect.bisect_left(bucket, job.entry)
         if i < len(bucket) and bucket[i] == job.entry:
             del bucket[i]
         job.bucket = None
         job.entry = None
 
-    def _candidate(self, job: _Job, now: float) -> Candidate:
+    def _candidate(self, job: Job, now: float) -> Candidate:
         assert job.started_at is not None
         return Candidate(
             job_id=job.id,
-            borrower=any(self._gpus[u].home != job.pool for u in job.gpu_ids),
-            priority=self._pools[job.pool].priority,
+            borrower=any(self._c.gpus[u].home != job.pool for u in job.gpu_ids),
+            priority=self._c.pools[job.pool].priority,
             work_lost=job.work_lost(now),
             gpus=job.gpus,
             started_at=job.started_at,
         )
 
-    def _bucket_candidates(self, pool: _Pool, key: _BucketKey, now: float) -> Iterator[Candidate]:
+    def _bucket_candidates(self, pool: Pool, key: _BucketKey, now: float) -> Iterator[Candidate]:
         borrower, stateless, gpus = key
         for neg_ref, neg_start, job_id in pool.victims[key]:
             lost = 0.0 if stateless else gpus * max(0.0, now + neg_ref)
             yield Candidate(job_id, borrower, pool.priority, lost, gpus, -neg_start)
 
-    def _candidates(self, pool: _Pool, need: int, now: float) -> Iterator[Candidate]:
+    def _candidates(self, pool: Pool, need: int, now: float) -> Iterator[Candidate]:
         """Every job that might give GPUs to ``pool``, lazily, in victim order."""
         reclaim = sorted(
-            (self._candidate(self._jobs[j], now) for j in pool.borrowers_on),
+            (self._candidate(self._c.jobs[j], now) for j in pool.borrowers_on),
             key=lambda c: victim_key(c, need),
         )
         streams: list[Iterable[Candidate]] = [reclaim]
-        if pool.priority < self._top_priority:
+        if pool.priority < self._c.top_priority:
             yield from reclaim
             return
-        for other in self._by_priority:
+        for other in self._c.by_priority:
             if other.priority >= pool.priority:
                 break
             for key, bucket in other.victims.items():
@@ -500,8 +285,8 @@ class Scheduler:
                 seen.add(c.job_id)
                 yield c
 
-    def _eligible(self, victim: _Job, preemptor: str, now: float, *, count: bool) -> bool:
-        p = self._policy
+    def _eligible(self, victim: Job, preemptor: str, now: float, *, count: bool) -> bool:
+        p = self._c.policy
         if victim.state is not JobState.RUNNING or not victim.preemptible:
             return False
         if victim.started_at is None or now - victim.started_at < p.min_runtime_seconds:
@@ -520,16 +305,16 @@ class Scheduler:
         return True
 
     def _usable(
-        self, victim: _Job, pool: _Pool, planned: dict[str, int], borrowed: list[int]
-    ) -> list[_Gpu]:
+        self, victim: Job, pool: Pool, planned: dict[str, int], borrowed: list[int]
+    ) -> list[Gpu]:
         """GPUs of ``victim`` that ``pool`` may claim, updating the planned claim counters."""
         lower = (
-            self._pools[victim.pool].priority < pool.priority
-            and pool.priority >= self._top_priority
+            self._c.pools[victim.pool].priority < pool.priority
+            and pool.priority >= self._c.top_priority
         )
         out = []
         for u in victim.gpu_ids:
-            g = self._gpus[u]
+            g = self._c.gpus[u]
             if g.held_for is not None:
                 continue
             if g.home == pool.name:  # reclaiming its own GPU
@@ -539,7 +324,7 @@ class Scheduler:
                 continue
             if pool.borrowed + borrowed[0] >= pool.spec.borrowing_limit:
                 continue
-            home = self._pools[g.home]
+            home = self._c.pools[g.home]
             if victim.pool == g.home:  # an owner's GPU becomes lent
                 if home.lent + planned.get(g.home, 0) >= home.spec.lending_limit:
                     continue
@@ -550,7 +335,7 @@ class Scheduler:
 
     def _plan(
         self,
-        pool: _Pool,
+        pool: Pool,
         need: int,
         preemptor: str,
         now: float,
@@ -575,10 +360,10 @@ class Scheduler:
             if g.home != pool.name:
                 planned[g.home] = planned.get(g.home, 0) + 1
                 borrowed[0] += 1
-        chosen: list[tuple[_Job, int]] = []
+        chosen: list[tuple[Job, int]] = []
         got = 0
         for c in self._candidates(pool, remaining, now):
-            victim = self._jobs[c.job_id]
+            victim = self._c.jobs[c.job_id]
             if not self._eligible(victim, preemptor, now, count=count):
                 continue
             n = len(self._usable(victim, pool, planned, borrowed))
@@ -597,41 +382,41 @@ class Scheduler:
                 del chosen[i]
         return _Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
 
-    def _execute(self, plan: _Plan, job: _Job, cause: Cause, cycle: Cycle) -> None:
+    def _execute(self, plan: _Plan, job: Job, cause: Cause, cycle: Cycle) -> None:
         """Claim the plan's idle GPUs and signal its victims; freed GPUs are held for ``job``."""
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         still = job.gpus - len(job.held)
         for g in plan.free[:still]:
-            self._hold(g, job)
+            self._c.hold(g, job)
         still -= min(still, len(plan.free))
         for victim in plan.victims:
             usable = self._usable(victim, pool, {}, [0])[:still]
             for g in usable:
-                self._hold(g, job)
+                self._c.hold(g, job)
             still -= len(usable)
             reason_cause = cause
             if cause is Cause.PRIORITY and any(g.home == pool.name for g in usable):
                 reason_cause = Cause.RECLAIM
             self._signal(victim, job, reason_cause, cycle)
-        self._dirty.add(job.id)
+        self._c.dirty.add(job.id)
 
-    def _signal(self, victim: _Job, preemptor: _Job, cause: Cause, cycle: Cycle) -> None:
+    def _signal(self, victim: Job, preemptor: Job, cause: Cause, cycle: Cycle) -> None:
         now = cycle.now
         self._unindex(victim)
         for u in victim.gpu_ids:
-            home = self._pools[self._gpus[u].home]
+            home = self._c.pools[self._c.gpus[u].home]
             home.borrowers_on.pop(victim.id, None)
-        self._pools[victim.pool].running_gpus -= victim.gpus
+        self._c.pools[victim.pool].running_gpus -= victim.gpus
         victim.state = JobState.PREEMPTING
         victim.deadline = now + victim.grace
         victim.preempted_for = preemptor.id
         victim.preemptions.append(now)
-        horizon = now - self._policy.preemption_budget_window_seconds
+        horizon = now - self._c.policy.preemption_budget_window_seconds
         victim.preemptions = [t for t in victim.preemptions if t > horizon]
         self._cycles[(victim.id, preemptor.id)] = now
         preemptor.pending_victims.add(victim.id)
         heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
-        self._dirty.add(victim.id)
+        self._c.dirty.add(victim.id)
         lost_now = victim.work_lost(now)
         cycle.decide(
             Action.PREEMPT,
@@ -650,22 +435,17 @@ class Scheduler:
         if victim.grace <= 0:
             self._release_preempted(victim, Cause.GRACE, cycle)
 
-    def _release_preempted(self, victim: _Job, cause: Cause, cycle: Cycle) -> None:
+    def _release_preempted(self, victim: Job, cause: Cause, cycle: Cycle) -> None:
         """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
         now = cycle.now
         assert victim.started_at is not None
         lost = victim.work_lost(now)
         gpu_ids = tuple(victim.gpu_ids)
         for u in gpu_ids:
-            g = self._gpus[u]
-            g.holder = None
-            if g.held_for is None:
-                self._make_free(g)
-            else:
-                self._gen += 1
+            self._c.let_go(self._c.gpus[u])
         victim.gpu_ids = []
         victim.lost += lost
-        pool = self._pools[victim.pool]
+        pool = self._c.pools[victim.pool]
         pool.lost += lost
         has_checkpoint = (
             victim.checkpointable
@@ -677,10 +457,10 @@ class Scheduler:
         victim.started_at = None
         victim.last_checkpoint = None
         victim.deadline = None
-        preemptor = self._jobs.get(victim.preempted_for or "")
+        preemptor = self._c.jobs.get(victim.preempted_for or "")
         if preemptor is not None:
             preemptor.pending_victims.discard(victim.id)
-            self._dirty.add(preemptor.id)
+            self._c.dirty.add(preemptor.id)
         victim.preempted_for = None
         if victim.elastic:
             # A rebalance burst is extra capacity, not work: it is not requeued.
@@ -708,35 +488,34 @@ class Scheduler:
 
     # ------------------------------------------------------------------ placing
 
-    def _place(self, job: _Job, gpus: Sequence[_Gpu], cycle: Cycle, cause: Cause) -> None:
+    def _place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
         now = cycle.now
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         self._dequeued(job)
         for g in gpus:
-            self._pools[g.home].free.pop(g.uuid, None)
+            self._c.pools[g.home].free.pop(g.uuid, None)
             g.holder = job.id
             g.held_for = None
-            self._set_claim(g, job.pool)
+            self._c.set_claim(g, job.pool)
             if g.home != job.pool:
-                self._pools[g.home].borrowers_on[job.id] = None
+                self._c.pools[g.home].borrowers_on[job.id] = None
         taken = {g.uuid for g in gpus}
         for u in job.held:
             if u not in taken:
-                self._unhold(self._gpus[u])
+                self._c.unhold(self._c.gpus[u])
         job.held = []
         job.gpu_ids = [g.uuid for g in gpus]
         waited = now - job.queued_at
         job.state = JobState.RUNNING
         job.started_at = now
         job.fail_mark = None
-        self._job_seq += 1
-        job.run_seq = self._job_seq
+        job.run_seq = self._c.next_ticket()
         pool.running_gpus += job.gpus
         self._index(job, now)
         if job.duration is not None:
             end = now + max(0.0, job.duration - job.progress)
             heapq.heappush(self._ends, (end, job.run_seq, job.id))
-        self._dirty.add(job.id)
+        self._c.dirty.add(job.id)
         borrowed = sum(1 for g in gpus if g.home != job.pool)
         what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
         cycle.decide(
@@ -754,23 +533,23 @@ class Scheduler:
             waited_seconds=waited,
         )
 
-    def _try_place(self, job: _Job, cycle: Cycle, *, own_only: bool = False) -> bool:
-        pool = self._pools[job.pool]
+    def _try_place(self, job: Job, cycle: Cycle, *, own_only: bool = False) -> bool:
+        pool = self._c.pools[job.pool]
         if not job.held and not pool.free:
             # Fast exit for the common case of a full cluster.
             if own_only or pool.borrowed >= pool.spec.borrowing_limit:
                 return False
-            if not any(lender.free for lender in self._by_priority if lender is not pool):
+            if not any(lender.free for lender in self._c.by_priority if lender is not pool):
                 return False
-        ready = [self._gpus[u] for u in job.held if self._gpus[u].holder is None]
+        ready = [self._c.gpus[u] for u in job.held if self._c.gpus[u].holder is None]
         if len(ready) >= job.gpus:
             self._place(
                 job, ready[: job.gpus], cycle, Cause.PREEMPTION if job.held else Cause.QUEUE
             )
             return True
         want = job.gpus - len(ready)
-        own_only = own_only or self._policy.dry_run
-        free = self._free_usable(self._pools[job.pool], want, own_only=own_only)
+        own_only = own_only or self._c.policy.dry_run
+        free = self._free_usable(self._c.pools[job.pool], want, own_only=own_only)
         if len(free) < want:
             return False
         self._place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
@@ -780,7 +559,7 @@ class Scheduler:
         """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
         now = cycle.now
         order = []
-        for pool in self._pools.values():
+        for pool in self._c.pools.values():
             head = next(self._waiting(pool), None)
             if head is not None:
                 order.append((-self._effective(head, now), -pool.priority, pool.name, pool))
@@ -799,7 +578,7 @@ class Scheduler:
         for *_, pool in order:
             self._drain(pool, cycle, now)
 
-    def _drain(self, pool: _Pool, cycle: Cycle, now: float) -> None:
+    def _drain(self, pool: Pool, cycle: Cycle, now: float) -> None:
         blocked = 0
         placed = False
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
@@ -814,11 +593,11 @@ class Scheduler:
                     unfit = job.gpus
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods
-            mark = (self._gen, now)
+            mark = (self._c.capacity_epoch, now)
             need = job.gpus - len(job.held)
             if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
                 blocked += 1
-            elif self._policy.dry_run:
+            elif self._c.policy.dry_run:
                 self._shadow(job, cycle)
                 blocked += 1
             else:
@@ -842,7 +621,7 @@ class Scheduler:
         if placed:
             self._compact(pool)
 
-    def _lookahead(self, pool: _Pool) -> int:
+    def _lookahead(self, pool: Pool) -> int:
         # Jobs waiting on their victims do not count against the look-ahead.
         holders = 0
         for job in self._waiting(pool):
@@ -851,12 +630,12 @@ class Scheduler:
             holders += 1
         return holders + 4 * BLOCKED_LOOKAHEAD
 
-    def _shadow(self, job: _Job, cycle: Cycle) -> None:
+    def _shadow(self, job: Job, cycle: Cycle) -> None:
         """Dry run: record once what would be preempted for ``job``, change nothing."""
         if job.shadowed:
             return
         job.shadowed = True
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         plan = self._plan(pool, job.gpus, job.id, cycle.now, best_effort=False, count=False)
         if plan is None:
             return
@@ -873,9 +652,9 @@ class Scheduler:
 
     # ------------------------------------------------------------------ finishing
 
-    def _finish(self, job: _Job, state: JobState) -> None:
+    def _finish(self, job: Job, state: JobState) -> None:
         """Job leaves for good (completed or cancelled); frees GPUs and holds."""
-        pool = self._pools[job.pool]
+        pool = self._c.pools[job.pool]
         if job.state in WAITING_STATES:
             self._dequeued(job)
             self._compact(pool)
@@ -883,46 +662,42 @@ class Scheduler:
             pool.running_gpus -= job.gpus
         self._unindex(job)
         for u in job.gpu_ids:
-            g = self._gpus[u]
-            self._pools[g.home].borrowers_on.pop(job.id, None)
-            if g.held_for is None:
-                self._make_free(g)
-            else:
-                g.holder = None
-                self._gen += 1
+            g = self._c.gpus[u]
+            self._c.pools[g.home].borrowers_on.pop(job.id, None)
+            self._c.let_go(g)
         job.gpu_ids = []
         for u in job.held:
-            g = self._gpus[u]
+            g = self._c.gpus[u]
             if g.held_for == job.id:
-                self._unhold(g)
+                self._c.unhold(g)
         job.held = []
         if job.preempted_for is not None:
-            pre = self._jobs.get(job.preempted_for)
+            pre = self._c.jobs.get(job.preempted_for)
             if pre is not None:
                 pre.pending_victims.discard(job.id)
             job.preempted_for = None
         job.deadline = None
         job.state = state
         pool.elastic.pop(job.id, None)
-        self._dirty.add(job.id)
+        self._c.dirty.add(job.id)
         self._finished.append(job.id)
         while len(self._finished) > FINISHED_KEPT:
             old = self._finished.popleft()
-            gone = self._jobs.get(old)
+            gone = self._c.jobs.get(old)
             if gone is not None and gone.state in FINISHED_STATES:
-                del self._jobs[old]
+                del self._c.jobs[old]
 
     # ------------------------------------------------------------------ public: jobs
 
-    def _new_job(self, req: JobRequest, now: float) -> _Job:
-        pool = self._pool(req.pool)
+    def _new_job(self, req: JobRequest, now: float) -> Job:
+        pool = self._c.pool(req.pool)
         if not req.id or len(req.id) > 253:
             raise InvalidRequest("job id must be 1-253 characters")
-        if req.id in self._jobs:
+        if req.id in self._c.jobs:
             raise Conflict(f"job {req.id} exists")
         if req.gpus < 1:
             raise InvalidRequest("a job needs at least one GPU")
-        lendable = sum(p.spec.lending_limit for p in self._by_priority if p is not pool)
+        lendable = sum(p.spec.lending_limit for p in self._c.by_priority if p is not pool)
         most = pool.nominal + min(pool.spec.borrowing_limit, lendable)
         if req.gpus > most:
             raise InvalidRequest(
@@ -935,10 +710,10 @@ class Scheduler:
             raise InvalidRequest("duration_seconds must be >= 0")
         preemptible = pool.spec.preemptible if req.preemptible is None else req.preemptible
         grace = (
-            self._policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
+            self._c.policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
         )
-        job = _Job(req, preemptible=preemptible, grace=grace, now=now)
-        self._jobs[job.id] = job
+        job = Job(req, preemptible=preemptible, grace=grace, now=now)
+        self._c.jobs[job.id] = job
         return job
 
     def submit(self, req: JobRequest, *, correlation_id: str = "") -> list[Decision]:
@@ -965,7 +740,7 @@ class Scheduler:
             if req.started_at > now:
                 raise InvalidRequest(f"{req.id}: started_at is in the future")
             self._enqueue(job, JobState.QUEUED, now)
-            free = self._free_usable(self._pools[job.pool], job.gpus, own_only=False)
+            free = self._free_usable(self._c.pools[job.pool], job.gpus, own_only=False)
             if len(free) < job.gpus:
                 raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
             job.queued_at = req.started_at
@@ -976,8 +751,7 @@ class Scheduler:
                 job.last_checkpoint = min(req.last_checkpoint, now)
                 job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
             # A new run key: heap entries made by _place at "now" are stale.
-            self._job_seq += 1
-            job.run_seq = self._job_seq
+            job.run_seq = self._c.next_ticket()
             self._index(job, now)
             if job.duration is not None:
                 heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
@@ -985,7 +759,7 @@ class Scheduler:
         return cycle.out
 
     def cancel(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
-        job = self._job(job_id)
+        job = self._c.job(job_id)
         if job.state in FINISHED_STATES:
             raise Conflict(f"job {job_id} is already {job.state.value}")
         cycle = self._begin()
@@ -1008,7 +782,7 @@ class Scheduler:
 
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         """The job saved a checkpoint at ``at`` (default now): work before it is safe."""
-        job = self._job(job_id)
+        job = self._c.job(job_id)
         now = self._clock()  # no decisions: no cycle
         if not job.checkpointable:
             raise InvalidRequest(f"job {job_id} cannot checkpoint")
@@ -1024,14 +798,14 @@ class Scheduler:
         job.checkpoint_progress = job.progress + (at - job.started_at)
         if job.state is JobState.RUNNING:
             self._index(job, now)
-        self._dirty.add(job.id)
+        self._c.dirty.add(job.id)
 
     def ack_preemption(self, job_id: str) -> list[Decision]:
         """The victim is done checkpointing: release its GPUs before the grace period ends.
 
         Idempotent: acking a job that is no longer preempting does nothing.
         """
-        job = self._job(job_id)
+        job = self._c.job(job_id)
         cycle = self._begin()
         if job.state is not JobState.PREEMPTING:
             return cycle.out
@@ -1043,7 +817,7 @@ class Scheduler:
 
     def alert(self, *, pool: str, action: str, firing: bool, correlation_id: str) -> list[Decision]:
         """An Alertmanager notification for ``pool``, already mapped to an action."""
-        p = self._pool(pool)
+        p = self._c.pool(pool)
         if action not in ("rebalance", "scale"):
             raise InvalidRequest(f"unknown action {action!r}")
         cycle = self._begin()
@@ -1060,13 +834,13 @@ class Scheduler:
                 p.firing = True
                 p.resolved_at = None
                 self._rebalance(
-                    p, self._policy.rebalance_step_gpus, correlation_id, Cause.ALERT, cycle
+                    p, self._c.policy.rebalance_step_gpus, correlation_id, Cause.ALERT, cycle
                 )
             else:
                 p.firing = False
                 if p.elastic:
                     p.resolved_at = now
-                    stab = self._policy.return_stabilization_seconds
+                    stab = self._c.policy.return_stabilization_seconds
                     cycle.decide(
                         Action.RETURN,
                         pool,
@@ -1100,7 +874,7 @@ class Scheduler:
 
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
         """An operator asks for ``gpus`` more GPUs for ``pool`` (returned like an alert's)."""
-        p = self._pool(pool)
+        p = self._c.pool(pool)
         if gpus < 1:
             raise InvalidRequest("gpus must be >= 1")
         cycle = self._begin()
@@ -1111,7 +885,7 @@ class Scheduler:
         return cycle.out
 
     def _rebalance(
-        self, pool: _Pool, step: int, correlation_id: str, cause: Cause, cycle: Cycle
+        self, pool: Pool, step: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:
         held_by_waiting = sum(len(j.held) for j in self._waiting(pool))
         headroom = (
@@ -1133,7 +907,7 @@ class Scheduler:
             return
         burst_id = f"{pool.name}/burst-{cycle.next_decision}"
         plan = self._plan(
-            pool, want, burst_id, cycle.now, best_effort=True, count=not self._policy.dry_run
+            pool, want, burst_id, cycle.now, best_effort=True, count=not self._c.policy.dry_run
         )
         assert plan is not None
         if plan.gpus == 0:
@@ -1141,14 +915,14 @@ class Scheduler:
                 Action.REBALANCE,
                 pool.name,
                 Result.NOOP,
-                f"no idle GPU and no preemptible job past its {self._policy.min_runtime_seconds:.0f}s "
+                f"no idle GPU and no preemptible job past its {self._c.policy.min_runtime_seconds:.0f}s "
                 "cooldown within the limits",
                 correlation_id=correlation_id,
                 cause=cause,
             )
             return
         victims = tuple(v.id for v in plan.victims)
-        if self._policy.dry_run:
+        if self._c.policy.dry_run:
             cycle.decide(
                 Action.REBALANCE,
                 pool.name,
@@ -1192,9 +966,9 @@ class Scheduler:
             cause=cause,
         )
 
-    def _return(self, pool: _Pool, cycle: Cycle) -> None:
+    def _return(self, pool: Pool, cycle: Cycle) -> None:
         for job_id in list(pool.elastic):
-            job = self._jobs[job_id]
+            job = self._c.jobs[job_id]
             n = len(job.gpu_ids)
             gpu_ids = tuple(job.gpu_ids)
             self._finish(job, JobState.COMPLETED)
@@ -1202,7 +976,7 @@ class Scheduler:
                 Action.RETURN,
                 pool.name,
                 Result.OK,
-                f"{pool.name} stable for {self._policy.return_stabilization_seconds:.0f}s: "
+                f"{pool.name} stable for {self._c.policy.return_stabilization_seconds:.0f}s: "
                 f"{job_id} returns {n} GPUs",
                 gpus=n,
                 gpu_ids=gpu_ids,
@@ -1215,7 +989,7 @@ class Scheduler:
     # ------------------------------------------------------------------ public: scaling
 
     def manual_scale(self, pool: str, delta_nodes: int, correlation_id: str) -> list[Decision]:
-        p = self._pool(pool)
+        p = self._c.pool(pool)
         if delta_nodes == 0:
             raise InvalidRequest("delta_nodes must not be 0")
         cycle = self._begin()
@@ -1229,14 +1003,14 @@ class Scheduler:
                     break
         return cycle.out
 
-    def _node_count(self, pool: _Pool) -> int:
+    def _node_count(self, pool: Pool) -> int:
         return len(pool.nodes)
 
     def _scale_up(
-        self, pool: _Pool, nodes: int, correlation_id: str, cause: Cause, cycle: Cycle
+        self, pool: Pool, nodes: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:
         now = cycle.now
-        p = self._policy
+        p = self._c.policy
         room = pool.spec.max_nodes - self._node_count(pool)
         if room <= 0:
             cycle.decide(
@@ -1267,15 +1041,15 @@ class Scheduler:
             Action.SCALE_UP,
             pool.name,
             Result.DRY_RUN if p.dry_run else Result.OK,
-            f"{pool.name}: +{n} node(s) of {self._cluster.gpus_per_new_node} GPUs ({cause})",
-            gpus=n * self._cluster.gpus_per_new_node,
+            f"{pool.name}: +{n} node(s) of {self._c.spec.gpus_per_new_node} GPUs ({cause})",
+            gpus=n * self._c.spec.gpus_per_new_node,
             correlation_id=correlation_id,
             cause=cause,
         )
 
     def _scale_down(
         self,
-        pool: _Pool,
+        pool: Pool,
         correlation_id: str,
         cause: Cause,
         cycle: Cycle,
@@ -1292,12 +1066,12 @@ class Scheduler:
             if idle_since is None or now - idle_since < require_idle_for:
                 continue
             pool.last_scale_event = now
-            if not self._policy.dry_run:
+            if not self._c.policy.dry_run:
                 self.remove_node(node)
             cycle.decide(
                 Action.SCALE_DOWN,
                 pool.name,
-                Result.DRY_RUN if self._policy.dry_run else Result.OK,
+                Result.DRY_RUN if self._c.policy.dry_run else Result.OK,
                 f"{pool.name}: -1 node ({node} idle {now - idle_since:.0f}s, {cause})",
                 gpus=len(gpus),
                 gpu_ids=tuple(gpus),
@@ -1310,22 +1084,22 @@ class Scheduler:
 
     def add_node(self, pool: str, node: str, gpu_uuids: Sequence[str]) -> list[Decision]:
         """A node the autoscaler brought up joined ``pool``: its GPUs raise the pool's quota."""
-        p = self._pool(pool)
-        if node in p.nodes or any(u in self._gpus for u in gpu_uuids):
+        p = self._c.pool(pool)
+        if node in p.nodes or any(u in self._c.gpus for u in gpu_uuids):
             raise Conflict(f"node {node} or one of its GPUs is known already")
         cycle = self._begin()
         for u in gpu_uuids:
-            self._add_gpu(GpuSpec(u, node, pool))
+            self._c.add_gpu(GpuSpec(u, node, pool))
         p.nominal += len(gpu_uuids)
         p.autoscaled[node] = cycle.now
         p.scale_pending_until = -math.inf
-        self._gen += 1
+        self._c.capacity_epoch += 1
         self._schedule(cycle)
         return cycle.out
 
     def remove_node(self, node: str) -> None:
         """Take an idle autoscaled node out (scale-down)."""
-        for p in self._pools.values():
+        for p in self._c.pools.values():
             if node in p.autoscaled:
                 gpus = p.nodes.pop(node)
                 if not all(u in p.free for u in gpus):
@@ -1333,7 +1107,7 @@ class Scheduler:
                     raise Conflict(f"node {node} still has GPUs in use")
                 for u in gpus:
                     del p.free[u]
-                    del self._gpus[u]
+                    del self._c.gpus[u]
                 p.nominal -= len(gpus)
                 del p.autoscaled[node]
                 return
@@ -1341,8 +1115,8 @@ class Scheduler:
 
     def _autoscale(self, cycle: Cycle) -> None:
         now = cycle.now
-        p = self._policy
-        for pool in self._pools.values():
+        p = self._c.policy
+        for pool in self._c.pools.values():
             for node in pool.autoscaled:
                 idle = all(u in pool.free for u in pool.nodes.get(node, []))
                 if not idle:
@@ -1356,7 +1130,7 @@ class Scheduler:
                     and now >= pool.scale_pending_until
                     and self._node_count(pool) < pool.spec.max_nodes
                 ):
-                    per = self._cluster.gpus_per_new_node
+                    per = self._c.spec.gpus_per_new_node
                     self._scale_up(
                         pool, max(1, math.ceil(pool.waiting_gpus / per)), "", Cause.QUEUE, cycle
                     )
@@ -1373,12 +1147,12 @@ class Scheduler:
         now = cycle.now
         while self._deadlines and self._deadlines[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._deadlines)
-            job = self._jobs.get(job_id)
+            job = self._c.jobs.get(job_id)
             if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
                 self._release_preempted(job, Cause.GRACE, cycle)
         while self._ends and self._ends[0][0] <= now:
             _, run_seq, job_id = heapq.heappop(self._ends)
-            job = self._jobs.get(job_id)
+            job = self._c.jobs.get(job_id)
             if (
                 job is not None
                 and job.run_seq == run_seq
@@ -1396,13 +1170,13 @@ class Scheduler:
                     cause=Cause.DONE,
                 )
         self._reservations(cycle)
-        for pool in self._pools.values():
+        for pool in self._c.pools.values():
             if (
                 pool.resolved_at is not None
                 and not pool.firing
-                and now - pool.resolved_at >= self._policy.return_stabilization_seconds
+                and now - pool.resolved_at >= self._c.policy.return_stabilization_seconds
             ):
-                if self._policy.dry_run:
+                if self._c.policy.dry_run:
                     pool.resolved_at = None
                     cycle.decide(
                         Action.RETURN,
@@ -1419,7 +1193,7 @@ class Scheduler:
         return cycle.out
 
     def _prune(self, now: float) -> None:
-        window = self._policy.cycle_window_seconds
+        window = self._c.policy.cycle_window_seconds
         if len(self._cycles) > 4096:
             self._cycles = {k: t for k, t in self._cycles.items() if now - t < window}
         if len(self._refused) > 4096:
@@ -1427,10 +1201,10 @@ class Scheduler:
 
     def _reservations(self, cycle: Cycle) -> None:
         now = cycle.now
-        for spec in self._cluster.reservations:
+        for spec in self._c.spec.reservations:
             occ = current(spec, now)
             job_id = self._reservation_jobs.get(spec.name)
-            job = self._jobs.get(job_id) if job_id else None
+            job = self._c.jobs.get(job_id) if job_id else None
             want = f"reservation/{spec.name}/{int(occ.start)}" if occ else None
             if job is not None and job.id != want:
                 n = len(job.gpu_ids)
@@ -1446,8 +1220,8 @@ class Scheduler:
                         cause=Cause.WINDOW_END,
                     )
                 del self._reservation_jobs[spec.name]
-            if occ is not None and want is not None and want not in self._jobs:
-                if self._policy.dry_run:
+            if occ is not None and want is not None and want not in self._c.jobs:
+                if self._c.policy.dry_run:
                     if self._reservation_jobs.get(spec.name) != want:
                         self._reservation_jobs[spec.name] = want
                         cycle.decide(
@@ -1491,7 +1265,7 @@ class Scheduler:
         for k, v in changes.items():
             if k not in known:
                 raise InvalidRequest(f"unknown policy field {k!r}")
-            current_value = getattr(self._policy, k)
+            current_value = getattr(self._c.policy, k)
             if isinstance(current_value, bool):
                 if not isinstance(v, bool):
                     raise InvalidRequest(f"{k} must be true or false")
@@ -1500,22 +1274,22 @@ class Scheduler:
                     raise InvalidRequest(f"{k} must be an integer >= 1")
             elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                 raise InvalidRequest(f"{k} must be a number >= 0")
-        old = self._policy
+        old = self._c.policy
         typed: dict[str, Any] = {
             k: (float(v) if isinstance(getattr(old, k), float) else v) for k, v in changes.items()
         }
-        self._policy = replace(old, **typed)
-        self._gen += 1
+        self._c.policy = replace(old, **typed)
+        self._c.capacity_epoch += 1
         cycle = self._begin()  # after the change: its decision carries the new dry_run
         guards = {"min_runtime_seconds", "preemption_budget", "preemption_budget_window_seconds"}
         if guards & set(changes):
             # Cooldown and budget decide who is indexed as a candidate: re-sort everyone.
-            for job in self._jobs.values():
+            for job in self._c.jobs.values():
                 if job.state is JobState.RUNNING:
                     self._unindex(job)
                     self._index(job, cycle.now)
         changed = ", ".join(
-            f"{k}: {getattr(old, k)} -> {getattr(self._policy, k)}" for k in changes
+            f"{k}: {getattr(old, k)} -> {getattr(self._c.policy, k)}" for k in changes
         )
         cycle.decide(Action.SET_POLICY, "", Result.OK, changed or "no change", cause=Cause.REQUEST)
         return cycle.out
@@ -1523,24 +1297,24 @@ class Scheduler:
     # ------------------------------------------------------------------ views
 
     def serving_gpus(self, pool: str) -> int:
-        return self._pool(pool).running_gpus
+        return self._c.pool(pool).running_gpus
 
     def gpu_assignments(self) -> dict[str, tuple[str, str]]:
         """uuid -> (node, pool): the pool of the job on it, else the one it is held for, else home."""
         out = {}
-        for g in self._gpus.values():
+        for g in self._c.gpus.values():
             job = g.holder or g.held_for
-            out[g.uuid] = (g.node, self._jobs[job].pool if job else g.home)
+            out[g.uuid] = (g.node, self._c.jobs[job].pool if job else g.home)
         return out
 
     def pool_names(self) -> list[str]:
-        return list(self._pools)
+        return list(self._c.pools)
 
     def priority_class(self, pool: str) -> str:
-        return self._pool(pool).spec.priority_class
+        return self._c.pool(pool).spec.priority_class
 
     def pool_view(self, pool: str) -> PoolView:
-        p = self._pool(pool)
+        p = self._c.pool(pool)
         s = p.spec
         return PoolView(
             name=p.name,
@@ -1565,7 +1339,7 @@ class Scheduler:
             return_at=(
                 None
                 if p.resolved_at is None
-                else p.resolved_at + self._policy.return_stabilization_seconds
+                else p.resolved_at + self._c.policy.return_stabilization_seconds
             ),
         )
 
@@ -1574,39 +1348,39 @@ class Scheduler:
         return self.pool_view(pool).to_dict()
 
     def job(self, job_id: str) -> JobView:
-        return self._view(self._job(job_id))
+        return self._c.job(job_id).view()
 
     def iter_jobs(self) -> Iterator[JobView]:
-        for job in self._jobs.values():
-            yield self._view(job)
+        for job in self._c.jobs.values():
+            yield job.view()
 
     def queue(self, pool: str) -> list[tuple[JobView, float]]:
         """Waiting jobs of ``pool`` in order, with their effective priority."""
         now = self._clock()
-        p = self._pool(pool)
-        return [(self._view(j), self._effective(j, now)) for j in self._waiting(p)]
+        p = self._c.pool(pool)
+        return [(j.view(), self._effective(j, now)) for j in self._waiting(p)]
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         """(pool, state) -> jobs the core holds, without building views (for scrapes)."""
         out: dict[tuple[str, str], int] = {}
-        for job in self._jobs.values():
+        for job in self._c.jobs.values():
             key = (job.pool, job.state.value)
             out[key] = out.get(key, 0) + 1
         return out
 
     def queue_stats(self, pool: str) -> tuple[int, float | None]:
         """(waiting jobs, when the longest-waiting one was queued): O(1), for scrapes."""
-        p = self._pool(pool)
+        p = self._c.pool(pool)
         head = next(self._waiting(p), None)
         return p.waiting, None if head is None else head.queued_at
 
     def reservation_views(self) -> list[ReservationView]:
         now = self._clock()
         out = []
-        for spec in self._cluster.reservations:
+        for spec in self._c.spec.reservations:
             occ = current(spec, now)
             nxt = occ or next_occurrence(spec, now)
-            job = self._jobs.get(self._reservation_jobs.get(spec.name, ""))
+            job = self._c.jobs.get(self._reservation_jobs.get(spec.name, ""))
             out.append(
                 ReservationView(
                     name=spec.name,
@@ -1627,42 +1401,12 @@ class Scheduler:
         """``reservation_views`` as dicts, for the runtime's JSON and metrics (until they take the views)."""
         return [v.to_dict() for v in self.reservation_views()]
 
-    def _view(self, job: _Job) -> JobView:
-        return JobView(
-            id=job.id,
-            pool=job.pool,
-            gpus=job.gpus,
-            kind=job.kind,
-            state=job.state,
-            preemptible=job.preemptible,
-            checkpointable=job.checkpointable,
-            grace_seconds=job.grace,
-            duration_seconds=job.duration,
-            submitted_at=job.submitted_at,
-            queued_at=job.queued_at,
-            started_at=job.started_at,
-            last_checkpoint=job.last_checkpoint,
-            progress_seconds=job.progress,
-            checkpoint_progress_seconds=job.checkpoint_progress,
-            resume_count=job.resume_count,
-            preemptions=tuple(job.preemptions),
-            gpu_seconds_lost=job.lost,
-            gpu_ids=tuple(job.gpu_ids),
-            held_gpu_ids=tuple(job.held),
-            pending_victims=tuple(sorted(job.pending_victims)),
-            preempted_for=job.preempted_for,
-            deadline=job.deadline,
-            elastic=job.elastic,
-            reservation=job.reservation,
-            correlation_id=job.correlation_id,
-        )
-
     # ------------------------------------------------------------------ persistence support
 
     def take_dirty(self) -> list[JobView]:
         """Jobs changed since the last call (for the store), in id order."""
-        out = [self._view(self._jobs[j]) for j in sorted(self._dirty) if j in self._jobs]
-        self._dirty.clear()
+        out = [self._c.jobs[j].view() for j in sorted(self._c.dirty) if j in self._c.jobs]
+        self._c.dirty.clear()
         return out
 
     def export_meta(self) -> dict[str, Any]:
@@ -1672,8 +1416,8 @@ class Scheduler:
         """
         return {
             "decision_seq": self._numbering.next,
-            "job_seq": self._job_seq,
-            "policy": {f.name: getattr(self._policy, f.name) for f in fields(PolicySpec)},
+            "job_seq": self._c.tickets,
+            "policy": {f.name: getattr(self._c.policy, f.name) for f in fields(PolicySpec)},
             "cycles": [[v, p, t] for (v, p), t in self._cycles.items()],
             "cycles_refused": self.cycles_refused,
             "reservation_jobs": dict(self._reservation_jobs),
@@ -1689,7 +1433,7 @@ class Scheduler:
                         n: [p.autoscaled[n], list(p.nodes.get(n, []))] for n in p.autoscaled
                     },
                 }
-                for p in self._pools.values()
+                for p in self._c.pools.values()
             },
         }
 
@@ -1709,12 +1453,12 @@ class Scheduler:
             policy = replace(policy, **{k: v for k, v in pol.items() if hasattr(policy, k)})
         s = cls(cluster, policy, clock=clock, first_decision_seq=int(meta.get("decision_seq", 1)))
         now = clock()
-        s._job_seq = int(meta.get("job_seq", 0))
+        s._c.tickets = int(meta.get("job_seq", 0))
         s.cycles_refused = int(meta.get("cycles_refused", 0))
         s._cycles = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
         s._reservation_jobs = {str(k): str(v) for k, v in meta.get("reservation_jobs", {}).items()}
         for name, pm in meta.get("pools", {}).items():
-            p = s._pools.get(name)
+            p = s._c.pools.get(name)
             if p is None:
                 continue
             p.firing = bool(pm.get("firing", False))
@@ -1724,7 +1468,7 @@ class Scheduler:
             p.lost = float(pm.get("lost", 0.0))
             for node, (idle_since, gpus) in pm.get("autoscaled", {}).items():
                 for u in gpus:
-                    s._add_gpu(GpuSpec(u, node, name))
+                    s._c.add_gpu(GpuSpec(u, node, name))
                 p.nominal += len(gpus)
                 p.autoscaled[node] = idle_since
         waiting: list[JobView] = []
@@ -1736,28 +1480,28 @@ class Scheduler:
                 s._restore_running(job, v, now)
         # Queues in their original order; holds after every holder is back.
         for v in sorted(waiting, key=lambda v: (v.queued_at, v.id)):
-            job = s._jobs[v.id]
+            job = s._c.jobs[v.id]
             s._enqueue(job, v.state, v.queued_at)
-            p = s._pools[job.pool]
+            p = s._c.pools[job.pool]
             for u in v.held_gpu_ids:
-                g = s._gpus.get(u)
+                g = s._c.gpus.get(u)
                 if g is not None and g.held_for is None:
-                    s._hold(g, job)
+                    s._c.hold(g, job)
             job.pending_victims = {
                 x
                 for x in v.pending_victims
-                if x in s._jobs and s._jobs[x].state is JobState.PREEMPTING
+                if x in s._c.jobs and s._c.jobs[x].state is JobState.PREEMPTING
             }
             if job.elastic:
                 p.elastic[job.id] = None
         for v in jobs:
-            job = s._jobs[v.id]
+            job = s._c.jobs[v.id]
             if job.elastic and job.state is JobState.RUNNING:
-                s._pools[job.pool].elastic[job.id] = None
-        s._dirty.clear()
+                s._c.pools[job.pool].elastic[job.id] = None
+        s._c.dirty.clear()
         return s
 
-    def _restore_job(self, v: JobView) -> _Job:
+    def _restore_job(self, v: JobView) -> Job:
         req = JobRequest(
             id=v.id,
             pool=v.pool,
@@ -1767,8 +1511,8 @@ class Scheduler:
             duration_seconds=v.duration_seconds,
             submitted_at=v.submitted_at,
         )
-        self._pool(v.pool)
-        job = _Job(req, preemptible=v.preemptible, grace=v.grace_seconds, now=v.queued_at)
+        self._c.pool(v.pool)
+        job = Job(req, preemptible=v.preemptible, grace=v.grace_seconds, now=v.queued_at)
         job.state = v.state
         job.started_at = v.started_at
         job.last_checkpoint = v.last_checkpoint
@@ -1782,24 +1526,23 @@ class Scheduler:
         job.elastic = v.elastic
         job.reservation = v.reservation
         job.correlation_id = v.correlation_id
-        self._jobs[v.id] = job
+        self._c.jobs[v.id] = job
         if v.state in FINISHED_STATES:
             self._finished.append(v.id)
         return job
 
-    def _restore_running(self, job: _Job, v: JobView, now: float) -> None:
-        pool = self._pools[job.pool]
-        self._job_seq += 1
-        job.run_seq = self._job_seq
+    def _restore_running(self, job: Job, v: JobView, now: float) -> None:
+        pool = self._c.pools[job.pool]
+        job.run_seq = self._c.next_ticket()
         for u in v.gpu_ids:
-            g = self._gpus.get(u)
+            g = self._c.gpus.get(u)
             if g is None or g.holder is not None:
                 raise Conflict(f"stored allocation of {u} to {v.id} is inconsistent")
-            self._pools[g.home].free.pop(u, None)
+            self._c.pools[g.home].free.pop(u, None)
             g.holder = job.id
-            self._set_claim(g, job.pool)
+            self._c.set_claim(g, job.pool)
             if g.home != job.pool and v.state is JobState.RUNNING:
-                self._pools[g.home].borrowers_on[job.id] = None
+                self._c.pools[g.home].borrowers_on[job.id] = None
         job.gpu_ids = list(v.gpu_ids)
         if v.state is JobState.RUNNING:
             pool.running_gpus += job.gpus
