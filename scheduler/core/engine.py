@@ -35,6 +35,7 @@ from typing import Any
 from scheduler.core.cluster import Cluster, Gpu, Job, Pool
 from scheduler.core.decisions import Cycle, Numbering
 from scheduler.core.errors import Conflict, InvalidRequest
+from scheduler.core.guards import Guards
 from scheduler.core.model import (
     FINISHED_STATES,
     WAITING_STATES,
@@ -97,13 +98,16 @@ class Scheduler:
         # they join the victim index only then, so plans never wade through them.
         self._maturing: list[tuple[float, int, str]] = []
         self._ends: list[tuple[float, int, str]] = []
-        self._cycles: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
-        self._refused: dict[tuple[str, str], float] = {}
         self._seen_alerts: dict[str, None] = {}
         self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
-        self.cycles_refused = 0
+        self._guards = Guards(self._c)
 
     # ------------------------------------------------------------------ setup helpers
+
+    @property
+    def cycles_refused(self) -> int:
+        """Preemptions refused because they would reverse a recent one."""
+        return self._guards.reversal.refused_count
 
     @property
     def policy(self) -> PolicySpec:
@@ -195,20 +199,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ victim index
 
-    def _ready_at(self, job: Job, now: float) -> float:
-        """When ``job`` may next be preempted as far as cooldown and budget go."""
-        assert job.started_at is not None
-        p = self._c.policy
-        ready = job.started_at + p.min_runtime_seconds
-        recent = sorted(t for t in job.preemptions if t > now - p.preemption_budget_window_seconds)
-        if len(recent) >= p.preemption_budget:
-            ready = max(ready, recent[-p.preemption_budget] + p.preemption_budget_window_seconds)
-        return ready
-
     def _index(self, job: Job, now: float) -> None:
-        if not job.preemptible or job.kind is JobKind.RESERVATION or job.started_at is None:
-            return
-        ready = self._ready_at(job, now)
+        ready = self._guards.ready_at(job, now)
+        if ready == math.inf:
+            return  # never a victim
+        assert job.started_at is not None
         if ready > now:
             if not job.maturing:
                 job.maturing = True
@@ -285,25 +280,6 @@ class Scheduler:
                 seen.add(c.job_id)
                 yield c
 
-    def _eligible(self, victim: Job, preemptor: str, now: float, *, count: bool) -> bool:
-        p = self._c.policy
-        if victim.state is not JobState.RUNNING or not victim.preemptible:
-            return False
-        if victim.started_at is None or now - victim.started_at < p.min_runtime_seconds:
-            return False
-        horizon = now - p.preemption_budget_window_seconds
-        if sum(1 for t in victim.preemptions if t > horizon) >= p.preemption_budget:
-            return False
-        # Cycle: the would-be victim was itself recently preempted for... no: the
-        # preemptor was recently preempted for this victim. Refuse the reversal.
-        at = self._cycles.get((preemptor, victim.id))
-        if at is not None and now - at < p.cycle_window_seconds:
-            if count and (victim.id, preemptor) not in self._refused:
-                self._refused[(victim.id, preemptor)] = now
-                self.cycles_refused += 1
-            return False
-        return True
-
     def _usable(
         self, victim: Job, pool: Pool, planned: dict[str, int], borrowed: list[int]
     ) -> list[Gpu]:
@@ -364,7 +340,10 @@ class Scheduler:
         got = 0
         for c in self._candidates(pool, remaining, now):
             victim = self._c.jobs[c.job_id]
-            if not self._eligible(victim, preemptor, now, count=count):
+            refusal = self._guards.refusal(victim, preemptor, now)
+            if refusal is not None:
+                if count:
+                    refusal.refused(victim, preemptor, now)
                 continue
             n = len(self._usable(victim, pool, planned, borrowed))
             if n == 0:
@@ -413,7 +392,7 @@ class Scheduler:
         victim.preemptions.append(now)
         horizon = now - self._c.policy.preemption_budget_window_seconds
         victim.preemptions = [t for t in victim.preemptions if t > horizon]
-        self._cycles[(victim.id, preemptor.id)] = now
+        self._guards.preempted(victim, preemptor.id, now)
         preemptor.pending_victims.add(victim.id)
         heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
         self._c.dirty.add(victim.id)
@@ -1189,15 +1168,8 @@ class Scheduler:
                     self._return(pool, cycle)
         self._autoscale(cycle)
         self._schedule(cycle)
-        self._prune(now)
+        self._guards.forget(now)
         return cycle.out
-
-    def _prune(self, now: float) -> None:
-        window = self._c.policy.cycle_window_seconds
-        if len(self._cycles) > 4096:
-            self._cycles = {k: t for k, t in self._cycles.items() if now - t < window}
-        if len(self._refused) > 4096:
-            self._refused = {k: t for k, t in self._refused.items() if now - t < window}
 
     def _reservations(self, cycle: Cycle) -> None:
         now = cycle.now
@@ -1281,8 +1253,7 @@ class Scheduler:
         self._c.policy = replace(old, **typed)
         self._c.capacity_epoch += 1
         cycle = self._begin()  # after the change: its decision carries the new dry_run
-        guards = {"min_runtime_seconds", "preemption_budget", "preemption_budget_window_seconds"}
-        if guards & set(changes):
+        if self._guards.index_fields & set(changes):
             # Cooldown and budget decide who is indexed as a candidate: re-sort everyone.
             for job in self._c.jobs.values():
                 if job.state is JobState.RUNNING:
@@ -1418,7 +1389,7 @@ class Scheduler:
             "decision_seq": self._numbering.next,
             "job_seq": self._c.tickets,
             "policy": {f.name: getattr(self._c.policy, f.name) for f in fields(PolicySpec)},
-            "cycles": [[v, p, t] for (v, p), t in self._cycles.items()],
+            "cycles": [[v, p, t] for (v, p), t in self._guards.reversal.pairs.items()],
             "cycles_refused": self.cycles_refused,
             "reservation_jobs": dict(self._reservation_jobs),
             "pools": {
@@ -1454,8 +1425,9 @@ class Scheduler:
         s = cls(cluster, policy, clock=clock, first_decision_seq=int(meta.get("decision_seq", 1)))
         now = clock()
         s._c.tickets = int(meta.get("job_seq", 0))
-        s.cycles_refused = int(meta.get("cycles_refused", 0))
-        s._cycles = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
+        reversal = s._guards.reversal
+        reversal.refused_count = int(meta.get("cycles_refused", 0))
+        reversal.pairs = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
         s._reservation_jobs = {str(k): str(v) for k, v in meta.get("reservation_jobs", {}).items()}
         for name, pm in meta.get("pools", {}).items():
             p = s._c.pools.get(name)

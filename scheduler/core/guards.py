@@ -1,0 +1,180 @@
+"""Guards: the named checks that say whether a running job may be preempted now.
+
+Each guard answers one question the same way on every path: ``until(victim,
+preemptor, now, policy)``, the earliest time from which it lets ``victim`` be
+preempted (``-inf``: no objection, ``inf``: never). The victim index asks every
+guard that can judge a victim alone (``preemptor=None``) when a running job
+becomes a candidate, and keeps it out of the index until then; a preemption plan
+asks every guard about each (victim, preemptor) pair it considers, and the first
+guard whose time has not come refuses (like KAI-Scheduler's victim filters). So a
+new guard (a lifetime cap, a lending window) is one class added to ``GUARDS``.
+
+Guards in order (the first refusal is the one counted):
+
+1. ``Preemptible``: only running jobs marked preemptible are victims; a
+   reservation's hold never is.
+2. ``MinRuntime``: no preemption before the job ran ``min_runtime_seconds``.
+3. ``Budget``: at most ``preemption_budget`` preemptions per job inside
+   ``preemption_budget_window_seconds``.
+4. ``NoReversal``: B is not preempted for A within ``cycle_window_seconds`` of A
+   being preempted for B (the reversal would ping-pong); refusals are counted.
+
+Owns: the guards' own state: the preemption pairs and refusals ``NoReversal``
+remembers, and the refusal count.
+May call: ``cluster`` (the job records), ``model``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from scheduler.core.cluster import Cluster, Job
+from scheduler.core.model import JobKind, JobState, PolicySpec
+
+# Pairs remembered before the expired ones are dropped (a bound, not a window).
+REMEMBERED_PAIRS = 4096
+
+
+class Guard(Protocol):
+    name: str
+    # The policy fields it reads: when one changes, the victim index is rebuilt.
+    policy_fields: frozenset[str]
+    # Whether it judges (victim, preemptor) pairs only: the index cannot wait for it.
+    pairwise: bool
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        """The earliest time from which this guard lets ``victim`` be preempted."""
+        ...
+
+    def preempted(self, victim: Job, preemptor: str, now: float) -> None:
+        """``victim`` was preempted for ``preemptor`` at ``now``."""
+        ...
+
+    def refused(self, victim: Job, preemptor: str, now: float) -> None:
+        """A plan that counts refusals was refused by this guard."""
+        ...
+
+    def forget(self, now: float, policy: PolicySpec) -> None:
+        """Drop what no longer matters at ``now``."""
+        ...
+
+
+class _Stateless:
+    """Guards that remember nothing."""
+
+    def preempted(self, victim: Job, preemptor: str, now: float) -> None:
+        return None
+
+    def refused(self, victim: Job, preemptor: str, now: float) -> None:
+        return None
+
+    def forget(self, now: float, policy: PolicySpec) -> None:
+        return None
+
+
+class Preemptible(_Stateless):
+    name = "preemptible"
+    policy_fields: frozenset[str] = frozenset()
+    pairwise = False
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        if (
+            victim.state is JobState.RUNNING
+            and victim.preemptible
+            and victim.kind is not JobKind.RESERVATION
+            and victim.started_at is not None
+        ):
+            return -math.inf
+        return math.inf
+
+
+class MinRuntime(_Stateless):
+    name = "min_runtime"
+    policy_fields = frozenset({"min_runtime_seconds"})
+    pairwise = False
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        if victim.started_at is None:
+            return math.inf
+        return victim.started_at + policy.min_runtime_seconds
+
+
+class Budget(_Stateless):
+    name = "budget"
+    policy_fields = frozenset({"preemption_budget", "preemption_budget_window_seconds"})
+    pairwise = False
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        window = policy.preemption_budget_window_seconds
+        recent = sorted(t for t in victim.preemptions if t > now - window)
+        if len(recent) < policy.preemption_budget:
+            return -math.inf
+        # Free again once the oldest preemption that keeps it at the budget leaves the window.
+        return recent[-policy.preemption_budget] + window
+
+
+class NoReversal:
+    name = "no_reversal"
+    policy_fields = frozenset({"cycle_window_seconds"})
+    pairwise = True
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
+        self.refusals: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> first refused
+        self.refused_count = 0  # reversals refused (each pair counted once)
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        # Refuse preempting ``victim`` for ``preemptor`` if ``preemptor`` itself was
+        # recently preempted for ``victim``.
+        at = None if preemptor is None else self.pairs.get((preemptor, victim.id))
+        return -math.inf if at is None else at + policy.cycle_window_seconds
+
+    def preempted(self, victim: Job, preemptor: str, now: float) -> None:
+        self.pairs[(victim.id, preemptor)] = now
+
+    def refused(self, victim: Job, preemptor: str, now: float) -> None:
+        if (victim.id, preemptor) not in self.refusals:
+            self.refusals[(victim.id, preemptor)] = now
+            self.refused_count += 1
+
+    def forget(self, now: float, policy: PolicySpec) -> None:
+        window = policy.cycle_window_seconds
+        if len(self.pairs) > REMEMBERED_PAIRS:
+            self.pairs = {k: t for k, t in self.pairs.items() if now - t < window}
+        if len(self.refusals) > REMEMBERED_PAIRS:
+            self.refusals = {k: t for k, t in self.refusals.items() if now - t < window}
+
+
+class Guards:
+    """The guards in force, asked together."""
+
+    def __init__(self, cluster: Cluster, reversal: NoReversal | None = None) -> None:
+        self._cluster = cluster
+        self.reversal = reversal or NoReversal()  # persisted: its pairs and refusal count
+        self.all: tuple[Guard, ...] = (Preemptible(), MinRuntime(), Budget(), self.reversal)
+        self._alone = tuple(g for g in self.all if not g.pairwise)
+        # Changing one of these changes when jobs become candidates: the index is rebuilt.
+        self.index_fields = frozenset(f for g in self._alone for f in g.policy_fields)
+
+    def ready_at(self, job: Job, now: float) -> float:
+        """When ``job`` becomes a candidate for any preemptor (``inf``: never)."""
+        policy = self._cluster.policy
+        return max(g.until(job, None, now, policy) for g in self._alone)
+
+    def refusal(self, victim: Job, preemptor: str, now: float) -> Guard | None:
+        """The first guard that does not let ``victim`` be preempted for ``preemptor`` now."""
+        policy = self._cluster.policy
+        for g in self.all:
+            if g.until(victim, preemptor, now, policy) > now:
+                return g
+        return None
+
+    def preempted(self, victim: Job, preemptor: str, now: float) -> None:
+        for g in self.all:
+            g.preempted(victim, preemptor, now)
+
+    def forget(self, now: float) -> None:
+        policy = self._cluster.policy
+        for g in self.all:
+            g.forget(now, policy)
