@@ -35,9 +35,10 @@ from scheduler.core.model import (
     PolicySpec,
     PoolSpec,
 )
-from scheduler.core.ordering import work_lost
+from scheduler.core.ordering import VictimKey, work_lost
 
 BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus): see victims.py
+IndexEntry = tuple[VictimKey, str]  # (ordering.index_key, job id): see victims.py
 QueueEntry = tuple[float, int, str]  # (queued_at, ticket, job id): see queues.py
 
 
@@ -127,7 +128,7 @@ class Job:
         self.shadowed = False  # dry run: what it would preempt is recorded once per wait
         # victims: its place in the victim index
         self.bucket: BucketKey | None = None
-        self.entry: tuple[float, float, str] | None = None
+        self.entry: IndexEntry | None = None
         self.maturing = False  # running, but not yet a candidate (cooldown or budget)
         # rebalance and reservations: what it stands for
         self.elastic = False  # a rebalance burst: returned once the pool is stable again
@@ -209,7 +210,7 @@ class Pool:
         self.fail_need = 0
         # victims: the running preemptible jobs in buckets in victim order; and the
         # other pools' jobs on this pool's GPUs (added by placement, dropped as they stop)
-        self.victims: dict[BucketKey, list[tuple[float, float, str]]] = {}
+        self.victims: dict[BucketKey, list[IndexEntry]] = {}
         self.borrowers_on: dict[str, None] = {}
         # preemption
         self.lost = 0.0  # GPU-seconds lost to preemption

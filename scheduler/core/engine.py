@@ -23,11 +23,10 @@ pool's GPUs; a decision touches only the pools and buckets it needs.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from itertools import islice
 from typing import Any
@@ -53,7 +52,8 @@ from scheduler.core.model import (
     ReservationView,
     Result,
 )
-from scheduler.core.ordering import Candidate, effective_priority, victim_key
+from scheduler.core.ordering import effective_priority
+from scheduler.core.victims import VictimIndex
 from scheduler.core.windows import current, next_occurrence
 
 # Jobs finished longer ago than this many finished jobs are forgotten by the
@@ -64,9 +64,6 @@ FINISHED_KEPT = 10_000
 BLOCKED_LOOKAHEAD = 8
 # Alert correlation ids remembered for de-duplicating retried notifications.
 SEEN_ALERTS_KEPT = 1_000
-
-_BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus)
-_Entry = tuple[float, float, str]  # (-checkpoint reference, -started_at, id): victim order
 
 
 @dataclass(frozen=True)
@@ -94,13 +91,11 @@ class Scheduler:
         )
         self._finished: deque[str] = deque()
         self._deadlines: list[tuple[float, int, str]] = []
-        # Running jobs inside their cooldown or out of budget, by when that ends:
-        # they join the victim index only then, so plans never wade through them.
-        self._maturing: list[tuple[float, int, str]] = []
         self._ends: list[tuple[float, int, str]] = []
         self._seen_alerts: dict[str, None] = {}
         self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
         self._guards = Guards(self._c)
+        self._victims = VictimIndex(self._c, self._guards)
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -197,89 +192,6 @@ class Scheduler:
             self._c.policy.fairness_cap,
         )
 
-    # ------------------------------------------------------------------ victim index
-
-    def _index(self, job: Job, now: float) -> None:
-        ready = self._guards.ready_at(job, now)
-        if ready == math.inf:
-            return  # never a victim
-        assert job.started_at is not None
-        if ready > now:
-            if not job.maturing:
-                job.maturing = True
-                heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
-            return
-        job.maturing = False
-        borrower = any(self._c.gpus[u].home != job.pool for u in job.gpu_ids)
-        key: _BucketKey = (borrower, job.stateless, job.gpus)
-        entry: _Entry = (0.0 if job.stateless else -job.checkpoint_ref(), -job.started_at, job.id)
-        bisect.insort(self._c.pools[job.pool].victims.setdefault(key, []), entry)
-        job.bucket = key
-        job.entry = entry
-
-    def _mature(self, now: float) -> None:
-        while self._maturing and self._maturing[0][0] <= now:
-            _, run_seq, job_id = heapq.heappop(self._maturing)
-            job = self._c.jobs.get(job_id)
-            if (
-                job is not None
-                and job.maturing
-                and job.run_seq == run_seq
-                and job.state is JobState.RUNNING
-            ):
-                job.maturing = False
-                self._index(job, now)
-
-    def _unindex(self, job: Job) -> None:
-        job.maturing = False  # a heap entry left behind is ignored when it pops
-        if job.bucket is None or job.entry is None:
-            return
-        bucket = self._c.pools[job.pool].victims[job.bucket]
-        i = bisect.bisect_left(bucket, job.entry)
-        if i < len(bucket) and bucket[i] == job.entry:
-            del bucket[i]
-        job.bucket = None
-        job.entry = None
-
-    def _candidate(self, job: Job, now: float) -> Candidate:
-        assert job.started_at is not None
-        return Candidate(
-            job_id=job.id,
-            borrower=any(self._c.gpus[u].home != job.pool for u in job.gpu_ids),
-            priority=self._c.pools[job.pool].priority,
-            work_lost=job.work_lost(now),
-            gpus=job.gpus,
-            started_at=job.started_at,
-        )
-
-    def _bucket_candidates(self, pool: Pool, key: _BucketKey, now: float) -> Iterator[Candidate]:
-        borrower, stateless, gpus = key
-        for neg_ref, neg_start, job_id in pool.victims[key]:
-            lost = 0.0 if stateless else gpus * max(0.0, now + neg_ref)
-            yield Candidate(job_id, borrower, pool.priority, lost, gpus, -neg_start)
-
-    def _candidates(self, pool: Pool, need: int, now: float) -> Iterator[Candidate]:
-        """Every job that might give GPUs to ``pool``, lazily, in victim order."""
-        reclaim = sorted(
-            (self._candidate(self._c.jobs[j], now) for j in pool.borrowers_on),
-            key=lambda c: victim_key(c, need),
-        )
-        streams: list[Iterable[Candidate]] = [reclaim]
-        if pool.priority < self._c.top_priority:
-            yield from reclaim
-            return
-        for other in self._c.by_priority:
-            if other.priority >= pool.priority:
-                break
-            for key, bucket in other.victims.items():
-                if bucket:
-                    streams.append(self._bucket_candidates(other, key, now))
-        seen: set[str] = set()
-        for c in heapq.merge(*streams, key=lambda c: victim_key(c, need)):
-            if c.job_id not in seen:
-                seen.add(c.job_id)
-                yield c
-
     def _usable(
         self, victim: Job, pool: Pool, planned: dict[str, int], borrowed: list[int]
     ) -> list[Gpu]:
@@ -324,7 +236,7 @@ class Scheduler:
         Returns None when ``need`` cannot be met (unless ``best_effort``, which
         returns whatever can be had, possibly nothing). Read-only.
         """
-        self._mature(now)
+        self._victims.promote(now)
         free = self._free_usable(pool, need, own_only=False)
         remaining = need - len(free)
         if remaining <= 0:
@@ -338,7 +250,7 @@ class Scheduler:
                 borrowed[0] += 1
         chosen: list[tuple[Job, int]] = []
         got = 0
-        for c in self._candidates(pool, remaining, now):
+        for c in self._victims.candidates(pool, remaining, now):
             victim = self._c.jobs[c.job_id]
             refusal = self._guards.refusal(victim, preemptor, now)
             if refusal is not None:
@@ -381,7 +293,7 @@ class Scheduler:
 
     def _signal(self, victim: Job, preemptor: Job, cause: Cause, cycle: Cycle) -> None:
         now = cycle.now
-        self._unindex(victim)
+        self._victims.remove(victim)
         for u in victim.gpu_ids:
             home = self._c.pools[self._c.gpus[u].home]
             home.borrowers_on.pop(victim.id, None)
@@ -490,7 +402,7 @@ class Scheduler:
         job.fail_mark = None
         job.run_seq = self._c.next_ticket()
         pool.running_gpus += job.gpus
-        self._index(job, now)
+        self._victims.add(job, now)
         if job.duration is not None:
             end = now + max(0.0, job.duration - job.progress)
             heapq.heappush(self._ends, (end, job.run_seq, job.id))
@@ -639,7 +551,7 @@ class Scheduler:
             self._compact(pool)
         if job.state is JobState.RUNNING:
             pool.running_gpus -= job.gpus
-        self._unindex(job)
+        self._victims.remove(job)
         for u in job.gpu_ids:
             g = self._c.gpus[u]
             self._c.pools[g.home].borrowers_on.pop(job.id, None)
@@ -725,13 +637,13 @@ class Scheduler:
             job.queued_at = req.started_at
             self._place(job, free, cycle, Cause.SEED)
             job.started_at = req.started_at
-            self._unindex(job)
+            self._victims.remove(job)
             if req.last_checkpoint is not None and job.checkpointable:
                 job.last_checkpoint = min(req.last_checkpoint, now)
                 job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
             # A new run key: heap entries made by _place at "now" are stale.
             job.run_seq = self._c.next_ticket()
-            self._index(job, now)
+            self._victims.add(job, now)
             if job.duration is not None:
                 heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
         self._schedule(cycle)
@@ -772,11 +684,11 @@ class Scheduler:
             raise InvalidRequest("checkpoint time must lie within the job's current run")
         if job.last_checkpoint is not None and at <= job.last_checkpoint:
             return
-        self._unindex(job)
+        self._victims.remove(job)
         job.last_checkpoint = at
         job.checkpoint_progress = job.progress + (at - job.started_at)
         if job.state is JobState.RUNNING:
-            self._index(job, now)
+            self._victims.add(job, now)
         self._c.dirty.add(job.id)
 
     def ack_preemption(self, job_id: str) -> list[Decision]:
@@ -1257,8 +1169,8 @@ class Scheduler:
             # Cooldown and budget decide who is indexed as a candidate: re-sort everyone.
             for job in self._c.jobs.values():
                 if job.state is JobState.RUNNING:
-                    self._unindex(job)
-                    self._index(job, cycle.now)
+                    self._victims.remove(job)
+                    self._victims.add(job, cycle.now)
         changed = ", ".join(
             f"{k}: {getattr(old, k)} -> {getattr(self._c.policy, k)}" for k in changes
         )
@@ -1518,7 +1430,7 @@ class Scheduler:
         job.gpu_ids = list(v.gpu_ids)
         if v.state is JobState.RUNNING:
             pool.running_gpus += job.gpus
-            self._index(job, now)
+            self._victims.add(job, now)
         elif job.deadline is not None:
             heapq.heappush(self._deadlines, (job.deadline, job.run_seq, job.id))
         if job.duration is not None and job.started_at is not None:

@@ -11,6 +11,12 @@ CandidatesOrdering, plus the checkpoint awareness Kueue #477 asks for):
 5. most recently started first;
 6. job id, so that the order is total and deterministic.
 
+The victim index (``victims.py``) keeps running jobs in this order without
+re-sorting them as time passes, through ``index_key``; it relies on two
+properties of ``victim_key`` that any change to it must keep: it orders by work
+lost (criterion 3) monotonically, and the other criteria depend on nothing that
+changes while a job runs.
+
 ``effective_priority`` is Slurm's age factor on top of the class priority.
 """
 
@@ -38,6 +44,29 @@ VictimKey = tuple[bool, int, float, int, float, str]
 def victim_key(c: Candidate, need: int) -> VictimKey:
     """Sort key: smaller sorts first, i.e. is preempted first."""
     return (not c.borrower, c.priority, c.work_lost, -min(c.gpus, need), -c.started_at, c.job_id)
+
+
+def index_key(
+    job_id: str,
+    *,
+    borrower: bool,
+    priority: int,
+    gpus: int,
+    started_at: float,
+    at_risk_since: float | None,
+) -> VictimKey:
+    """``victim_key`` of a running job as the victim index files it: the same at every instant.
+
+    ``at_risk_since`` is when the work it would lose began (its start, or its last
+    checkpoint); None for a stateless job, which loses nothing. Among jobs of one
+    size and one kind of loss, the work lost at any instant ``now`` is
+    ``gpus * (now - at_risk_since)`` (or zero), a strictly increasing function of
+    ``-at_risk_since`` with one slope for all of them; so ``victim_key`` with
+    ``-at_risk_since`` in place of the work lost orders them as it would at every
+    instant, and the index never re-sorts a bucket.
+    """
+    lost = 0.0 if at_risk_since is None else -at_risk_since
+    return victim_key(Candidate(job_id, borrower, priority, lost, gpus, started_at), gpus)
 
 
 def order_victims(candidates: Iterable[Candidate], need: int) -> list[Candidate]:

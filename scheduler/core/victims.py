@@ -1,0 +1,151 @@
+"""The victim index: the running jobs a preemption plan may take, kept in victim order.
+
+The order is ``ordering.victim_key`` and nothing else: this index keeps no order
+of its own. Per pool, the running jobs that every guard judging a job alone lets
+go sit in buckets of jobs that ``victim_key`` orders the same way at every instant
+and for every need: one size (so "fewest victims" ties inside a bucket) and one
+kind of loss (stateless jobs lose nothing; the others lose GPU-seconds at the rate
+of their size, so their differences in work lost never change), borrowers apart
+from owners. A job is filed in its bucket under ``ordering.index_key``: its
+``victim_key`` with the work lost measured from a fixed origin, so that its place
+stays right as time passes. A plan merges the buckets' heads by ``victim_key`` and
+reads only as many candidates as it takes, instead of building and sorting every
+running job.
+
+Jobs the guards hold back (inside their minimum runtime, out of budget) wait in a
+heap keyed by when the guards let them go, and join the index then: plans never
+wade through them.
+
+Owns: each pool's buckets (``Pool.victims``), the heap of maturing jobs,
+``Job.bucket``, ``Job.entry`` and ``Job.maturing``. Reads each pool's borrowers
+(``Pool.borrowers_on``, kept by placement, preemption and jobs as runs start and stop).
+May call: ``guards``, ``cluster``, ``ordering``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+
+import scheduler.core.ordering as ordering
+from scheduler.core.cluster import BucketKey, Cluster, IndexEntry, Job, Pool
+from scheduler.core.guards import Guards
+from scheduler.core.model import JobState
+from scheduler.core.ordering import Candidate
+
+
+def candidate(job: Job, borrower: bool, priority: int, now: float) -> Candidate:
+    """A running job as the ordering sees it at ``now``."""
+    started_at = job.started_at
+    assert started_at is not None
+    lost = ordering.work_lost(
+        gpus=job.gpus,
+        stateless=job.stateless,
+        started_at=started_at,
+        last_checkpoint=job.last_checkpoint,
+        now=now,
+    )
+    return Candidate(job.id, borrower, priority, lost, job.gpus, started_at)
+
+
+class VictimIndex:
+    def __init__(self, cluster: Cluster, guards: Guards) -> None:
+        self._cluster = cluster
+        self._guards = guards
+        # (when the guards let it go, run ticket, job id) of running jobs held back
+        self._maturing: list[tuple[float, int, str]] = []
+
+    def add(self, job: Job, now: float) -> None:
+        """A running job becomes a candidate now, or when the guards let it go."""
+        ready = self._guards.ready_at(job, now)
+        if ready == math.inf:
+            return  # never a victim
+        if ready > now:
+            if not job.maturing:
+                job.maturing = True
+                heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
+            return
+        job.maturing = False
+        assert job.started_at is not None
+        pool = self._cluster.pools[job.pool]
+        borrower = self._cluster.borrows(job)
+        key: BucketKey = (borrower, job.stateless, job.gpus)
+        entry = (
+            ordering.index_key(
+                job.id,
+                borrower=borrower,
+                priority=pool.priority,
+                gpus=job.gpus,
+                started_at=job.started_at,
+                at_risk_since=None if job.stateless else job.checkpoint_ref(),
+            ),
+            job.id,
+        )
+        bisect.insort(pool.victims.setdefault(key, []), entry)
+        job.bucket = key
+        job.entry = entry
+
+    def remove(self, job: Job) -> None:
+        job.maturing = False  # a heap entry left behind is ignored when it pops
+        if job.bucket is None or job.entry is None:
+            return
+        bucket = self._cluster.pools[job.pool].victims[job.bucket]
+        i = bisect.bisect_left(bucket, job.entry)
+        if i < len(bucket) and bucket[i] == job.entry:
+            del bucket[i]
+        job.bucket = None
+        job.entry = None
+
+    def promote(self, now: float) -> None:
+        """Jobs whose guards let go by ``now`` join the index."""
+        maturing = self._maturing
+        while maturing and maturing[0][0] <= now:
+            _, run_seq, job_id = heapq.heappop(maturing)
+            job = self._cluster.jobs.get(job_id)
+            if (
+                job is not None
+                and job.maturing
+                and job.run_seq == run_seq
+                and job.state is JobState.RUNNING
+            ):
+                job.maturing = False
+                self.add(job, now)
+
+    def candidates(self, pool: Pool, need: int, now: float) -> Iterator[Candidate]:
+        """Every job that might give GPUs to ``pool``, lazily, in victim order.
+
+        The other pools' jobs on ``pool``'s GPUs (to reclaim), and for the top
+        class, every indexed job of the pools below it.
+        """
+        cluster = self._cluster
+        reclaim = ordering.order_victims(
+            (
+                candidate(job, cluster.borrows(job), cluster.pools[job.pool].priority, now)
+                for job in map(cluster.jobs.__getitem__, pool.borrowers_on)
+            ),
+            need,
+        )
+        if pool.priority < cluster.top_priority:
+            yield from reclaim
+            return
+        streams: list[Iterable[Candidate]] = [reclaim]
+        for other in cluster.by_priority:
+            if other.priority >= pool.priority:
+                break
+            for (borrower, _, _), bucket in other.victims.items():
+                if bucket:
+                    streams.append(self._stream(bucket, borrower, other.priority, now))
+        seen: set[str] = set()
+        for c in heapq.merge(*streams, key=lambda c: ordering.victim_key(c, need)):
+            if c.job_id not in seen:
+                seen.add(c.job_id)
+                yield c
+
+    def _stream(
+        self, bucket: list[IndexEntry], borrower: bool, priority: int, now: float
+    ) -> Iterator[Candidate]:
+        jobs = self._cluster.jobs
+        for _, job_id in bucket:
+            yield candidate(jobs[job_id], borrower, priority, now)
