@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from itertools import islice
 from typing import Any
 
 from scheduler.core.cluster import Cluster, Gpu, Job, Pool
 from scheduler.core.decisions import Cycle, Numbering
 from scheduler.core.errors import Conflict, InvalidRequest
+from scheduler.core.fit import idle_gpus
 from scheduler.core.guards import Guards
+from scheduler.core.jobs import Jobs
 from scheduler.core.model import (
     FINISHED_STATES,
     WAITING_STATES,
@@ -52,13 +52,10 @@ from scheduler.core.model import (
     ReservationView,
     Result,
 )
-from scheduler.core.ordering import effective_priority
+from scheduler.core.queues import Queues
 from scheduler.core.victims import VictimIndex
 from scheduler.core.windows import current, next_occurrence
 
-# Jobs finished longer ago than this many finished jobs are forgotten by the
-# core (the store keeps them): memory stays bounded on a long-running service.
-FINISHED_KEPT = 10_000
 # How many waiting jobs per pool may each try a preemption plan in one pass
 # behind a job that could not get one (best-effort FIFO, bounded).
 BLOCKED_LOOKAHEAD = 8
@@ -89,13 +86,13 @@ class Scheduler:
         self._numbering = Numbering(
             first_decision_seq, {p.name: p.priority_class for p in cluster.pools}
         )
-        self._finished: deque[str] = deque()
         self._deadlines: list[tuple[float, int, str]] = []
-        self._ends: list[tuple[float, int, str]] = []
         self._seen_alerts: dict[str, None] = {}
         self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
         self._guards = Guards(self._c)
         self._victims = VictimIndex(self._c, self._guards)
+        self._queues = Queues(self._c)
+        self._jobs = Jobs(self._c, self._queues, self._victims)
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -115,82 +112,6 @@ class Scheduler:
     def _begin(self) -> Cycle:
         """A public call starts: the one read of the clock it makes."""
         return Cycle(self._clock(), self._numbering, dry_run=self._c.policy.dry_run)
-
-    # ------------------------------------------------------------------ claims and GPUs
-
-    def _free_usable(self, pool: Pool, want: int, *, own_only: bool) -> list[Gpu]:
-        """Idle GPUs ``pool`` may claim now: its own first, then borrowed within the limits."""
-        out = [self._c.gpus[u] for u in islice(pool.free, want)]
-        if len(out) >= want or own_only:
-            return out
-        borrow_room = pool.spec.borrowing_limit - pool.borrowed
-        for lender in self._c.by_priority:
-            if borrow_room <= 0 or len(out) >= want:
-                break
-            if lender is pool or not lender.free:
-                continue
-            room = min(lender.spec.lending_limit - lender.lent, borrow_room, want - len(out))
-            if room <= 0:
-                continue
-            got = [self._c.gpus[u] for u in islice(lender.free, room)]
-            out.extend(got)
-            borrow_room -= len(got)
-        return out
-
-    # ------------------------------------------------------------------ queues
-
-    def _enqueue(self, job: Job, state: JobState, now: float) -> None:
-        job.state = state
-        job.queued_at = now
-        job.qseq = self._c.next_ticket()
-        job.fail_mark = None
-        job.shadowed = False
-        pool = self._c.pools[job.pool]
-        pool.queue.append((now, job.qseq, job.id))
-        pool.waiting += 1
-        pool.waiting_gpus += job.gpus
-        self._c.dirty.add(job.id)
-
-    def _dequeued(self, job: Job) -> None:
-        """Job left the queue; its entry stays until ``_compact`` (queues are walked by index)."""
-        pool = self._c.pools[job.pool]
-        pool.waiting -= 1
-        pool.waiting_gpus -= job.gpus
-        job.qseq = -1
-
-    def _compact(self, pool: Pool) -> None:
-        while pool.queue and self._dead(pool.queue[0]):
-            pool.queue.popleft()
-
-    def _walk(self, pool: Pool, limit: int) -> Iterator[Job]:
-        """Up to ``limit`` waiting jobs in order; safe while jobs are placed meanwhile."""
-        queue = pool.queue
-        i = seen = 0
-        while i < len(queue) and seen < limit:
-            _, qseq, job_id = queue[i]
-            i += 1
-            job = self._c.jobs.get(job_id)
-            if job is not None and job.qseq == qseq:
-                seen += 1
-                yield job
-
-    def _dead(self, entry: tuple[float, int, str]) -> bool:
-        job = self._c.jobs.get(entry[2])
-        return job is None or job.qseq != entry[1]
-
-    def _waiting(self, pool: Pool) -> Iterator[Job]:
-        for entry in pool.queue:
-            job = self._c.jobs.get(entry[2])
-            if job is not None and job.qseq == entry[1]:
-                yield job
-
-    def _effective(self, job: Job, now: float) -> float:
-        return effective_priority(
-            self._c.pools[job.pool].priority,
-            now - job.queued_at,
-            self._c.policy.fairness_factor_per_hour,
-            self._c.policy.fairness_cap,
-        )
 
     def _usable(
         self, victim: Job, pool: Pool, planned: dict[str, int], borrowed: list[int]
@@ -237,7 +158,7 @@ class Scheduler:
         returns whatever can be had, possibly nothing). Read-only.
         """
         self._victims.promote(now)
-        free = self._free_usable(pool, need, own_only=False)
+        free = idle_gpus(self._c, pool, need, own_only=False)
         remaining = need - len(free)
         if remaining <= 0:
             return _Plan(tuple(free[:need]), (), need)
@@ -355,11 +276,11 @@ class Scheduler:
         victim.preempted_for = None
         if victim.elastic:
             # A rebalance burst is extra capacity, not work: it is not requeued.
-            self._finish(victim, JobState.CANCELLED)
+            self._jobs.finish(victim, JobState.CANCELLED)
             outcome = "stopped"
         else:
             victim.resume_count += 1
-            self._enqueue(victim, JobState.REQUEUED, now)
+            self._queues.enqueue(victim, JobState.REQUEUED, now)
             outcome = (
                 "requeued to resume from its last checkpoint"
                 if has_checkpoint
@@ -382,7 +303,7 @@ class Scheduler:
     def _place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
         now = cycle.now
         pool = self._c.pools[job.pool]
-        self._dequeued(job)
+        self._queues.leave(job)
         for g in gpus:
             self._c.pools[g.home].free.pop(g.uuid, None)
             g.holder = job.id
@@ -405,7 +326,7 @@ class Scheduler:
         self._victims.add(job, now)
         if job.duration is not None:
             end = now + max(0.0, job.duration - job.progress)
-            heapq.heappush(self._ends, (end, job.run_seq, job.id))
+            self._jobs.ends_at(job, end)
         self._c.dirty.add(job.id)
         borrowed = sum(1 for g in gpus if g.home != job.pool)
         what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
@@ -440,7 +361,7 @@ class Scheduler:
             return True
         want = job.gpus - len(ready)
         own_only = own_only or self._c.policy.dry_run
-        free = self._free_usable(self._c.pools[job.pool], want, own_only=own_only)
+        free = idle_gpus(self._c, self._c.pools[job.pool], want, own_only=own_only)
         if len(free) < want:
             return False
         self._place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
@@ -451,9 +372,11 @@ class Scheduler:
         now = cycle.now
         order = []
         for pool in self._c.pools.values():
-            head = next(self._waiting(pool), None)
+            head = self._queues.head(pool)
             if head is not None:
-                order.append((-self._effective(head, now), -pool.priority, pool.name, pool))
+                order.append(
+                    (-self._queues.effective_priority(head, now), -pool.priority, pool.name, pool)
+                )
         order.sort(key=lambda t: t[:3])
         # Jobs that fit in their own pool go first (as in Kueue, a workload that
         # needs no borrowing is admitted before one that does): borrowing a
@@ -461,11 +384,11 @@ class Scheduler:
         for *_, pool in order:
             if not pool.free:
                 continue
-            for job in self._walk(pool, self._lookahead(pool)):
+            for job in self._queues.first(pool, self._lookahead(pool)):
                 if not pool.free:
                     break
                 self._try_place(job, cycle, own_only=True)
-            self._compact(pool)
+            self._queues.compact(pool)
         for *_, pool in order:
             self._drain(pool, cycle, now)
 
@@ -475,7 +398,7 @@ class Scheduler:
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
         # not fit, no later job of n or more (holding nothing) will: skip the try.
         unfit = math.inf
-        for job in self._walk(pool, self._lookahead(pool)):
+        for job in self._queues.first(pool, self._lookahead(pool)):
             if job.held or job.gpus < unfit:
                 if self._try_place(job, cycle):
                     placed = True
@@ -510,12 +433,12 @@ class Scheduler:
             if blocked >= BLOCKED_LOOKAHEAD:
                 break
         if placed:
-            self._compact(pool)
+            self._queues.compact(pool)
 
     def _lookahead(self, pool: Pool) -> int:
         # Jobs waiting on their victims do not count against the look-ahead.
         holders = 0
-        for job in self._waiting(pool):
+        for job in self._queues.waiting(pool):
             if not job.pending_victims:
                 break
             holders += 1
@@ -541,78 +464,12 @@ class Scheduler:
             cause=Cause.PRIORITY,
         )
 
-    # ------------------------------------------------------------------ finishing
-
-    def _finish(self, job: Job, state: JobState) -> None:
-        """Job leaves for good (completed or cancelled); frees GPUs and holds."""
-        pool = self._c.pools[job.pool]
-        if job.state in WAITING_STATES:
-            self._dequeued(job)
-            self._compact(pool)
-        if job.state is JobState.RUNNING:
-            pool.running_gpus -= job.gpus
-        self._victims.remove(job)
-        for u in job.gpu_ids:
-            g = self._c.gpus[u]
-            self._c.pools[g.home].borrowers_on.pop(job.id, None)
-            self._c.let_go(g)
-        job.gpu_ids = []
-        for u in job.held:
-            g = self._c.gpus[u]
-            if g.held_for == job.id:
-                self._c.unhold(g)
-        job.held = []
-        if job.preempted_for is not None:
-            pre = self._c.jobs.get(job.preempted_for)
-            if pre is not None:
-                pre.pending_victims.discard(job.id)
-            job.preempted_for = None
-        job.deadline = None
-        job.state = state
-        pool.elastic.pop(job.id, None)
-        self._c.dirty.add(job.id)
-        self._finished.append(job.id)
-        while len(self._finished) > FINISHED_KEPT:
-            old = self._finished.popleft()
-            gone = self._c.jobs.get(old)
-            if gone is not None and gone.state in FINISHED_STATES:
-                del self._c.jobs[old]
-
-    # ------------------------------------------------------------------ public: jobs
-
-    def _new_job(self, req: JobRequest, now: float) -> Job:
-        pool = self._c.pool(req.pool)
-        if not req.id or len(req.id) > 253:
-            raise InvalidRequest("job id must be 1-253 characters")
-        if req.id in self._c.jobs:
-            raise Conflict(f"job {req.id} exists")
-        if req.gpus < 1:
-            raise InvalidRequest("a job needs at least one GPU")
-        lendable = sum(p.spec.lending_limit for p in self._c.by_priority if p is not pool)
-        most = pool.nominal + min(pool.spec.borrowing_limit, lendable)
-        if req.gpus > most:
-            raise InvalidRequest(
-                f"{req.gpus} GPUs exceed what {pool.name} may ever hold: {pool.nominal} nominal "
-                f"+ {min(pool.spec.borrowing_limit, lendable)} borrowable within the limits"
-            )
-        if req.grace_seconds is not None and req.grace_seconds < 0:
-            raise InvalidRequest("grace_seconds must be >= 0")
-        if req.duration_seconds is not None and req.duration_seconds < 0:
-            raise InvalidRequest("duration_seconds must be >= 0")
-        preemptible = pool.spec.preemptible if req.preemptible is None else req.preemptible
-        grace = (
-            self._c.policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
-        )
-        job = Job(req, preemptible=preemptible, grace=grace, now=now)
-        self._c.jobs[job.id] = job
-        return job
-
     def submit(self, req: JobRequest, *, correlation_id: str = "") -> list[Decision]:
         """Queue a job; it is placed (or preempts) right away if it can."""
         cycle = self._begin()
-        job = self._new_job(req, cycle.now)
+        job = self._jobs.new(req, cycle.now)
         job.correlation_id = correlation_id
-        self._enqueue(job, JobState.QUEUED, cycle.now)
+        self._queues.enqueue(job, JobState.QUEUED, cycle.now)
         self._schedule(cycle)
         return cycle.out
 
@@ -624,14 +481,14 @@ class Scheduler:
         cycle = self._begin()
         now = cycle.now
         for req in reqs:
-            job = self._new_job(req, now)
+            job = self._jobs.new(req, now)
             if req.started_at is None:
-                self._enqueue(job, JobState.QUEUED, now)
+                self._queues.enqueue(job, JobState.QUEUED, now)
                 continue
             if req.started_at > now:
                 raise InvalidRequest(f"{req.id}: started_at is in the future")
-            self._enqueue(job, JobState.QUEUED, now)
-            free = self._free_usable(self._c.pools[job.pool], job.gpus, own_only=False)
+            self._queues.enqueue(job, JobState.QUEUED, now)
+            free = idle_gpus(self._c, self._c.pools[job.pool], job.gpus, own_only=False)
             if len(free) < job.gpus:
                 raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
             job.queued_at = req.started_at
@@ -645,51 +502,21 @@ class Scheduler:
             job.run_seq = self._c.next_ticket()
             self._victims.add(job, now)
             if job.duration is not None:
-                heapq.heappush(self._ends, (req.started_at + job.duration, job.run_seq, job.id))
+                self._jobs.ends_at(job, req.started_at + job.duration)
         self._schedule(cycle)
         return cycle.out
 
     def cancel(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         job = self._c.job(job_id)
-        if job.state in FINISHED_STATES:
-            raise Conflict(f"job {job_id} is already {job.state.value}")
         cycle = self._begin()
-        n = len(job.gpu_ids)
-        gpu_ids = tuple(job.gpu_ids)
-        self._finish(job, JobState.CANCELLED)
-        cycle.decide(
-            Action.CANCEL,
-            job.pool,
-            Result.OK,
-            f"{job_id} cancelled" + (f", {n} GPUs freed" if n else ""),
-            gpus=n,
-            gpu_ids=gpu_ids,
-            job=job_id,
-            cause=Cause.REQUEST,
-            correlation_id=correlation_id,
-        )
+        self._jobs.cancel(job, correlation_id, cycle)
         self._schedule(cycle)
         return cycle.out
 
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         """The job saved a checkpoint at ``at`` (default now): work before it is safe."""
         job = self._c.job(job_id)
-        now = self._clock()  # no decisions: no cycle
-        if not job.checkpointable:
-            raise InvalidRequest(f"job {job_id} cannot checkpoint")
-        if job.state not in (JobState.RUNNING, JobState.PREEMPTING) or job.started_at is None:
-            raise Conflict(f"job {job_id} is {job.state.value}, not running")
-        at = now if at is None else at
-        if at > now or at < job.started_at:
-            raise InvalidRequest("checkpoint time must lie within the job's current run")
-        if job.last_checkpoint is not None and at <= job.last_checkpoint:
-            return
-        self._victims.remove(job)
-        job.last_checkpoint = at
-        job.checkpoint_progress = job.progress + (at - job.started_at)
-        if job.state is JobState.RUNNING:
-            self._victims.add(job, now)
-        self._c.dirty.add(job.id)
+        self._jobs.checkpoint(job, at, self._clock())  # no decisions: no cycle
 
     def ack_preemption(self, job_id: str) -> list[Decision]:
         """The victim is done checkpointing: release its GPUs before the grace period ends.
@@ -778,7 +605,7 @@ class Scheduler:
     def _rebalance(
         self, pool: Pool, step: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:
-        held_by_waiting = sum(len(j.held) for j in self._waiting(pool))
+        held_by_waiting = sum(len(j.held) for j in self._queues.waiting(pool))
         headroom = (
             pool.nominal
             + pool.spec.borrowing_limit
@@ -826,7 +653,7 @@ class Scheduler:
                 cause=cause,
             )
             return
-        job = self._new_job(
+        job = self._jobs.new(
             JobRequest(
                 id=burst_id,
                 pool=pool.name,
@@ -839,7 +666,7 @@ class Scheduler:
         job.elastic = True
         job.correlation_id = correlation_id
         pool.elastic[job.id] = None
-        self._enqueue(job, JobState.QUEUED, cycle.now)
+        self._queues.enqueue(job, JobState.QUEUED, cycle.now)
         self._execute(plan, job, Cause.REBALANCE, cycle)
         placed = self._try_place(job, cycle)
         cycle.decide(
@@ -862,7 +689,7 @@ class Scheduler:
             job = self._c.jobs[job_id]
             n = len(job.gpu_ids)
             gpu_ids = tuple(job.gpu_ids)
-            self._finish(job, JobState.COMPLETED)
+            self._jobs.finish(job, JobState.COMPLETED)
             cycle.decide(
                 Action.RETURN,
                 pool.name,
@@ -1014,7 +841,7 @@ class Scheduler:
                     pool.autoscaled[node] = None
                 elif pool.autoscaled[node] is None:
                     pool.autoscaled[node] = now
-            head = next(self._waiting(pool), None)
+            head = self._queues.head(pool)
             if head is not None:
                 if (
                     now - head.queued_at >= p.scale_up_wait_seconds
@@ -1041,25 +868,7 @@ class Scheduler:
             job = self._c.jobs.get(job_id)
             if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
                 self._release_preempted(job, Cause.GRACE, cycle)
-        while self._ends and self._ends[0][0] <= now:
-            _, run_seq, job_id = heapq.heappop(self._ends)
-            job = self._c.jobs.get(job_id)
-            if (
-                job is not None
-                and job.run_seq == run_seq
-                and job.state in (JobState.RUNNING, JobState.PREEMPTING)
-            ):
-                n = len(job.gpu_ids)
-                self._finish(job, JobState.COMPLETED)
-                cycle.decide(
-                    Action.COMPLETE,
-                    job.pool,
-                    Result.OK,
-                    f"{job_id} completed, {n} GPUs freed",
-                    gpus=n,
-                    job=job_id,
-                    cause=Cause.DONE,
-                )
+        self._jobs.complete_due(cycle)
         self._reservations(cycle)
         for pool in self._c.pools.values():
             if (
@@ -1093,7 +902,7 @@ class Scheduler:
             if job is not None and job.id != want:
                 n = len(job.gpu_ids)
                 if job.state not in FINISHED_STATES:
-                    self._finish(job, JobState.COMPLETED)
+                    self._jobs.finish(job, JobState.COMPLETED)
                     cycle.decide(
                         Action.RESERVE,
                         spec.pool,
@@ -1117,7 +926,7 @@ class Scheduler:
                             cause=Cause.DRAIN,
                         )
                     continue
-                job = self._new_job(
+                job = self._jobs.new(
                     JobRequest(
                         id=want,
                         pool=spec.pool,
@@ -1130,7 +939,7 @@ class Scheduler:
                 )
                 job.reservation = spec.name
                 self._reservation_jobs[spec.name] = want
-                self._enqueue(job, JobState.QUEUED, now)
+                self._queues.enqueue(job, JobState.QUEUED, now)
                 cycle.decide(
                     Action.RESERVE,
                     spec.pool,
@@ -1241,7 +1050,9 @@ class Scheduler:
         """Waiting jobs of ``pool`` in order, with their effective priority."""
         now = self._clock()
         p = self._c.pool(pool)
-        return [(j.view(), self._effective(j, now)) for j in self._waiting(p)]
+        return [
+            (j.view(), self._queues.effective_priority(j, now)) for j in self._queues.waiting(p)
+        ]
 
     def job_counts(self) -> dict[tuple[str, str], int]:
         """(pool, state) -> jobs the core holds, without building views (for scrapes)."""
@@ -1254,7 +1065,7 @@ class Scheduler:
     def queue_stats(self, pool: str) -> tuple[int, float | None]:
         """(waiting jobs, when the longest-waiting one was queued): O(1), for scrapes."""
         p = self._c.pool(pool)
-        head = next(self._waiting(p), None)
+        head = self._queues.head(p)
         return p.waiting, None if head is None else head.queued_at
 
     def reservation_views(self) -> list[ReservationView]:
@@ -1365,7 +1176,7 @@ class Scheduler:
         # Queues in their original order; holds after every holder is back.
         for v in sorted(waiting, key=lambda v: (v.queued_at, v.id)):
             job = s._c.jobs[v.id]
-            s._enqueue(job, v.state, v.queued_at)
+            s._queues.enqueue(job, v.state, v.queued_at)
             p = s._c.pools[job.pool]
             for u in v.held_gpu_ids:
                 g = s._c.gpus.get(u)
@@ -1412,7 +1223,7 @@ class Scheduler:
         job.correlation_id = v.correlation_id
         self._c.jobs[v.id] = job
         if v.state in FINISHED_STATES:
-            self._finished.append(v.id)
+            self._jobs.restored_finished(job)
         return job
 
     def _restore_running(self, job: Job, v: JobView, now: float) -> None:
@@ -1435,4 +1246,4 @@ class Scheduler:
             heapq.heappush(self._deadlines, (job.deadline, job.run_seq, job.id))
         if job.duration is not None and job.started_at is not None:
             end = job.started_at + max(0.0, job.duration - job.progress)
-            heapq.heappush(self._ends, (end, job.run_seq, job.id))
+            self._jobs.ends_at(job, end)

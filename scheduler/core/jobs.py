@@ -1,0 +1,184 @@
+"""Job lifecycle: a job is admitted (validated), runs to its duration or is cancelled, and is forgotten.
+
+Finishing is the one way out: a completed or cancelled job leaves its queue or
+the victim index, lets go of the GPUs it ran on and of those held for it, stops
+waiting on its victims (or being waited on as one), and is remembered among the
+last ``FINISHED_KEPT`` finished jobs (the store keeps them all), so that memory
+stays bounded on a long-running service.
+
+Owns: the completion timers (run ends, by run ticket), the bounded list of finished
+jobs; ``Job.state`` on the way out, ``Job.last_checkpoint`` and
+``Job.checkpoint_progress`` (checkpoints reported while it runs). Finishing also
+drops the job from its pool's bursts (``Pool.elastic``) and from its preemptor's
+pending victims.
+May call: ``queues``, ``victims``, ``cluster``, ``decisions``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from scheduler.core.cluster import Cluster, Job
+from scheduler.core.decisions import Cycle
+from scheduler.core.errors import Conflict, InvalidRequest
+from scheduler.core.model import (
+    FINISHED_STATES,
+    WAITING_STATES,
+    Action,
+    Cause,
+    JobRequest,
+    JobState,
+    Result,
+)
+from scheduler.core.queues import Queues
+from scheduler.core.victims import VictimIndex
+
+# Jobs finished longer ago than this many finished jobs are forgotten by the
+# core (the store keeps them): memory stays bounded on a long-running service.
+FINISHED_KEPT = 10_000
+# Kubernetes names are at most this long, and job ids become names.
+MAX_ID_LENGTH = 253
+
+
+class Jobs:
+    def __init__(self, cluster: Cluster, queues: Queues, victims: VictimIndex) -> None:
+        self._cluster = cluster
+        self._queues = queues
+        self._victims = victims
+        self._ends: list[tuple[float, int, str]] = []  # (when, run ticket, job id)
+        self._finished: deque[str] = deque()
+
+    def new(self, req: JobRequest, now: float) -> Job:
+        """A job admitted into the core (not yet queued); refuses what can never run."""
+        cluster = self._cluster
+        pool = cluster.pool(req.pool)
+        if not req.id or len(req.id) > MAX_ID_LENGTH:
+            raise InvalidRequest(f"job id must be 1-{MAX_ID_LENGTH} characters")
+        if req.id in cluster.jobs:
+            raise Conflict(f"job {req.id} exists")
+        if req.gpus < 1:
+            raise InvalidRequest("a job needs at least one GPU")
+        lendable = sum(p.spec.lending_limit for p in cluster.by_priority if p is not pool)
+        most = pool.nominal + min(pool.spec.borrowing_limit, lendable)
+        if req.gpus > most:
+            raise InvalidRequest(
+                f"{req.gpus} GPUs exceed what {pool.name} may ever hold: {pool.nominal} nominal "
+                f"+ {min(pool.spec.borrowing_limit, lendable)} borrowable within the limits"
+            )
+        if req.grace_seconds is not None and req.grace_seconds < 0:
+            raise InvalidRequest("grace_seconds must be >= 0")
+        if req.duration_seconds is not None and req.duration_seconds < 0:
+            raise InvalidRequest("duration_seconds must be >= 0")
+        preemptible = pool.spec.preemptible if req.preemptible is None else req.preemptible
+        grace = (
+            cluster.policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
+        )
+        job = Job(req, preemptible=preemptible, grace=grace, now=now)
+        cluster.jobs[job.id] = job
+        return job
+
+    def ends_at(self, job: Job, at: float) -> None:
+        """The current run of ``job`` completes its work at ``at``."""
+        heapq.heappush(self._ends, (at, job.run_seq, job.id))
+
+    def complete_due(self, cycle: Cycle) -> None:
+        """Jobs whose work is done by now complete (a tick step)."""
+        ends = self._ends
+        jobs = self._cluster.jobs
+        while ends and ends[0][0] <= cycle.now:
+            _, run_seq, job_id = heapq.heappop(ends)
+            job = jobs.get(job_id)
+            if (
+                job is not None
+                and job.run_seq == run_seq
+                and job.state in (JobState.RUNNING, JobState.PREEMPTING)
+            ):
+                n = len(job.gpu_ids)
+                self.finish(job, JobState.COMPLETED)
+                cycle.decide(
+                    Action.COMPLETE,
+                    job.pool,
+                    Result.OK,
+                    f"{job_id} completed, {n} GPUs freed",
+                    gpus=n,
+                    job=job_id,
+                    cause=Cause.DONE,
+                )
+
+    def cancel(self, job: Job, correlation_id: str, cycle: Cycle) -> None:
+        if job.state in FINISHED_STATES:
+            raise Conflict(f"job {job.id} is already {job.state.value}")
+        n = len(job.gpu_ids)
+        gpu_ids = tuple(job.gpu_ids)
+        self.finish(job, JobState.CANCELLED)
+        cycle.decide(
+            Action.CANCEL,
+            job.pool,
+            Result.OK,
+            f"{job.id} cancelled" + (f", {n} GPUs freed" if n else ""),
+            gpus=n,
+            gpu_ids=gpu_ids,
+            job=job.id,
+            cause=Cause.REQUEST,
+            correlation_id=correlation_id,
+        )
+
+    def checkpoint(self, job: Job, at: float | None, now: float) -> None:
+        """The job saved a checkpoint at ``at`` (default ``now``): work before it is safe."""
+        if not job.checkpointable:
+            raise InvalidRequest(f"job {job.id} cannot checkpoint")
+        if job.state not in (JobState.RUNNING, JobState.PREEMPTING) or job.started_at is None:
+            raise Conflict(f"job {job.id} is {job.state.value}, not running")
+        at = now if at is None else at
+        if at > now or at < job.started_at:
+            raise InvalidRequest("checkpoint time must lie within the job's current run")
+        if job.last_checkpoint is not None and at <= job.last_checkpoint:
+            return
+        # Its work at risk changes, so its place among the victims does.
+        self._victims.remove(job)
+        job.last_checkpoint = at
+        job.checkpoint_progress = job.progress + (at - job.started_at)
+        if job.state is JobState.RUNNING:
+            self._victims.add(job, now)
+        self._cluster.dirty.add(job.id)
+
+    def finish(self, job: Job, state: JobState) -> None:
+        """Job leaves for good (completed or cancelled); frees GPUs and holds."""
+        cluster = self._cluster
+        pool = cluster.pools[job.pool]
+        if job.state in WAITING_STATES:
+            self._queues.leave(job)
+            self._queues.compact(pool)
+        if job.state is JobState.RUNNING:
+            pool.running_gpus -= job.gpus
+        self._victims.remove(job)
+        for u in job.gpu_ids:
+            g = cluster.gpus[u]
+            cluster.pools[g.home].borrowers_on.pop(job.id, None)
+            cluster.let_go(g)
+        job.gpu_ids = []
+        for u in job.held:
+            g = cluster.gpus[u]
+            if g.held_for == job.id:
+                cluster.unhold(g)
+        job.held = []
+        if job.preempted_for is not None:
+            preemptor = cluster.jobs.get(job.preempted_for)
+            if preemptor is not None:
+                preemptor.pending_victims.discard(job.id)
+            job.preempted_for = None
+        job.deadline = None
+        job.state = state
+        pool.elastic.pop(job.id, None)
+        cluster.dirty.add(job.id)
+        self._finished.append(job.id)
+        while len(self._finished) > FINISHED_KEPT:
+            old = self._finished.popleft()
+            gone = cluster.jobs.get(old)
+            if gone is not None and gone.state in FINISHED_STATES:
+                del cluster.jobs[old]
+
+    def restored_finished(self, job: Job) -> None:
+        """A finished job read back from the store (forgotten as later jobs finish)."""
+        self._finished.append(job.id)
