@@ -23,16 +23,14 @@ pool's GPUs; a decision touches only the pools and buckets it needs.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
-from scheduler.core.cluster import Cluster, Gpu, Job, Pool
+from scheduler.core.cluster import Cluster, Job, Pool
 from scheduler.core.decisions import Cycle, Numbering
 from scheduler.core.errors import Conflict, InvalidRequest
-from scheduler.core.fit import idle_gpus
 from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
 from scheduler.core.model import (
@@ -52,22 +50,14 @@ from scheduler.core.model import (
     ReservationView,
     Result,
 )
+from scheduler.core.placement import Placement
+from scheduler.core.preemption import Preemption
 from scheduler.core.queues import Queues
 from scheduler.core.victims import VictimIndex
 from scheduler.core.windows import current, next_occurrence
 
-# How many waiting jobs per pool may each try a preemption plan in one pass
-# behind a job that could not get one (best-effort FIFO, bounded).
-BLOCKED_LOOKAHEAD = 8
 # Alert correlation ids remembered for de-duplicating retried notifications.
 SEEN_ALERTS_KEPT = 1_000
-
-
-@dataclass(frozen=True)
-class _Plan:
-    free: tuple[Gpu, ...]  # idle GPUs to claim now
-    victims: tuple[Job, ...]  # jobs to preempt, in victim order
-    gpus: int  # GPUs the plan yields (free + usable from victims)
 
 
 class Scheduler:
@@ -86,13 +76,18 @@ class Scheduler:
         self._numbering = Numbering(
             first_decision_seq, {p.name: p.priority_class for p in cluster.pools}
         )
-        self._deadlines: list[tuple[float, int, str]] = []
         self._seen_alerts: dict[str, None] = {}
         self._reservation_jobs: dict[str, str] = {}  # reservation name -> its job id
         self._guards = Guards(self._c)
         self._victims = VictimIndex(self._c, self._guards)
         self._queues = Queues(self._c)
         self._jobs = Jobs(self._c, self._queues, self._victims)
+        self._preemption = Preemption(
+            self._c, self._queues, self._victims, self._guards, self._jobs
+        )
+        self._placement = Placement(
+            self._c, self._queues, self._victims, self._jobs, self._preemption
+        )
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -113,364 +108,13 @@ class Scheduler:
         """A public call starts: the one read of the clock it makes."""
         return Cycle(self._clock(), self._numbering, dry_run=self._c.policy.dry_run)
 
-    def _usable(
-        self, victim: Job, pool: Pool, planned: dict[str, int], borrowed: list[int]
-    ) -> list[Gpu]:
-        """GPUs of ``victim`` that ``pool`` may claim, updating the planned claim counters."""
-        lower = (
-            self._c.pools[victim.pool].priority < pool.priority
-            and pool.priority >= self._c.top_priority
-        )
-        out = []
-        for u in victim.gpu_ids:
-            g = self._c.gpus[u]
-            if g.held_for is not None:
-                continue
-            if g.home == pool.name:  # reclaiming its own GPU
-                out.append(g)
-                continue
-            if not lower:
-                continue
-            if pool.borrowed + borrowed[0] >= pool.spec.borrowing_limit:
-                continue
-            home = self._c.pools[g.home]
-            if victim.pool == g.home:  # an owner's GPU becomes lent
-                if home.lent + planned.get(g.home, 0) >= home.spec.lending_limit:
-                    continue
-                planned[g.home] = planned.get(g.home, 0) + 1
-            borrowed[0] += 1
-            out.append(g)
-        return out
-
-    def _plan(
-        self,
-        pool: Pool,
-        need: int,
-        preemptor: str,
-        now: float,
-        *,
-        best_effort: bool,
-        count: bool = True,
-    ) -> _Plan | None:
-        """Idle GPUs plus the fewest, cheapest victims that give ``pool`` ``need`` GPUs.
-
-        Returns None when ``need`` cannot be met (unless ``best_effort``, which
-        returns whatever can be had, possibly nothing). Read-only.
-        """
-        self._victims.promote(now)
-        free = idle_gpus(self._c, pool, need, own_only=False)
-        remaining = need - len(free)
-        if remaining <= 0:
-            return _Plan(tuple(free[:need]), (), need)
-        # The idle GPUs taken from lenders count against the limits too.
-        planned: dict[str, int] = {}
-        borrowed = [0]
-        for g in free:
-            if g.home != pool.name:
-                planned[g.home] = planned.get(g.home, 0) + 1
-                borrowed[0] += 1
-        chosen: list[tuple[Job, int]] = []
-        got = 0
-        for c in self._victims.candidates(pool, remaining, now):
-            victim = self._c.jobs[c.job_id]
-            refusal = self._guards.refusal(victim, preemptor, now)
-            if refusal is not None:
-                if count:
-                    refusal.refused(victim, preemptor, now)
-                continue
-            n = len(self._usable(victim, pool, planned, borrowed))
-            if n == 0:
-                continue
-            chosen.append((victim, n))
-            got += n
-            if got >= remaining:
-                break
-        if got < remaining and not best_effort:
-            return None
-        # Fewest victims: drop, latest first, any victim the others already cover.
-        for i in range(len(chosen) - 1, -1, -1):
-            if got - chosen[i][1] >= remaining:
-                got -= chosen[i][1]
-                del chosen[i]
-        return _Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
-
-    def _execute(self, plan: _Plan, job: Job, cause: Cause, cycle: Cycle) -> None:
-        """Claim the plan's idle GPUs and signal its victims; freed GPUs are held for ``job``."""
-        pool = self._c.pools[job.pool]
-        still = job.gpus - len(job.held)
-        for g in plan.free[:still]:
-            self._c.hold(g, job)
-        still -= min(still, len(plan.free))
-        for victim in plan.victims:
-            usable = self._usable(victim, pool, {}, [0])[:still]
-            for g in usable:
-                self._c.hold(g, job)
-            still -= len(usable)
-            reason_cause = cause
-            if cause is Cause.PRIORITY and any(g.home == pool.name for g in usable):
-                reason_cause = Cause.RECLAIM
-            self._signal(victim, job, reason_cause, cycle)
-        self._c.dirty.add(job.id)
-
-    def _signal(self, victim: Job, preemptor: Job, cause: Cause, cycle: Cycle) -> None:
-        now = cycle.now
-        self._victims.remove(victim)
-        for u in victim.gpu_ids:
-            home = self._c.pools[self._c.gpus[u].home]
-            home.borrowers_on.pop(victim.id, None)
-        self._c.pools[victim.pool].running_gpus -= victim.gpus
-        victim.state = JobState.PREEMPTING
-        victim.deadline = now + victim.grace
-        victim.preempted_for = preemptor.id
-        victim.preemptions.append(now)
-        horizon = now - self._c.policy.preemption_budget_window_seconds
-        victim.preemptions = [t for t in victim.preemptions if t > horizon]
-        self._guards.preempted(victim, preemptor.id, now)
-        preemptor.pending_victims.add(victim.id)
-        heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
-        self._c.dirty.add(victim.id)
-        lost_now = victim.work_lost(now)
-        cycle.decide(
-            Action.PREEMPT,
-            victim.pool,
-            Result.OK,
-            f"{victim.id} preempted for {preemptor.id} ({cause}); "
-            f"{victim.grace:.0f}s grace to checkpoint, {lost_now:.0f} GPU-s at risk",
-            gpus=victim.gpus,
-            gpu_ids=tuple(victim.gpu_ids),
-            victims=(victim.id,),
-            job=victim.id,
-            cause=cause,
-            correlation_id=preemptor.correlation_id,
-            grace_seconds=victim.grace,
-        )
-        if victim.grace <= 0:
-            self._release_preempted(victim, Cause.GRACE, cycle)
-
-    def _release_preempted(self, victim: Job, cause: Cause, cycle: Cycle) -> None:
-        """The victim checkpointed (or its grace ran out): free its GPUs and requeue it."""
-        now = cycle.now
-        assert victim.started_at is not None
-        lost = victim.work_lost(now)
-        gpu_ids = tuple(victim.gpu_ids)
-        for u in gpu_ids:
-            self._c.let_go(self._c.gpus[u])
-        victim.gpu_ids = []
-        victim.lost += lost
-        pool = self._c.pools[victim.pool]
-        pool.lost += lost
-        has_checkpoint = (
-            victim.checkpointable
-            and victim.last_checkpoint is not None
-            and victim.last_checkpoint >= victim.started_at
-        )
-        victim.progress = victim.checkpoint_progress if has_checkpoint else 0.0
-        victim.checkpoint_progress = victim.progress
-        victim.started_at = None
-        victim.last_checkpoint = None
-        victim.deadline = None
-        preemptor = self._c.jobs.get(victim.preempted_for or "")
-        if preemptor is not None:
-            preemptor.pending_victims.discard(victim.id)
-            self._c.dirty.add(preemptor.id)
-        victim.preempted_for = None
-        if victim.elastic:
-            # A rebalance burst is extra capacity, not work: it is not requeued.
-            self._jobs.finish(victim, JobState.CANCELLED)
-            outcome = "stopped"
-        else:
-            victim.resume_count += 1
-            self._queues.enqueue(victim, JobState.REQUEUED, now)
-            outcome = (
-                "requeued to resume from its last checkpoint"
-                if has_checkpoint
-                else ("requeued" if victim.stateless else "requeued to restart (no checkpoint)")
-            )
-        cycle.decide(
-            Action.RELEASE,
-            victim.pool,
-            Result.OK,
-            f"{victim.id} released {len(gpu_ids)} GPUs ({cause}); {lost:.0f} GPU-s lost; {outcome}",
-            gpus=len(gpu_ids),
-            gpu_ids=gpu_ids,
-            job=victim.id,
-            cause=cause,
-            gpu_seconds_lost=lost,
-        )
-
-    # ------------------------------------------------------------------ placing
-
-    def _place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
-        now = cycle.now
-        pool = self._c.pools[job.pool]
-        self._queues.leave(job)
-        for g in gpus:
-            self._c.pools[g.home].free.pop(g.uuid, None)
-            g.holder = job.id
-            g.held_for = None
-            self._c.set_claim(g, job.pool)
-            if g.home != job.pool:
-                self._c.pools[g.home].borrowers_on[job.id] = None
-        taken = {g.uuid for g in gpus}
-        for u in job.held:
-            if u not in taken:
-                self._c.unhold(self._c.gpus[u])
-        job.held = []
-        job.gpu_ids = [g.uuid for g in gpus]
-        waited = now - job.queued_at
-        job.state = JobState.RUNNING
-        job.started_at = now
-        job.fail_mark = None
-        job.run_seq = self._c.next_ticket()
-        pool.running_gpus += job.gpus
-        self._victims.add(job, now)
-        if job.duration is not None:
-            end = now + max(0.0, job.duration - job.progress)
-            self._jobs.ends_at(job, end)
-        self._c.dirty.add(job.id)
-        borrowed = sum(1 for g in gpus if g.home != job.pool)
-        what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
-        cycle.decide(
-            Action.PLACE,
-            job.pool,
-            Result.OK,
-            f"{job.id} {what} on {len(gpus)} GPUs"
-            + (f", {borrowed} borrowed" if borrowed else "")
-            + f" after {waited:.0f}s",
-            gpus=len(gpus),
-            gpu_ids=tuple(job.gpu_ids),
-            job=job.id,
-            cause=cause,
-            correlation_id=job.correlation_id,
-            waited_seconds=waited,
-        )
-
-    def _try_place(self, job: Job, cycle: Cycle, *, own_only: bool = False) -> bool:
-        pool = self._c.pools[job.pool]
-        if not job.held and not pool.free:
-            # Fast exit for the common case of a full cluster.
-            if own_only or pool.borrowed >= pool.spec.borrowing_limit:
-                return False
-            if not any(lender.free for lender in self._c.by_priority if lender is not pool):
-                return False
-        ready = [self._c.gpus[u] for u in job.held if self._c.gpus[u].holder is None]
-        if len(ready) >= job.gpus:
-            self._place(
-                job, ready[: job.gpus], cycle, Cause.PREEMPTION if job.held else Cause.QUEUE
-            )
-            return True
-        want = job.gpus - len(ready)
-        own_only = own_only or self._c.policy.dry_run
-        free = idle_gpus(self._c, self._c.pools[job.pool], want, own_only=own_only)
-        if len(free) < want:
-            return False
-        self._place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
-        return True
-
-    def _schedule(self, cycle: Cycle) -> None:
-        """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
-        now = cycle.now
-        order = []
-        for pool in self._c.pools.values():
-            head = self._queues.head(pool)
-            if head is not None:
-                order.append(
-                    (-self._queues.effective_priority(head, now), -pool.priority, pool.name, pool)
-                )
-        order.sort(key=lambda t: t[:3])
-        # Jobs that fit in their own pool go first (as in Kueue, a workload that
-        # needs no borrowing is admitted before one that does): borrowing a
-        # pool's idle GPUs while its own jobs wait would only invite a reclaim.
-        for *_, pool in order:
-            if not pool.free:
-                continue
-            for job in self._queues.first(pool, self._lookahead(pool)):
-                if not pool.free:
-                    break
-                self._try_place(job, cycle, own_only=True)
-            self._queues.compact(pool)
-        for *_, pool in order:
-            self._drain(pool, cycle, now)
-
-    def _drain(self, pool: Pool, cycle: Cycle, now: float) -> None:
-        blocked = 0
-        placed = False
-        # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
-        # not fit, no later job of n or more (holding nothing) will: skip the try.
-        unfit = math.inf
-        for job in self._queues.first(pool, self._lookahead(pool)):
-            if job.held or job.gpus < unfit:
-                if self._try_place(job, cycle):
-                    placed = True
-                    continue
-                if not job.held:
-                    unfit = job.gpus
-            if job.pending_victims:
-                continue  # waiting out its victims' grace periods
-            mark = (self._c.capacity_epoch, now)
-            need = job.gpus - len(job.held)
-            if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
-                blocked += 1
-            elif self._c.policy.dry_run:
-                self._shadow(job, cycle)
-                blocked += 1
-            else:
-                cause = (
-                    Cause.RESERVATION
-                    if job.kind is JobKind.RESERVATION
-                    else (Cause.REBALANCE if job.elastic else Cause.PRIORITY)
-                )
-                plan = self._plan(pool, need, job.id, now, best_effort=False)
-                if plan is None:
-                    job.fail_mark = mark
-                    if pool.fail_mark != mark or need < pool.fail_need:
-                        pool.fail_mark, pool.fail_need = mark, need
-                    blocked += 1
-                else:
-                    self._execute(plan, job, cause, cycle)
-                    if self._try_place(job, cycle):
-                        placed = True
-            if blocked >= BLOCKED_LOOKAHEAD:
-                break
-        if placed:
-            self._queues.compact(pool)
-
-    def _lookahead(self, pool: Pool) -> int:
-        # Jobs waiting on their victims do not count against the look-ahead.
-        holders = 0
-        for job in self._queues.waiting(pool):
-            if not job.pending_victims:
-                break
-            holders += 1
-        return holders + 4 * BLOCKED_LOOKAHEAD
-
-    def _shadow(self, job: Job, cycle: Cycle) -> None:
-        """Dry run: record once what would be preempted for ``job``, change nothing."""
-        if job.shadowed:
-            return
-        job.shadowed = True
-        pool = self._c.pools[job.pool]
-        plan = self._plan(pool, job.gpus, job.id, cycle.now, best_effort=False, count=False)
-        if plan is None:
-            return
-        cycle.decide(
-            Action.PREEMPT,
-            job.pool,
-            Result.DRY_RUN,
-            f"would preempt {len(plan.victims)} jobs and borrow for {job.id}",
-            gpus=plan.gpus,
-            victims=tuple(v.id for v in plan.victims),
-            job=job.id,
-            cause=Cause.PRIORITY,
-        )
-
     def submit(self, req: JobRequest, *, correlation_id: str = "") -> list[Decision]:
         """Queue a job; it is placed (or preempts) right away if it can."""
         cycle = self._begin()
         job = self._jobs.new(req, cycle.now)
         job.correlation_id = correlation_id
         self._queues.enqueue(job, JobState.QUEUED, cycle.now)
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def seed(self, reqs: Sequence[JobRequest]) -> list[Decision]:
@@ -479,38 +123,16 @@ class Scheduler:
         Jobs without ``started_at`` are queued as if submitted.
         """
         cycle = self._begin()
-        now = cycle.now
         for req in reqs:
-            job = self._jobs.new(req, now)
-            if req.started_at is None:
-                self._queues.enqueue(job, JobState.QUEUED, now)
-                continue
-            if req.started_at > now:
-                raise InvalidRequest(f"{req.id}: started_at is in the future")
-            self._queues.enqueue(job, JobState.QUEUED, now)
-            free = idle_gpus(self._c, self._c.pools[job.pool], job.gpus, own_only=False)
-            if len(free) < job.gpus:
-                raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
-            job.queued_at = req.started_at
-            self._place(job, free, cycle, Cause.SEED)
-            job.started_at = req.started_at
-            self._victims.remove(job)
-            if req.last_checkpoint is not None and job.checkpointable:
-                job.last_checkpoint = min(req.last_checkpoint, now)
-                job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
-            # A new run key: heap entries made by _place at "now" are stale.
-            job.run_seq = self._c.next_ticket()
-            self._victims.add(job, now)
-            if job.duration is not None:
-                self._jobs.ends_at(job, req.started_at + job.duration)
-        self._schedule(cycle)
+            self._placement.seed(req, cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def cancel(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         job = self._c.job(job_id)
         cycle = self._begin()
         self._jobs.cancel(job, correlation_id, cycle)
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
@@ -527,8 +149,8 @@ class Scheduler:
         cycle = self._begin()
         if job.state is not JobState.PREEMPTING:
             return cycle.out
-        self._release_preempted(job, Cause.ACK, cycle)
-        self._schedule(cycle)
+        self._preemption.release(job, Cause.ACK, cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     # ------------------------------------------------------------------ public: alerts
@@ -587,7 +209,7 @@ class Scheduler:
                 correlation_id=correlation_id,
                 cause=Cause.RESOLVED,
             )
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
@@ -599,7 +221,7 @@ class Scheduler:
         self._rebalance(p, gpus, correlation_id, Cause.MANUAL, cycle)
         if not p.firing and p.elastic:
             p.resolved_at = cycle.now  # no alert to wait for: the return timer starts now
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def _rebalance(
@@ -624,7 +246,7 @@ class Scheduler:
             )
             return
         burst_id = f"{pool.name}/burst-{cycle.next_decision}"
-        plan = self._plan(
+        plan = self._preemption.plan(
             pool, want, burst_id, cycle.now, best_effort=True, count=not self._c.policy.dry_run
         )
         assert plan is not None
@@ -667,8 +289,8 @@ class Scheduler:
         job.correlation_id = correlation_id
         pool.elastic[job.id] = None
         self._queues.enqueue(job, JobState.QUEUED, cycle.now)
-        self._execute(plan, job, Cause.REBALANCE, cycle)
-        placed = self._try_place(job, cycle)
+        self._preemption.commit(plan, job, Cause.REBALANCE, cycle)
+        placed = self._placement.try_place(job, cycle)
         cycle.decide(
             Action.REBALANCE,
             pool.name,
@@ -812,7 +434,7 @@ class Scheduler:
         p.autoscaled[node] = cycle.now
         p.scale_pending_until = -math.inf
         self._c.capacity_epoch += 1
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         return cycle.out
 
     def remove_node(self, node: str) -> None:
@@ -863,11 +485,7 @@ class Scheduler:
         """Time-driven progress: grace expiry, completions, reservations, returns, scaling, placement."""
         cycle = self._begin()
         now = cycle.now
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, run_seq, job_id = heapq.heappop(self._deadlines)
-            job = self._c.jobs.get(job_id)
-            if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
-                self._release_preempted(job, Cause.GRACE, cycle)
+        self._preemption.expire(cycle)
         self._jobs.complete_due(cycle)
         self._reservations(cycle)
         for pool in self._c.pools.values():
@@ -888,7 +506,7 @@ class Scheduler:
                 else:
                     self._return(pool, cycle)
         self._autoscale(cycle)
-        self._schedule(cycle)
+        self._placement.schedule(cycle)
         self._guards.forget(now)
         return cycle.out
 
@@ -1243,7 +861,7 @@ class Scheduler:
             pool.running_gpus += job.gpus
             self._victims.add(job, now)
         elif job.deadline is not None:
-            heapq.heappush(self._deadlines, (job.deadline, job.run_seq, job.id))
+            self._preemption.watch(job)
         if job.duration is not None and job.started_at is not None:
             end = job.started_at + max(0.0, job.duration - job.progress)
             self._jobs.ends_at(job, end)

@@ -1,0 +1,228 @@
+"""Placement: admitting waiting jobs onto GPUs, and planning preemptions for those that do not fit.
+
+One pass (``schedule``, after every call that can change what fits) orders the
+pools by the effective priority of the job at the head of each queue. First, in
+that order, each pool's jobs take the pool's own idle GPUs (as in Kueue, a
+workload that needs no borrowing is admitted before one that does: borrowing a
+pool's idle GPUs while its own jobs wait would only invite a reclaim). Then each
+pool admits from its queue (``_admit``): a job takes idle GPUs, its own first then
+borrowed (``fit.idle_gpus``), or GPUs freed for it by preemption; one that does
+not fit gets a preemption plan; up to ``BLOCKED_LOOKAHEAD`` jobs behind one that
+could not get a plan may still try (best-effort FIFO, bounded). A plan that failed
+is not tried again at the same capacity epoch and instant, nor a larger one.
+
+Owns: the order of admission; a running job's start (``Job.state``,
+``Job.started_at``, ``Job.gpu_ids``, ``Job.run_seq``) and its pool's serving GPUs
+(``Pool.running_gpus``); the borrowers on each pool's GPUs as runs start
+(``Pool.borrowers_on``); the failed-plan memos (``Job.fail_mark``, ``Pool.fail_mark``,
+``Pool.fail_need``).
+May call: ``preemption``, ``jobs``, ``queues``, ``victims``, ``fit``, ``cluster``, ``decisions``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scheduler.core.cluster import Cluster, Gpu, Job, Pool
+from scheduler.core.decisions import Cycle
+from scheduler.core.errors import InvalidRequest
+from scheduler.core.fit import idle_gpus
+from scheduler.core.jobs import Jobs
+from scheduler.core.model import Action, Cause, JobKind, JobRequest, JobState, Result
+from scheduler.core.preemption import Preemption
+from scheduler.core.queues import Queues
+from scheduler.core.victims import VictimIndex
+
+# How many waiting jobs per pool may each try a preemption plan in one pass
+# behind a job that could not get one (best-effort FIFO, bounded).
+BLOCKED_LOOKAHEAD = 8
+
+
+class Placement:
+    def __init__(
+        self,
+        cluster: Cluster,
+        queues: Queues,
+        victims: VictimIndex,
+        jobs: Jobs,
+        preemption: Preemption,
+    ) -> None:
+        self._cluster = cluster
+        self._queues = queues
+        self._victims = victims
+        self._jobs = jobs
+        self._preemption = preemption
+
+    def schedule(self, cycle: Cycle) -> None:
+        """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
+        now = cycle.now
+        queues = self._queues
+        order = []
+        for pool in self._cluster.pools.values():
+            head = queues.head(pool)
+            if head is not None:
+                order.append(
+                    (-queues.effective_priority(head, now), -pool.priority, pool.name, pool)
+                )
+        order.sort(key=lambda t: t[:3])
+        for *_, pool in order:
+            if not pool.free:
+                continue
+            for job in queues.first(pool, self._look_ahead(pool)):
+                if not pool.free:
+                    break
+                self.try_place(job, cycle, own_only=True)
+            queues.compact(pool)
+        for *_, pool in order:
+            self._admit(pool, cycle)
+
+    def try_place(self, job: Job, cycle: Cycle, *, own_only: bool = False) -> bool:
+        """Start ``job`` on the GPUs held for it and idle ones, if they make up its size."""
+        cluster = self._cluster
+        pool = cluster.pools[job.pool]
+        if not job.held and not pool.free:
+            # Fast exit for the common case of a full cluster.
+            if own_only or pool.borrowed >= pool.spec.borrowing_limit:
+                return False
+            if not any(lender.free for lender in cluster.by_priority if lender is not pool):
+                return False
+        ready = [cluster.gpus[u] for u in job.held if cluster.gpus[u].holder is None]
+        if len(ready) >= job.gpus:
+            self.place(job, ready[: job.gpus], cycle, Cause.PREEMPTION if job.held else Cause.QUEUE)
+            return True
+        want = job.gpus - len(ready)
+        own_only = own_only or cluster.policy.dry_run
+        free = idle_gpus(cluster, pool, want, own_only=own_only)
+        if len(free) < want:
+            return False
+        self.place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
+        return True
+
+    def place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
+        """``job`` starts (or resumes) on ``gpus``; holds it did not use go back."""
+        cluster = self._cluster
+        now = cycle.now
+        pool = cluster.pools[job.pool]
+        self._queues.leave(job)
+        for g in gpus:
+            cluster.pools[g.home].free.pop(g.uuid, None)
+            g.holder = job.id
+            g.held_for = None
+            cluster.set_claim(g, job.pool)
+            if g.home != job.pool:
+                cluster.pools[g.home].borrowers_on[job.id] = None
+        taken = {g.uuid for g in gpus}
+        for u in job.held:
+            if u not in taken:
+                cluster.unhold(cluster.gpus[u])
+        job.held = []
+        job.gpu_ids = [g.uuid for g in gpus]
+        waited = now - job.queued_at
+        job.state = JobState.RUNNING
+        job.started_at = now
+        job.fail_mark = None
+        job.run_seq = cluster.next_ticket()
+        pool.running_gpus += job.gpus
+        self._victims.add(job, now)
+        if job.duration is not None:
+            self._jobs.ends_at(job, now + max(0.0, job.duration - job.progress))
+        cluster.dirty.add(job.id)
+        borrowed = sum(1 for g in gpus if g.home != job.pool)
+        what = f"resumed (#{job.resume_count})" if job.resume_count else "placed"
+        cycle.decide(
+            Action.PLACE,
+            job.pool,
+            Result.OK,
+            f"{job.id} {what} on {len(gpus)} GPUs"
+            + (f", {borrowed} borrowed" if borrowed else "")
+            + f" after {waited:.0f}s",
+            gpus=len(gpus),
+            gpu_ids=tuple(job.gpu_ids),
+            job=job.id,
+            cause=cause,
+            correlation_id=job.correlation_id,
+            waited_seconds=waited,
+        )
+
+    def seed(self, req: JobRequest, cycle: Cycle) -> None:
+        """A job already running since ``req.started_at``, placed on its own pool first."""
+        now = cycle.now
+        job = self._jobs.new(req, now)
+        if req.started_at is None:
+            self._queues.enqueue(job, JobState.QUEUED, now)
+            return
+        if req.started_at > now:
+            raise InvalidRequest(f"{req.id}: started_at is in the future")
+        self._queues.enqueue(job, JobState.QUEUED, now)
+        free = idle_gpus(self._cluster, self._cluster.pools[job.pool], job.gpus, own_only=False)
+        if len(free) < job.gpus:
+            raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
+        job.queued_at = req.started_at
+        self.place(job, free, cycle, Cause.SEED)
+        job.started_at = req.started_at
+        self._victims.remove(job)
+        if req.last_checkpoint is not None and job.checkpointable:
+            job.last_checkpoint = min(req.last_checkpoint, now)
+            job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
+        # A new run ticket: the timers ``place`` set for a run starting now are stale.
+        job.run_seq = self._cluster.next_ticket()
+        self._victims.add(job, now)
+        if job.duration is not None:
+            self._jobs.ends_at(job, req.started_at + job.duration)
+
+    def _admit(self, pool: Pool, cycle: Cycle) -> None:
+        """Admit from ``pool``'s queue: place what fits, plan preemptions for what does not."""
+        now = cycle.now
+        cluster = self._cluster
+        blocked = 0
+        placed = False
+        # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
+        # not fit, no later job of n or more (holding nothing) will: skip the try.
+        unfit = math.inf
+        for job in self._queues.first(pool, self._look_ahead(pool)):
+            if job.held or job.gpus < unfit:
+                if self.try_place(job, cycle):
+                    placed = True
+                    continue
+                if not job.held:
+                    unfit = job.gpus
+            if job.pending_victims:
+                continue  # waiting out its victims' grace periods
+            mark = (cluster.capacity_epoch, now)
+            need = job.gpus - len(job.held)
+            if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
+                blocked += 1
+            elif cluster.policy.dry_run:
+                self._preemption.preview(job, cycle)
+                blocked += 1
+            else:
+                cause = (
+                    Cause.RESERVATION
+                    if job.kind is JobKind.RESERVATION
+                    else (Cause.REBALANCE if job.elastic else Cause.PRIORITY)
+                )
+                plan = self._preemption.plan(pool, need, job.id, now, best_effort=False)
+                if plan is None:
+                    job.fail_mark = mark
+                    if pool.fail_mark != mark or need < pool.fail_need:
+                        pool.fail_mark, pool.fail_need = mark, need
+                    blocked += 1
+                else:
+                    self._preemption.commit(plan, job, cause, cycle)
+                    if self.try_place(job, cycle):
+                        placed = True
+            if blocked >= BLOCKED_LOOKAHEAD:
+                break
+        if placed:
+            self._queues.compact(pool)
+
+    def _look_ahead(self, pool: Pool) -> int:
+        """How far down ``pool``'s queue a pass looks."""
+        # Jobs waiting on their victims do not count against the look-ahead.
+        holders = 0
+        for job in self._queues.waiting(pool):
+            if not job.pending_victims:
+                break
+            holders += 1
+        return holders + 4 * BLOCKED_LOOKAHEAD
