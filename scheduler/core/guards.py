@@ -106,6 +106,8 @@ class Budget(_Stateless):
     pairwise = False
 
     def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        if len(victim.preemptions) < policy.preemption_budget:
+            return -math.inf  # fewer in all than the budget: fewer inside the window too
         window = policy.preemption_budget_window_seconds
         recent = sorted(t for t in victim.preemptions if t > now - window)
         if len(recent) < policy.preemption_budget:
@@ -153,26 +155,35 @@ class Guards:
         self._cluster = cluster
         self.reversal = reversal or NoReversal()  # persisted: its pairs and refusal count
         self.all: tuple[Guard, ...] = (Preemptible(), MinRuntime(), Budget(), self.reversal)
-        self._alone = tuple(g for g in self.all if not g.pairwise)
+        alone = tuple(g for g in self.all if not g.pairwise)
         # Changing one of these changes when jobs become candidates: the index is rebuilt.
-        self.index_fields = frozenset(f for g in self._alone for f in g.policy_fields)
+        self.index_fields = frozenset(f for g in alone for f in g.policy_fields)
+        # Bound once: every plan asks each guard about every candidate it considers.
+        self._asked = tuple((g, g.until) for g in self.all)
+        self._asked_alone = tuple(g.until for g in alone)
+        self._remembering = tuple(g.preempted for g in self.all if not isinstance(g, _Stateless))
 
     def ready_at(self, job: Job, now: float) -> float:
         """When ``job`` becomes a candidate for any preemptor (``inf``: never)."""
         policy = self._cluster.policy
-        return max(g.until(job, None, now, policy) for g in self._alone)
+        ready = -math.inf
+        for until in self._asked_alone:
+            t = until(job, None, now, policy)
+            if t > ready:
+                ready = t
+        return ready
 
     def refusal(self, victim: Job, preemptor: str, now: float) -> Guard | None:
         """The first guard that does not let ``victim`` be preempted for ``preemptor`` now."""
         policy = self._cluster.policy
-        for g in self.all:
-            if g.until(victim, preemptor, now, policy) > now:
-                return g
+        for guard, until in self._asked:
+            if until(victim, preemptor, now, policy) > now:
+                return guard
         return None
 
     def preempted(self, victim: Job, preemptor: str, now: float) -> None:
-        for g in self.all:
-            g.preempted(victim, preemptor, now)
+        for preempted in self._remembering:
+            preempted(victim, preemptor, now)
 
     def forget(self, now: float) -> None:
         policy = self._cluster.policy

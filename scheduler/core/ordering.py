@@ -23,12 +23,16 @@ changes while a job runs.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A running job as the ordering sees it."""
+class Candidate(NamedTuple):
+    """A running job as the ordering sees it.
+
+    Immutable like the core's other values, but a NamedTuple rather than a frozen
+    dataclass: a plan builds one for every job it reads, and a NamedTuple is about
+    three times cheaper to build.
+    """
 
     job_id: str
     borrower: bool

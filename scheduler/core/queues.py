@@ -73,8 +73,13 @@ class Queues:
                 yield job
 
     def head(self, pool: Pool) -> Job | None:
-        """The longest-waiting job of ``pool``."""
-        return next(self.waiting(pool), None)
+        """The longest-waiting job of ``pool`` (every pass asks, for every pool: no generator)."""
+        jobs = self._cluster.jobs
+        for _, qseq, job_id in pool.queue:
+            job = jobs.get(job_id)
+            if job is not None and job.qseq == qseq:
+                return job
+        return None
 
     def effective_priority(self, job: Job, now: float) -> float:
         policy = self._cluster.policy

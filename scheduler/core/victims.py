@@ -50,6 +50,26 @@ def candidate(job: Job, borrower: bool, priority: int, now: float) -> Candidate:
     return Candidate(job.id, borrower, priority, lost, job.gpus, started_at)
 
 
+def _stream(
+    jobs: dict[str, Job], bucket: list[IndexEntry], key: BucketKey, priority: int, now: float
+) -> Iterator[Candidate]:
+    """A bucket's jobs as candidates at ``now``, in its order (``candidate``, unrolled: hot)."""
+    borrower, stateless, gpus = key
+    work_lost = ordering.work_lost
+    for _, job_id in bucket:
+        job = jobs[job_id]
+        started_at = job.started_at
+        assert started_at is not None
+        lost = work_lost(
+            gpus=gpus,
+            stateless=stateless,
+            started_at=started_at,
+            last_checkpoint=job.last_checkpoint,
+            now=now,
+        )
+        yield Candidate(job_id, borrower, priority, lost, gpus, started_at)
+
+
 class VictimIndex:
     def __init__(self, cluster: Cluster, guards: Guards) -> None:
         self._cluster = cluster
@@ -134,18 +154,11 @@ class VictimIndex:
         for other in cluster.by_priority:
             if other.priority >= pool.priority:
                 break
-            for (borrower, _, _), bucket in other.victims.items():
+            for key, bucket in other.victims.items():
                 if bucket:
-                    streams.append(self._stream(bucket, borrower, other.priority, now))
+                    streams.append(_stream(cluster.jobs, bucket, key, other.priority, now))
         seen: set[str] = set()
         for c in heapq.merge(*streams, key=lambda c: ordering.victim_key(c, need)):
             if c.job_id not in seen:
                 seen.add(c.job_id)
                 yield c
-
-    def _stream(
-        self, bucket: list[IndexEntry], borrower: bool, priority: int, now: float
-    ) -> Iterator[Candidate]:
-        jobs = self._cluster.jobs
-        for _, job_id in bucket:
-            yield candidate(jobs[job_id], borrower, priority, now)
