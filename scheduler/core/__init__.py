@@ -1,4 +1,8 @@
-"""The pure policy core: no I/O, an injected clock, deterministic decisions."""
+"""The pure policy core: no I/O, an injected clock, deterministic decisions.
+
+``Scheduler`` (``engine.py``) is its one public face; the module map and its
+layers are drawn in ``engine.py``'s docstring.
+"""
 
 from scheduler.core.engine import Scheduler
 from scheduler.core.errors import (

@@ -65,29 +65,29 @@ class Job:
         "deadline",
         "duration",
         "elastic",
-        "entry",
-        "fail_mark",
         "gpu_ids",
         "gpus",
         "grace",
         "held",
         "id",
+        "index_entry",
         "kind",
         "last_checkpoint",
         "lost",
         "maturing",
         "pending_victims",
+        "plan_failed_at",
         "pool",
         "preempted_for",
         "preemptible",
         "preemptions",
+        "previewed",
         "progress",
-        "qseq",
+        "queue_ticket",
         "queued_at",
         "reservation",
         "resume_count",
-        "run_seq",
-        "shadowed",
+        "run_ticket",
         "started_at",
         "state",
         "submitted_at",
@@ -111,12 +111,12 @@ class Job:
         self.correlation_id = ""
         # queues: its place in its pool's queue
         self.queued_at = now
-        self.qseq = -1  # ticket of its live queue entry; -1 when not waiting
+        self.queue_ticket = -1  # ticket of its live queue entry; -1 when not waiting
         # placement: the current run, and the failed-plan memo of the current wait
         self.started_at: float | None = None
         self.gpu_ids: list[str] = []
-        self.run_seq = -1  # ticket of the current run: timers of older runs are stale
-        self.fail_mark: tuple[int, float] | None = None
+        self.run_ticket = -1  # ticket of the current run: timers of older runs are stale
+        self.plan_failed_at: tuple[int, float] | None = None
         # preemption: as a victim and as a preemptor
         self.resume_count = 0
         self.preemptions: list[float] = []  # when it was preempted, inside the budget window
@@ -125,10 +125,10 @@ class Job:
         self.pending_victims: set[str] = set()
         self.preempted_for: str | None = None
         self.deadline: float | None = None
-        self.shadowed = False  # dry run: what it would preempt is recorded once per wait
+        self.previewed = False  # dry run: what it would preempt is recorded once per wait
         # victims: its place in the victim index
         self.bucket: BucketKey | None = None
-        self.entry: IndexEntry | None = None
+        self.index_entry: IndexEntry | None = None
         self.maturing = False  # running, but not yet a candidate (cooldown or budget)
         # rebalance and reservations: what it stands for
         self.elastic = False  # a rebalance burst: returned once the pool is stable again
@@ -205,9 +205,9 @@ class Pool:
         self.waiting_gpus = 0
         # placement (and preemption and jobs, as runs stop)
         self.running_gpus = 0
-        # A plan for ``fail_need`` GPUs failed at ``fail_mark``: larger ones would too.
-        self.fail_mark: tuple[int, float] | None = None
-        self.fail_need = 0
+        # A plan for ``plan_failed_need`` GPUs failed at ``plan_failed_at``: larger ones would too.
+        self.plan_failed_at: tuple[int, float] | None = None
+        self.plan_failed_need = 0
         # victims: the running preemptible jobs in buckets in victim order; and the
         # other pools' jobs on this pool's GPUs (added by placement, dropped as they stop)
         self.victims: dict[BucketKey, list[IndexEntry]] = {}

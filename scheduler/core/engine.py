@@ -6,9 +6,10 @@ public method reads the clock once, opens a ``Cycle`` and returns the
 ``Decision``s it took, in order. The rim (runtime) persists those decisions and
 only then actuates them. Not thread-safe: the runtime serialises calls.
 
-The concerns, each a module that says what state it owns and what it may call
-(import-linter holds them to these layers, each importing only those below it;
-``|`` separates siblings that may not import each other):
+The concerns, each a module whose docstring says what state it owns and what it
+may call besides the values (``model``) and the exception tree (``errors``), which
+every module may use. import-linter holds them to these layers, each importing
+only those below it; ``|`` separates siblings that may not import each other:
 
     engine                      this module: public methods, the tick's steps
     persistence                 export for the store, restore from it

@@ -5,6 +5,8 @@ to 404, ``InvalidRequest`` to 400/422 and ``Conflict`` to 409; ``StoreUnavailabl
 means the decision could not be made durable and maps to 503 so that
 Alertmanager retries the notification; ``ActuatorError`` means the decision is
 recorded but could not be carried out (it is retried after a restart).
+
+Owns: nothing. May call: nothing in the core.
 """
 
 from __future__ import annotations

@@ -80,18 +80,18 @@ class Jobs:
 
     def ends_at(self, job: Job, at: float) -> None:
         """The current run of ``job`` completes its work at ``at``."""
-        heapq.heappush(self._ends, (at, job.run_seq, job.id))
+        heapq.heappush(self._ends, (at, job.run_ticket, job.id))
 
     def complete_due(self, cycle: Cycle) -> None:
         """Jobs whose work is done by now complete (a tick step)."""
         ends = self._ends
         jobs = self._cluster.jobs
         while ends and ends[0][0] <= cycle.now:
-            _, run_seq, job_id = heapq.heappop(ends)
+            _, run_ticket, job_id = heapq.heappop(ends)
             job = jobs.get(job_id)
             if (
                 job is not None
-                and job.run_seq == run_seq
+                and job.run_ticket == run_ticket
                 and job.state in (JobState.RUNNING, JobState.PREEMPTING)
             ):
                 n = len(job.gpu_ids)

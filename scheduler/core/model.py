@@ -1,7 +1,10 @@
 """Values the policy core works with: specs in, decisions and views out.
 
 Everything here is a small frozen dataclass or an enum; the core's mutable
-state lives in ``scheduler.core.engine`` and never leaves it.
+state lives in the records of ``scheduler.core.cluster`` and never leaves the core.
+
+Owns: nothing (values only).
+May call: nothing in the core.
 """
 
 from __future__ import annotations

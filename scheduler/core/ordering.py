@@ -18,6 +18,9 @@ lost (criterion 3) monotonically, and the other criteria depend on nothing that
 changes while a job runs.
 
 ``effective_priority`` is Slurm's age factor on top of the class priority.
+
+Owns: nothing (pure functions).
+May call: nothing in the core.
 """
 
 from __future__ import annotations

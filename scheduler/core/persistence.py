@@ -7,7 +7,8 @@ rebuilds from them the same GPUs held, the same queues in their order, the same
 timers (grace deadlines, completions) and the victim index; decisions go on with
 the next number, so that no id is ever reused.
 
-Owns: the set of jobs changed since the store last took them (taken here).
+Owns: nothing of its own: it reads every module's state, and empties the cluster's
+set of changed jobs as the store takes them.
 May call: ``reservations``, ``preemption``, ``jobs``, ``queues``, ``victims``, ``guards``,
 ``cluster``, ``decisions``.
 """
@@ -184,7 +185,7 @@ class Persistence:
     def _running(self, job: Job, v: JobView, now: float) -> None:
         cluster = self._cluster
         pool = cluster.pools[job.pool]
-        job.run_seq = cluster.next_ticket()
+        job.run_ticket = cluster.next_ticket()
         for u in v.gpu_ids:
             g = cluster.gpus.get(u)
             if g is None or g.holder is not None:

@@ -12,10 +12,10 @@ could not get a plan may still try (best-effort FIFO, bounded). A plan that fail
 is not tried again at the same capacity epoch and instant, nor a larger one.
 
 Owns: the order of admission; a running job's start (``Job.state``,
-``Job.started_at``, ``Job.gpu_ids``, ``Job.run_seq``) and its pool's serving GPUs
+``Job.started_at``, ``Job.gpu_ids``, ``Job.run_ticket``) and its pool's serving GPUs
 (``Pool.running_gpus``); the borrowers on each pool's GPUs as runs start
-(``Pool.borrowers_on``); the failed-plan memos (``Job.fail_mark``, ``Pool.fail_mark``,
-``Pool.fail_need``).
+(``Pool.borrowers_on``); the failed-plan memos (``Job.plan_failed_at``, ``Pool.plan_failed_at``,
+``Pool.plan_failed_need``).
 May call: ``preemption``, ``jobs``, ``queues``, ``victims``, ``fit``, ``cluster``, ``decisions``.
 """
 
@@ -121,8 +121,8 @@ class Placement:
         waited = now - job.queued_at
         job.state = JobState.RUNNING
         job.started_at = now
-        job.fail_mark = None
-        job.run_seq = cluster.next_ticket()
+        job.plan_failed_at = None
+        job.run_ticket = cluster.next_ticket()
         pool.running_gpus += job.gpus
         self._victims.add(job, now)
         if job.duration is not None:
@@ -166,7 +166,7 @@ class Placement:
             job.last_checkpoint = min(req.last_checkpoint, now)
             job.checkpoint_progress = max(0.0, job.last_checkpoint - req.started_at)
         # A new run ticket: the timers ``place`` set for a run starting now are stale.
-        job.run_seq = self._cluster.next_ticket()
+        job.run_ticket = self._cluster.next_ticket()
         self._victims.add(job, now)
         if job.duration is not None:
             self._jobs.ends_at(job, req.started_at + job.duration)
@@ -191,7 +191,9 @@ class Placement:
                 continue  # waiting out its victims' grace periods
             mark = (cluster.capacity_epoch, now)
             need = job.gpus - len(job.held)
-            if job.fail_mark == mark or (pool.fail_mark == mark and need >= pool.fail_need):
+            if job.plan_failed_at == mark or (
+                pool.plan_failed_at == mark and need >= pool.plan_failed_need
+            ):
                 blocked += 1
             elif cluster.policy.dry_run:
                 self._preemption.preview(job, cycle)
@@ -204,9 +206,9 @@ class Placement:
                 )
                 plan = self._preemption.plan(pool, need, job.id, now, best_effort=False)
                 if plan is None:
-                    job.fail_mark = mark
-                    if pool.fail_mark != mark or need < pool.fail_need:
-                        pool.fail_mark, pool.fail_need = mark, need
+                    job.plan_failed_at = mark
+                    if pool.plan_failed_at != mark or need < pool.plan_failed_need:
+                        pool.plan_failed_at, pool.plan_failed_need = mark, need
                     blocked += 1
                 else:
                     self._preemption.commit(plan, job, cause, cycle)

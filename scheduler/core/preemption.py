@@ -142,9 +142,9 @@ class Preemption:
 
     def preview(self, job: Job, cycle: Cycle) -> None:
         """Dry run: record once what would be preempted for ``job``, change nothing."""
-        if job.shadowed:
+        if job.previewed:
             return
-        job.shadowed = True
+        job.previewed = True
         pool = self._cluster.pools[job.pool]
         plan = self.plan(pool, job.gpus, job.id, cycle.now, best_effort=False, count=False)
         if plan is None:
@@ -165,15 +165,19 @@ class Preemption:
         deadlines = self._deadlines
         jobs = self._cluster.jobs
         while deadlines and deadlines[0][0] <= cycle.now:
-            _, run_seq, job_id = heapq.heappop(deadlines)
+            _, run_ticket, job_id = heapq.heappop(deadlines)
             job = jobs.get(job_id)
-            if job is not None and job.state is JobState.PREEMPTING and job.run_seq == run_seq:
+            if (
+                job is not None
+                and job.state is JobState.PREEMPTING
+                and job.run_ticket == run_ticket
+            ):
                 self.release(job, Cause.GRACE, cycle)
 
     def watch(self, victim: Job) -> None:
         """Expire ``victim``'s grace period at its deadline (for a victim restored from the store)."""
         assert victim.deadline is not None
-        heapq.heappush(self._deadlines, (victim.deadline, victim.run_seq, victim.id))
+        heapq.heappush(self._deadlines, (victim.deadline, victim.run_ticket, victim.id))
 
     def _claimable(self, victim: Job, pool: Pool, room: _Room) -> list[Gpu]:
         """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``."""

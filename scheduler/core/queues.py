@@ -3,13 +3,13 @@
 A job's entry stays in its pool's deque after it leaves (placed, finished) and
 is dropped from the front once dead (``compact``): walking a queue by index stays
 valid while the walk places jobs. An entry is live while its ticket is the job's
-``qseq``; requeueing a job gives it a new ticket, so a stale entry never counts.
+``queue_ticket``; requeueing a job gives it a new ticket, so a stale entry never counts.
 Across pools, waiting jobs compete by effective priority: the pool's class plus an
 age bonus (``ordering.effective_priority``, Slurm's age factor).
 
 Owns: each pool's deque of entries and its counters (``Pool.queue``, ``waiting``,
-``waiting_gpus``); ``Job.qseq`` and ``Job.queued_at``; on every enqueue it clears the
-memos of the job's previous wait (``Job.fail_mark``, ``Job.shadowed``).
+``waiting_gpus``); ``Job.queue_ticket`` and ``Job.queued_at``; on every enqueue it clears the
+memos of the job's previous wait (``Job.plan_failed_at``, ``Job.previewed``).
 May call: ``cluster``, ``ordering``.
 """
 
@@ -30,11 +30,11 @@ class Queues:
         """``job`` starts waiting at ``now`` (queued, or requeued after preemption)."""
         job.state = state
         job.queued_at = now
-        job.qseq = self._cluster.next_ticket()
-        job.fail_mark = None
-        job.shadowed = False
+        job.queue_ticket = self._cluster.next_ticket()
+        job.plan_failed_at = None
+        job.previewed = False
         pool = self._cluster.pools[job.pool]
-        pool.queue.append((now, job.qseq, job.id))
+        pool.queue.append((now, job.queue_ticket, job.id))
         pool.waiting += 1
         pool.waiting_gpus += job.gpus
         self._cluster.dirty.add(job.id)
@@ -44,7 +44,7 @@ class Queues:
         pool = self._cluster.pools[job.pool]
         pool.waiting -= 1
         pool.waiting_gpus -= job.gpus
-        job.qseq = -1
+        job.queue_ticket = -1
 
     def compact(self, pool: Pool) -> None:
         queue = pool.queue
@@ -57,27 +57,27 @@ class Queues:
         queue = pool.queue
         i = seen = 0
         while i < len(queue) and seen < limit:
-            _, qseq, job_id = queue[i]
+            _, queue_ticket, job_id = queue[i]
             i += 1
             job = jobs.get(job_id)
-            if job is not None and job.qseq == qseq:
+            if job is not None and job.queue_ticket == queue_ticket:
                 seen += 1
                 yield job
 
     def waiting(self, pool: Pool) -> Iterator[Job]:
         """Every waiting job of ``pool``, in order (not safe while jobs are placed)."""
         jobs = self._cluster.jobs
-        for _, qseq, job_id in pool.queue:
+        for _, queue_ticket, job_id in pool.queue:
             job = jobs.get(job_id)
-            if job is not None and job.qseq == qseq:
+            if job is not None and job.queue_ticket == queue_ticket:
                 yield job
 
     def head(self, pool: Pool) -> Job | None:
         """The longest-waiting job of ``pool`` (every pass asks, for every pool: no generator)."""
         jobs = self._cluster.jobs
-        for _, qseq, job_id in pool.queue:
+        for _, queue_ticket, job_id in pool.queue:
             job = jobs.get(job_id)
-            if job is not None and job.qseq == qseq:
+            if job is not None and job.queue_ticket == queue_ticket:
                 return job
         return None
 
@@ -92,4 +92,4 @@ class Queues:
 
     def _stale(self, entry: QueueEntry) -> bool:
         job = self._cluster.jobs.get(entry[2])
-        return job is None or job.qseq != entry[1]
+        return job is None or job.queue_ticket != entry[1]

@@ -17,7 +17,7 @@ heap keyed by when the guards let them go, and join the index then: plans never
 wade through them.
 
 Owns: each pool's buckets (``Pool.victims``), the heap of maturing jobs,
-``Job.bucket``, ``Job.entry`` and ``Job.maturing``. Reads each pool's borrowers
+``Job.bucket``, ``Job.index_entry`` and ``Job.maturing``. Reads each pool's borrowers
 (``Pool.borrowers_on``, kept by placement, preemption and jobs as runs start and stop).
 May call: ``guards``, ``cluster``, ``ordering``.
 """
@@ -85,7 +85,7 @@ class VictimIndex:
         if ready > now:
             if not job.maturing:
                 job.maturing = True
-                heapq.heappush(self._maturing, (ready, job.run_seq, job.id))
+                heapq.heappush(self._maturing, (ready, job.run_ticket, job.id))
             return
         job.maturing = False
         assert job.started_at is not None
@@ -105,29 +105,29 @@ class VictimIndex:
         )
         bisect.insort(pool.victims.setdefault(key, []), entry)
         job.bucket = key
-        job.entry = entry
+        job.index_entry = entry
 
     def remove(self, job: Job) -> None:
         job.maturing = False  # a heap entry left behind is ignored when it pops
-        if job.bucket is None or job.entry is None:
+        if job.bucket is None or job.index_entry is None:
             return
         bucket = self._cluster.pools[job.pool].victims[job.bucket]
-        i = bisect.bisect_left(bucket, job.entry)
-        if i < len(bucket) and bucket[i] == job.entry:
+        i = bisect.bisect_left(bucket, job.index_entry)
+        if i < len(bucket) and bucket[i] == job.index_entry:
             del bucket[i]
         job.bucket = None
-        job.entry = None
+        job.index_entry = None
 
     def promote(self, now: float) -> None:
         """Jobs whose guards let go by ``now`` join the index."""
         maturing = self._maturing
         while maturing and maturing[0][0] <= now:
-            _, run_seq, job_id = heapq.heappop(maturing)
+            _, run_ticket, job_id = heapq.heappop(maturing)
             job = self._cluster.jobs.get(job_id)
             if (
                 job is not None
                 and job.maturing
-                and job.run_seq == run_seq
+                and job.run_ticket == run_ticket
                 and job.state is JobState.RUNNING
             ):
                 job.maturing = False

@@ -3,6 +3,9 @@
 Pure: given the epoch time ``now`` it answers which occurrence of a window is
 open (or inside its drain lead). Local wall-clock times are converted with
 ``zoneinfo`` so that a window keeps its local time across DST changes.
+
+Owns: nothing (pure functions).
+May call: ``model``.
 """
 
 from __future__ import annotations
