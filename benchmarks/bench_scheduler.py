@@ -156,6 +156,8 @@ def bench_rebalance(gpus: int, jobs: int, samples: int) -> dict[str, float]:
         ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id=f"a{i}")
         lat.append(time.perf_counter() - t0)
         cpu.append(time.thread_time() - c0)
+        # Literals, not Action members: this also runs on checkouts from before the
+        # enums (--against), and Action is a StrEnum, equal to its value.
         assert ds and ds[-1].action == "rebalance", ds[-1]
         moved += ds[-1].gpus
         # Untimed: give the GPUs back so the next sample sees a full cluster again.

@@ -22,7 +22,9 @@ May call: ``model``, ``errors`` and ``ordering`` (work lost) only.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Iterator
 
 from scheduler.core.errors import InvalidRequest, UnknownJob, UnknownPool
 from scheduler.core.model import (
@@ -222,6 +224,32 @@ class Pool:
         self.autoscaled: dict[str, float | None] = {}  # node -> idle since
         self.last_scale_event = -float("inf")
         self.scale_pending_until = -float("inf")
+
+
+class RunTimers:
+    """Timers set for a job's current run (grace ends, work done, guards let go), soonest first.
+
+    A timer names the run it was set for by its ticket; one whose run is over (the
+    job was preempted, requeued, restored) is stale and skipped when it comes due.
+    """
+
+    __slots__ = ("_heap", "_jobs")
+
+    def __init__(self, jobs: dict[str, Job]) -> None:
+        self._jobs = jobs
+        self._heap: list[tuple[float, int, str]] = []  # (when, run ticket, job id)
+
+    def set(self, job: Job, at: float) -> None:
+        heapq.heappush(self._heap, (at, job.run_ticket, job.id))
+
+    def due(self, now: float) -> Iterator[Job]:
+        """The jobs whose timer for their current run is due by ``now``, soonest first."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, run_ticket, job_id = heapq.heappop(heap)
+            job = self._jobs.get(job_id)
+            if job is not None and job.run_ticket == run_ticket:
+                yield job
 
 
 class Cluster:

@@ -16,10 +16,9 @@ May call: ``queues``, ``victims``, ``cluster``, ``decisions``.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 
-from scheduler.core.cluster import Cluster, Job
+from scheduler.core.cluster import Cluster, Job, RunTimers
 from scheduler.core.decisions import Cycle
 from scheduler.core.errors import Conflict, InvalidRequest
 from scheduler.core.model import (
@@ -46,7 +45,7 @@ class Jobs:
         self._cluster = cluster
         self._queues = queues
         self._victims = victims
-        self._ends: list[tuple[float, int, str]] = []  # (when, run ticket, job id)
+        self._ends = RunTimers(cluster.jobs)  # when each running job's work is done
         self._finished: deque[str] = deque()
 
     def new(self, req: JobRequest, now: float) -> Job:
@@ -80,29 +79,21 @@ class Jobs:
 
     def ends_at(self, job: Job, at: float) -> None:
         """The current run of ``job`` completes its work at ``at``."""
-        heapq.heappush(self._ends, (at, job.run_ticket, job.id))
+        self._ends.set(job, at)
 
     def complete_due(self, cycle: Cycle) -> None:
         """Jobs whose work is done by now complete (a tick step)."""
-        ends = self._ends
-        jobs = self._cluster.jobs
-        while ends and ends[0][0] <= cycle.now:
-            _, run_ticket, job_id = heapq.heappop(ends)
-            job = jobs.get(job_id)
-            if (
-                job is not None
-                and job.run_ticket == run_ticket
-                and job.state in (JobState.RUNNING, JobState.PREEMPTING)
-            ):
+        for job in self._ends.due(cycle.now):
+            if job.state in (JobState.RUNNING, JobState.PREEMPTING):
                 n = len(job.gpu_ids)
                 self.finish(job, JobState.COMPLETED)
                 cycle.decide(
                     Action.COMPLETE,
                     job.pool,
                     Result.OK,
-                    f"{job_id} completed, {n} GPUs freed",
+                    f"{job.id} completed, {n} GPUs freed",
                     gpus=n,
-                    job=job_id,
+                    job=job.id,
                     cause=Cause.DONE,
                 )
 

@@ -20,10 +20,9 @@ May call: ``jobs``, ``queues``, ``victims``, ``guards``, ``fit``, ``cluster``, `
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass
 
-from scheduler.core.cluster import Cluster, Gpu, Job, Pool
+from scheduler.core.cluster import Cluster, Gpu, Job, Pool, RunTimers
 from scheduler.core.decisions import Cycle
 from scheduler.core.fit import idle_gpus
 from scheduler.core.guards import Guards
@@ -66,7 +65,7 @@ class Preemption:
         self._victims = victims
         self._guards = guards
         self._jobs = jobs
-        self._deadlines: list[tuple[float, int, str]] = []  # (grace ends, run ticket, job id)
+        self._deadlines = RunTimers(cluster.jobs)  # when each victim's grace period ends
 
     def plan(
         self,
@@ -162,22 +161,14 @@ class Preemption:
 
     def expire(self, cycle: Cycle) -> None:
         """Victims whose grace period is over by now let go of their GPUs (a tick step)."""
-        deadlines = self._deadlines
-        jobs = self._cluster.jobs
-        while deadlines and deadlines[0][0] <= cycle.now:
-            _, run_ticket, job_id = heapq.heappop(deadlines)
-            job = jobs.get(job_id)
-            if (
-                job is not None
-                and job.state is JobState.PREEMPTING
-                and job.run_ticket == run_ticket
-            ):
+        for job in self._deadlines.due(cycle.now):
+            if job.state is JobState.PREEMPTING:
                 self.release(job, Cause.GRACE, cycle)
 
     def watch(self, victim: Job) -> None:
         """Expire ``victim``'s grace period at its deadline (for a victim restored from the store)."""
         assert victim.deadline is not None
-        heapq.heappush(self._deadlines, (victim.deadline, victim.run_ticket, victim.id))
+        self._deadlines.set(victim, victim.deadline)
 
     def _claimable(self, victim: Job, pool: Pool, room: _Room) -> list[Gpu]:
         """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``."""

@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable, Iterator
 
 import scheduler.core.ordering as ordering
-from scheduler.core.cluster import BucketKey, Cluster, IndexEntry, Job, Pool
+from scheduler.core.cluster import BucketKey, Cluster, IndexEntry, Job, Pool, RunTimers
 from scheduler.core.guards import Guards
 from scheduler.core.model import JobState
 from scheduler.core.ordering import Candidate
@@ -74,8 +74,7 @@ class VictimIndex:
     def __init__(self, cluster: Cluster, guards: Guards) -> None:
         self._cluster = cluster
         self._guards = guards
-        # (when the guards let it go, run ticket, job id) of running jobs held back
-        self._maturing: list[tuple[float, int, str]] = []
+        self._maturing = RunTimers(cluster.jobs)  # when the guards let held-back jobs go
 
     def add(self, job: Job, now: float) -> None:
         """A running job becomes a candidate now, or when the guards let it go."""
@@ -85,7 +84,7 @@ class VictimIndex:
         if ready > now:
             if not job.maturing:
                 job.maturing = True
-                heapq.heappush(self._maturing, (ready, job.run_ticket, job.id))
+                self._maturing.set(job, ready)
             return
         job.maturing = False
         assert job.started_at is not None
@@ -120,16 +119,8 @@ class VictimIndex:
 
     def promote(self, now: float) -> None:
         """Jobs whose guards let go by ``now`` join the index."""
-        maturing = self._maturing
-        while maturing and maturing[0][0] <= now:
-            _, run_ticket, job_id = heapq.heappop(maturing)
-            job = self._cluster.jobs.get(job_id)
-            if (
-                job is not None
-                and job.maturing
-                and job.run_ticket == run_ticket
-                and job.state is JobState.RUNNING
-            ):
+        for job in self._maturing.due(now):
+            if job.maturing and job.state is JobState.RUNNING:
                 job.maturing = False
                 self.add(job, now)
 
