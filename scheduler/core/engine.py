@@ -2,9 +2,10 @@
 
 Pure and deterministic: no I/O, no wall clock (``clock`` is injected), no
 randomness; the same calls on the same clock give the same decisions. Every
-public method reads the clock once, opens a ``Cycle`` and returns the
-``Decision``s it took, in order. The rim (runtime) persists those decisions and
-only then actuates them. Not thread-safe: the runtime serialises calls.
+public call reads the clock at most once; one that decides opens a ``Cycle`` with
+that instant, passes it down and returns the ``Decision``s it took, in order. The
+rim (runtime) persists those decisions and only then actuates them. Not
+thread-safe: the runtime serialises calls.
 
 The concerns, each a module whose docstring says what state it owns and what it
 may call besides the values (``model``) and the exception tree (``errors``), which
