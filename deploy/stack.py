@@ -88,6 +88,20 @@ class Slo:
 
 
 @dataclass(frozen=True)
+class Serving:
+    """How one replica of a model serves requests.
+
+    The one description of a model's capacity: the scheduler sizes P0 grants from
+    it, and the simulators (model server, trace replay) serve with it, so what
+    the scheduler predicts and what the demo measures come from the same numbers.
+    """
+
+    service_time_seconds: float  # mean time a request holds a replica slot
+    gpus_per_replica: int  # one replica (one pod) spans this many GPUs
+    replica_concurrency: int  # requests one replica serves at a time
+
+
+@dataclass(frozen=True)
 class Model:
     name: str
     version: str
@@ -96,6 +110,7 @@ class Model:
     action: str | None  # scheduler action an SLO breach may trigger
     min_qps: float  # below this for a while means "no traffic" where traffic is expected
     llm: bool
+    serving: Serving | None = None  # absent: capacity unknown, grants fall back to fixed steps
 
 
 @dataclass(frozen=True)
@@ -578,6 +593,17 @@ def _model(n: _Node) -> Model:
         raise StackError(
             n._p("action"), f"must be one of {', '.join(ACTIONS)} or absent, got {action!r}"
         )
+    serving = None
+    if n.raw("serving", None) is not None:
+        sv = n.child("serving")
+        serving = Serving(
+            service_time_seconds=sv.number(
+                "service_time_seconds", min=0, max=3600, exclusive_min=True
+            ),
+            gpus_per_replica=sv.integer("gpus_per_replica", 1, min=1, max=64),
+            replica_concurrency=sv.integer("replica_concurrency", 1, min=1, max=4096),
+        )
+        sv.done()
     return Model(
         name=n.text("name", pattern=_NAME),
         version=n.text("version", "v1"),
@@ -586,6 +612,7 @@ def _model(n: _Node) -> Model:
         action=action,
         min_qps=n.number("min_qps", 0.0),
         llm=n.flag("llm", False),
+        serving=serving,
     )
 
 

@@ -32,6 +32,8 @@ def test_example_stack_describes_the_bank() -> None:
         0.99,
     )
     assert s.top_priority_class() == "P0"
+    assert m.serving is not None
+    assert (m.serving.service_time_seconds, m.serving.gpus_per_replica) == (0.008, 4)
 
 
 def test_gpu_uuids_are_unique_and_stable() -> None:
@@ -81,6 +83,24 @@ _DELETE = object()
             "unknown field",
         ),
         (["models", 0, "action"], "reboot", "models[0].action", "must be one of"),
+        (
+            ["models", 0, "serving", "service_time_seconds"],
+            0,
+            "models[0].serving.service_time_seconds",
+            "> 0",
+        ),
+        (
+            ["models", 0, "serving", "gpus_per_replica"],
+            0,
+            "models[0].serving.gpus_per_replica",
+            "between 1 and 64",
+        ),
+        (
+            ["models", 0, "serving", "replicas"],
+            2,
+            "models[0].serving.replicas",
+            "unknown field",
+        ),
         (
             ["reservations", 0, "timezone"],
             "Mars/Olympus",
