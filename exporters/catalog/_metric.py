@@ -61,6 +61,11 @@ class Metric:
     def __str__(self) -> str:
         return self.name
 
+    def __hash__(self) -> int:
+        # Collectors key per-cycle dictionaries by metric; the name is unique in the
+        # catalog and its hash is cached, where the generated hash rehashes every field.
+        return hash(self.name)
+
 
 def counter(name: str, help: str, *labels: str) -> Metric:
     return Metric(PREFIX + name, MetricKind.COUNTER, help, labels)
