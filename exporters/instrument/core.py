@@ -41,22 +41,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PCounter
 from prometheus_client import Gauge as PGauge
 from prometheus_client import Histogram as PHistogram
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from deploy.stack import Model, Stack
 from exporters.catalog import model as cat
 from exporters.catalog._metric import Metric as CatalogMetric
+from exporters.exposition import Snapshot
 from exporters.instrument.buckets import ModelBuckets, buckets_for
 from exporters.instrument.errors import MultiprocessError, RequestRejected, UnknownModelError
-from exporters.instrument.text import Prefixes
-from exporters.instrument.text import render as render_text
+from exporters.instrument.families import ModelFamilies
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -401,11 +395,17 @@ class _InProcessRecorder(ModelRecorder):
 
 
 class _InProcessStore(Collector):
-    """The default store: our children, exposed by ``collect`` as catalog families."""
+    """The default store: our children, exposed by ``collect`` as catalog families.
+
+    ``generate_latest`` builds a sample object per bucket and re-validates and
+    re-escapes every label of every sample at every scrape; here each
+    recorder's series are built once, with the recorder
+    (``exporters.instrument.families``), and a scrape reads the values and
+    renders them directly (``exporters.exposition``).
+    """
 
     def __init__(self) -> None:
-        self.recorders: list[tuple[ModelKey, dict[str, Any]]] = []
-        self.prefixes: list[Prefixes] = []
+        self._families = ModelFamilies()
         self.unknown = _Value(threading.Lock())
 
     def add(self, key: ModelKey, b: ModelBuckets, clock: Clock) -> ModelRecorder:
@@ -428,84 +428,11 @@ class _InProcessStore(Collector):
             "running": v(),
             "waiting": v(),
         }
-        self.recorders.append((key, parts))
-        self.prefixes.append(Prefixes(key, parts))
+        self._families.add(key.labels, key.llm, parts)
         return _InProcessRecorder(key, clock, lock, **parts)
 
     def collect(self) -> Iterable[Metric]:
-        labels = list(cat.MODEL_LABELS)
-
-        def counter(m: CatalogMetric, extra: str | None = None) -> CounterMetricFamily:
-            return CounterMetricFamily(m.name, m.help, labels=labels + ([extra] if extra else []))
-
-        requests = counter(cat.MODEL_REQUESTS, "outcome")
-        errors = counter(cat.MODEL_ERRORS, "reason")
-        prompt = counter(cat.MODEL_PROMPT_TOKENS)
-        generated = counter(cat.MODEL_GENERATION_TOKENS)
-        gauges = {
-            part: GaugeMetricFamily(m.name, m.help, labels=labels)
-            for part, m in (
-                ("in_flight", cat.MODEL_IN_FLIGHT),
-                ("running", cat.MODEL_REQUESTS_RUNNING),
-                ("waiting", cat.MODEL_REQUESTS_WAITING),
-            )
-        }
-        hists = {
-            part: HistogramMetricFamily(m.name, m.help, labels=labels)
-            for part, m in (
-                ("duration", cat.MODEL_REQUEST_DURATION),
-                ("queue_wait", cat.MODEL_QUEUE_WAIT),
-                ("batch_size", cat.MODEL_BATCH_SIZE),
-                ("time_to_first_token", cat.MODEL_TIME_TO_FIRST_TOKEN),
-                ("inter_token_latency", cat.MODEL_INTER_TOKEN_LATENCY),
-            )
-        }
-        llm_parts = {"time_to_first_token", "inter_token_latency", "running", "waiting"}
-        for key, parts in self.recorders:
-            lv = list(key.labels)
-            for o, c in parts["requests"].items():
-                requests.add_metric([*lv, o.value], c.value)
-            for r, c in parts["errors"].items():
-                errors.add_metric([*lv, r.value], c.value)
-            for part, fam in gauges.items():
-                if key.llm or part not in llm_parts:
-                    fam.add_metric(lv, parts[part].value)
-            if key.llm:
-                prompt.add_metric(lv, parts["prompt_tokens"].value)
-                generated.add_metric(lv, parts["generation_tokens"].value)
-            for part, hfam in hists.items():
-                if not key.llm and part in llm_parts:
-                    continue
-                h: _Hist = parts[part]
-                counts, total = h.snapshot()
-                cumulative = 0
-                buckets: list[tuple[str, float]] = []
-                for bound, n in zip((*h.bounds, float("inf")), counts, strict=True):
-                    cumulative += n
-                    buckets.append((_le(bound), cumulative))
-                hfam.add_metric(lv, buckets, total)
-        yield requests
-        yield errors
-        yield from hists.values()
-        yield from gauges.values()
-        yield prompt
-        yield generated
-        unknown = cat.MODEL_UNKNOWN_REQUESTS
-        yield CounterMetricFamily(unknown.name, unknown.help, value=self.unknown.value)
-
-    def render(self) -> str:
-        """The same families as ``collect``, in the text exposition format, written directly.
-
-        ``generate_latest`` builds a sample object per bucket and re-validates and
-        re-escapes every label of every sample at every scrape; here the label
-        part of each line is built once per recorder (``exporters.instrument.text``).
-        """
-        return render_text(self)
-
-
-# The client's own spelling of a bound (``0.05``, ``1.0``, ``+Inf``): the alerts
-# match ``le`` as a string built with the same function.
-_le = cast(Callable[[float], str], floatToGoString)
+        return self._families.build(self.unknown.value)
 
 
 class _MultiprocessStore:
@@ -594,15 +521,20 @@ class ModelInstruments:
         if isinstance(store, _InProcessStore) and registry is not None:
             registry.register(store)
 
-    def render(self) -> bytes:
-        """This instance's metrics in the Prometheus text format (what ``generate_latest``
-        would write for them, several times faster). In-process mode only: in
-        multiprocess mode the values are in files, serve ``multiprocess_registry()``."""
+    def snapshot(self) -> Snapshot:
+        """This instance's metrics as they are now, for ``exporters.exposition.metrics_response``.
+        In-process mode only: in multiprocess mode the values are in files, serve
+        ``multiprocess_registry()``."""
         if not isinstance(self._store, _InProcessStore):
             raise MultiprocessError(
                 "multiprocess values are read from files: serve multiprocess_registry()"
             )
-        return self._store.render().encode()
+        return Snapshot(self._store.collect())
+
+    def render(self) -> bytes:
+        """This instance's metrics in the classic Prometheus text format (what
+        ``generate_latest`` would write for them, many times faster)."""
+        return self.snapshot().body()
 
     def recorder(self, model: str, version: str | None = None) -> ModelRecorder:
         """The recorder of a declared model; raises ``UnknownModelError`` otherwise (start-up use)."""

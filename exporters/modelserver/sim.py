@@ -46,9 +46,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CollectorRegistry
 
 from deploy.stack import Model, Stack
+from exporters.exposition import metrics_handler
 from exporters.instrument import ModelInstruments, ModelRecorder, instrument_middleware
 from exporters.modelserver.errors import UnknownModel
 
@@ -171,7 +172,7 @@ class ModelServerSim:
     """Serves every model of the stack with simulated latency, instrumented with the library.
 
     The model metrics are registered in ``registry`` (read them there in tests);
-    ``GET /metrics`` serves them with the instruments' own renderer, so
+    ``GET /metrics`` serves the instruments' own snapshot, so
     collectors registered there by someone else are not on this endpoint.
     """
 
@@ -258,16 +259,11 @@ class ModelServerSim:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[instrument_middleware(self.instruments)])
         app.router.add_post("/v1/models/{model}/infer", self._infer)
-        app.router.add_get("/metrics", self._metrics)
+        # The instruments' own snapshot, rendered directly: the same text
+        # generate_latest(registry) writes for them, many times faster.
+        app.router.add_get("/metrics", metrics_handler(self.instruments))
         app.router.add_get("/healthz", self._healthz)
         return app
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        # The instruments' own renderer: the same text generate_latest(registry)
-        # writes for them, about 30x faster for 150 recorders (bench_model_exporter).
-        return web.Response(
-            body=self.instruments.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response(
