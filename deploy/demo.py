@@ -354,9 +354,7 @@ class SimulatedStack:
         )
         self._update_world()
         await self.gpu_exporter.start()
-        await self._serve(
-            build_gpu_app(self.gpu_exporter, self.gpu_registry), self.ports["gpu_exporter"]
-        )
+        await self._serve(build_gpu_app(self.gpu_exporter), self.ports["gpu_exporter"])
         self._gpu_server = self._servers[-1]
         await self._serve(self.oncall.app, self.ports["oncall"])
         await self._serve(self.wecom.app, self.ports["wecom"])

@@ -109,7 +109,9 @@ GPU_PROCESS_MEMORY = gauge(
 
 # Collection health
 EXPORTER_COLLECT_SUCCESS = gauge(
-    "gpu_exporter_collect_success", "1 if the last collection cycle completed."
+    "gpu_exporter_collect_success",
+    "1 if the last cycle of each tier (fast, slow) completed; 0 if NVML failed as a whole or "
+    "an unexpected error cut a read short.",
 )
 EXPORTER_LAST_COLLECT = gauge(
     "gpu_exporter_last_collect_timestamp_seconds", "Unix time the last collection finished."
@@ -117,7 +119,12 @@ EXPORTER_LAST_COLLECT = gauge(
 EXPORTER_COLLECT_DURATION = histogram(
     "gpu_exporter_collect_duration_seconds", "Wall time of collection cycles, by tier.", "tier"
 )
-EXPORTER_ERRORS = counter("gpu_exporter_nvml_errors", "NVML calls that returned an error.", "error")
+EXPORTER_ERRORS = counter(
+    "gpu_exporter_nvml_errors",
+    "NVML calls that returned an error, by NVML error name; UNEXPECTED_EXCEPTION counts other "
+    "exceptions (a backend or exporter bug, logged with its traceback).",
+    "error",
+)
 
 GPU_METRICS: tuple[Metric, ...] = (
     GPU_INFO,

@@ -11,15 +11,22 @@ expensive or moves slowly: processes (and their attribution), PCIe throughput
 utilisation and the memory clock (idle or fixed on data-centre GPUs, so reading
 them every second would only cost calls).
 
-Each tier builds its metric families once per cycle and swaps them in as one
-immutable tuple; ``collect()`` (one per scrape) only yields them, so scrapes
-never call NVML, never wait for it, and concurrent scrapes cost no NVML work.
+Each tier builds its families once per cycle (``exporters.gpu.families``) and
+publishes them, with the health families, as one immutable ``Snapshot``. A
+scrape renders the current snapshot (once, however many scrapers ask: the
+snapshot keeps its bytes), so scrapes never call NVML, never wait for a cycle,
+and a cycle never waits for a scrape.
 
 Faults: a GPU whose call raises GPU_IS_LOST reads ``gpu_up 0`` and reports no
 other values (no stale data) while the other GPUs keep reporting; a driver
 failure (not loaded, uninitialised, init failure) leaves only the health
 metrics and re-initialises NVML with exponential backoff; a value the GPU does
-not support is skipped and logged once; no NVML error leaves this module.
+not support is skipped and logged once; no NVML error leaves this module. Any
+other exception (a backend or exporter bug) stays where it happened: on one
+value of one GPU it skips that value, elsewhere in a cycle it empties that
+tier's families rather than leave them stale; either way the cycle counts as
+not completed (``collect_success`` 0), the error is counted as
+``UNEXPECTED_EXCEPTION`` and logged once, with its traceback, per place.
 """
 
 from __future__ import annotations
@@ -29,34 +36,37 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-)
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.registry import Collector
 
 from exporters.catalog import Metric, MetricKind
 from exporters.catalog import gpu as cat
+from exporters.exposition import Family, Snapshot
 from exporters.gpu.attribution import Attribution, Attributor
 from exporters.gpu.errors import ConfigError
-from exporters.nvml.backend import FieldRequest, Nvml
+from exporters.gpu.families import (
+    FAST_FAMILIES,
+    HEALTH_FAMILIES,
+    SLOW_FAMILIES,
+    UNEXPECTED,
+    Health,
+    Rows,
+    specs,
+)
+from exporters.gpu.fields import FIELD_FALLBACKS, FIELD_REQUEST, FIELDS, THROTTLE_REASONS
+from exporters.nvml.backend import Nvml
 from exporters.nvml.errors import (
     DriverError,
-    ErrorCode,
     GpuLostError,
     NotSupportedError,
     NvmlError,
 )
 from exporters.nvml.values import (
-    ALL_LINKS,
     Clock,
-    Field,
     GpuIdentity,
     PcieCounter,
     ProcessMemory,
@@ -64,82 +74,8 @@ from exporters.nvml.values import (
 
 log = logging.getLogger(__name__)
 
-MIB = 1024**2
-KIB = 1024
 XID_EVENTS_PER_CYCLE = 256  # bounds the drain loop when a GPU storms XIDs
 INIT_BACKOFF_SECONDS = (1.0, 60.0)  # first retry, cap
-DURATION_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-# nvmlClocksEventReason* bits -> the bounded `reason` label values.
-THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
-    (0x001, "gpu_idle"),
-    (0x002, "applications_clocks_setting"),
-    (0x004, "sw_power_cap"),
-    (0x008, "hw_slowdown"),
-    (0x010, "sync_boost"),
-    (0x020, "sw_thermal_slowdown"),
-    (0x040, "hw_thermal_slowdown"),
-    (0x080, "hw_power_brake_slowdown"),
-    (0x100, "display_clock_setting"),
-)
-
-# The one field-value request of the fast tier: (field, scope) -> (metric, extra labels, scale).
-_FIELDS: tuple[tuple[FieldRequest, Metric, tuple[str, ...], float], ...] = (
-    ((Field.POWER_INSTANT, 0), cat.GPU_POWER, (), 1e-3),
-    ((Field.POWER_CURRENT_LIMIT, 0), cat.GPU_POWER_LIMIT, (), 1e-3),
-    ((Field.TOTAL_ENERGY_CONSUMPTION, 0), cat.GPU_ENERGY, (), 1e-3),
-    ((Field.MEMORY_TEMP, 0), cat.GPU_MEMORY_TEMPERATURE, (), 1.0),
-    ((Field.PCIE_REPLAY_COUNTER, 0), cat.GPU_PCIE_REPLAY, (), 1.0),
-    ((Field.NVLINK_THROUGHPUT_DATA_TX, ALL_LINKS), cat.GPU_NVLINK_BANDWIDTH, ("tx",), KIB),
-    ((Field.NVLINK_THROUGHPUT_DATA_RX, ALL_LINKS), cat.GPU_NVLINK_BANDWIDTH, ("rx",), KIB),
-    ((Field.ECC_SBE_VOL_TOTAL, 0), cat.GPU_ECC_ERRORS, ("corrected", "volatile"), 1.0),
-    ((Field.ECC_DBE_VOL_TOTAL, 0), cat.GPU_ECC_ERRORS, ("uncorrected", "volatile"), 1.0),
-    ((Field.ECC_SBE_AGG_TOTAL, 0), cat.GPU_ECC_ERRORS, ("corrected", "aggregate"), 1.0),
-    ((Field.ECC_DBE_AGG_TOTAL, 0), cat.GPU_ECC_ERRORS, ("uncorrected", "aggregate"), 1.0),
-    ((Field.REMAPPED_COR, 0), cat.GPU_REMAPPED_ROWS, ("correctable",), 1.0),
-    ((Field.REMAPPED_UNC, 0), cat.GPU_REMAPPED_ROWS, ("uncorrectable",), 1.0),
-)
-_FIELD_REQUEST: tuple[FieldRequest, ...] = tuple(f[0] for f in _FIELDS)
-# Drivers before R535 lack the power fields: one call each instead, on those drivers only.
-_FIELD_FALLBACKS: dict[int, Callable[[Nvml, int], float]] = {
-    Field.POWER_INSTANT: lambda b, dev: b.power_usage(dev),
-    Field.POWER_CURRENT_LIMIT: lambda b, dev: b.power_limit(dev),
-}
-
-# The families each tier emits (health is emitted by the fast tier).
-FAST_FAMILIES: tuple[Metric, ...] = (
-    cat.GPU_INFO,
-    cat.GPU_UP,
-    cat.GPU_UTILIZATION,
-    cat.GPU_MEMORY_COPY_UTILIZATION,
-    cat.GPU_MEMORY_USED,
-    cat.GPU_MEMORY_FREE,
-    cat.GPU_MEMORY_TOTAL,
-    cat.GPU_TEMPERATURE,
-    cat.GPU_MEMORY_TEMPERATURE,
-    cat.GPU_POWER,
-    cat.GPU_POWER_LIMIT,
-    cat.GPU_ENERGY,
-    cat.GPU_SM_CLOCK,
-    cat.GPU_THROTTLE,
-    cat.GPU_PCIE_REPLAY,
-    cat.GPU_NVLINK_BANDWIDTH,
-    cat.GPU_ECC_ERRORS,
-    cat.GPU_REMAPPED_ROWS,
-    cat.GPU_XID_ERRORS,
-    cat.GPU_XID_LAST_SEEN,
-    cat.EXPORTER_COLLECT_SUCCESS,
-    cat.EXPORTER_LAST_COLLECT,
-)
-SLOW_FAMILIES: tuple[Metric, ...] = (
-    cat.GPU_ENCODER_UTILIZATION,
-    cat.GPU_DECODER_UTILIZATION,
-    cat.GPU_MEMORY_CLOCK,
-    cat.GPU_PCIE_TX,
-    cat.GPU_PCIE_RX,
-    cat.GPU_MIG_INFO,
-    cat.GPU_PROCESS_MEMORY,
-)
 
 Sample = tuple[Metric, tuple[str, ...], float]  # family, label values after the GPU's, value
 
@@ -152,38 +88,13 @@ class GpuState:
     up: bool
 
 
-class _Families:
-    """Samples grouped by family, turned into prometheus_client families once per cycle."""
+class _Cycle:
+    """One cycle in progress: whether every read so far completed."""
 
-    def __init__(self, extra_names: tuple[str, ...], extra_values: tuple[str, ...]) -> None:
-        self._extra_names = extra_names
-        self._extra_values = extra_values
-        self._samples: dict[Metric, list[tuple[tuple[str, ...], float]]] = {}
+    __slots__ = ("complete",)
 
-    def add(self, metric: Metric, labels: tuple[str, ...], value: float) -> None:
-        self._samples.setdefault(metric, []).append((labels + self._extra_values, value))
-
-    def build(self, order: Iterable[Metric]) -> tuple[PromMetric, ...]:
-        out: list[PromMetric] = []
-        for m in order:
-            samples = self._samples.get(m)
-            if not samples:
-                continue  # an empty family says nothing; Prometheus sees it as absent either way
-            names = list(m.labels + self._extra_names)
-            fam: PromMetric
-            if m.kind is MetricKind.COUNTER:
-                fam = CounterMetricFamily(m.name, m.help, labels=names)
-            elif m.kind is MetricKind.INFO:
-                fam = InfoMetricFamily(m.name, m.help, labels=names)
-            else:
-                fam = GaugeMetricFamily(m.name, m.help, labels=names)
-            for labels, value in samples:
-                if isinstance(fam, InfoMetricFamily):
-                    fam.add_metric(list(labels), {})
-                else:
-                    fam.add_metric(list(labels), value)
-            out.append(fam)
-        return tuple(out)
+    def __init__(self) -> None:
+        self.complete = True
 
 
 class GpuExporter(Collector):
@@ -232,28 +143,15 @@ class GpuExporter(Collector):
         self._xid_count: dict[tuple[GpuIdentity, int], int] = {}
         self._xid_last: dict[tuple[GpuIdentity, int], float] = {}
 
-        # The snapshot: each tier swaps in its own tuple; scrapes only read.
-        self._fast: tuple[PromMetric, ...] = ()
-        self._slow: tuple[PromMetric, ...] = ()
-        self.last_success = False
-        self._last_collect: float | None = None
-
-        self._duration = Histogram(
-            cat.EXPORTER_COLLECT_DURATION.name,
-            cat.EXPORTER_COLLECT_DURATION.help,
-            labelnames=(*cat.EXPORTER_COLLECT_DURATION.labels, *self._extra_names),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self._errors = Counter(
-            cat.EXPORTER_ERRORS.name,
-            cat.EXPORTER_ERRORS.help,
-            labelnames=(*cat.EXPORTER_ERRORS.labels, *self._extra_names),
-            registry=registry,
-        )
-        # Known codes start at 0 so increase() sees the first error of each kind.
-        for code in ErrorCode:
-            self._errors.labels(code.name, *self._extra_values)
+        # Each tier swaps in its own tuple of families, then publishes a snapshot of
+        # both with the health families; scrapes only read ``_snapshot``.
+        self._specs = specs(self._extra_names)
+        self._health = Health(self._specs, self._extra_values)
+        self._fast: tuple[Family, ...] = ()
+        self._slow: tuple[Family, ...] = ()
+        self._publish_lock = threading.Lock()
+        self._snapshot = Snapshot(())
+        self.last_success = False  # whether NVML answered the last fast cycle (/healthz)
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         registry.register(self)
@@ -261,13 +159,21 @@ class GpuExporter(Collector):
     # ------------------------------------------------------------------ Collector
 
     def collect(self) -> Iterator[PromMetric]:
-        yield from self._fast
-        yield from self._slow
+        yield from self._snapshot.families
 
     def describe(self) -> Iterator[PromMetric]:
         """Family names only, so registration neither collects nor touches NVML."""
-        for m in FAST_FAMILIES + SLOW_FAMILIES:
-            yield _empty(m)
+        for m in FAST_FAMILIES + SLOW_FAMILIES + HEALTH_FAMILIES:
+            spec = self._specs[m]
+            yield spec.histogram_family(()) if m.kind is MetricKind.HISTOGRAM else spec.family(())
+
+    def snapshot(self) -> Snapshot:
+        """The families of the last cycles, immutable: what a scrape renders."""
+        return self._snapshot
+
+    def _publish(self) -> None:
+        with self._publish_lock:
+            self._snapshot = Snapshot((*self._fast, *self._slow, *self._health.families()))
 
     # ------------------------------------------------------------------ state for callers
 
@@ -308,7 +214,16 @@ class GpuExporter(Collector):
             self._next_init = now  # retry at once; backoff starts if that fails
 
     def _count_error(self, e: NvmlError) -> None:
-        self._errors.labels(e.name, *self._extra_values).inc()
+        self._health.error(e.name)
+
+    def _unexpected(self, where: str, e: Exception, cycle: _Cycle) -> None:
+        """An exception that is not an NVML error: the cycle is incomplete; logged once per place."""
+        cycle.complete = False
+        self._health.error(UNEXPECTED)
+        key = (where, UNEXPECTED)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.error("GPU collection: unexpected error in %s", where, exc_info=e)
 
     def _skip(self, uuid: str, e: NvmlError) -> None:
         """A value this GPU does not offer: skipped every cycle, logged once."""
@@ -323,44 +238,51 @@ class GpuExporter(Collector):
         """One fast cycle; True if NVML answered (the GPUs may still be individually down)."""
         t0 = time.perf_counter()
         now = self.clock()
-        fams = _Families(self._extra_names, self._extra_values)
+        cycle = _Cycle()
         ok = False
-        if self._ensure_ready(now):
-            try:
-                self._read_fast(fams, now)
-                ok = True
-            except DriverError as e:
-                self._count_error(e)
-                self._driver_failed(e, now)
-                fams = _Families(self._extra_names, self._extra_values)
-            except NvmlError as e:  # a backend error outside any GPU: fail the cycle, not the loop
-                self._count_error(e)
-                fams = _Families(self._extra_names, self._extra_values)
-        if not ok:
-            # Known GPUs read down instead of vanishing, so `gpu_up == 0` alerts fire.
-            for g in self._gpus:
-                self._up[g.uuid] = False
-                fams.add(cat.GPU_UP, self._gpu_labels(g), 0.0)
+        try:
+            rows = Rows(self._specs, self._extra_values)
+            if self._ensure_ready(now):
+                try:
+                    self._read_fast(rows, now, cycle)
+                    ok = True
+                except DriverError as e:
+                    self._count_error(e)
+                    self._driver_failed(e, now)
+                    rows = Rows(self._specs, self._extra_values)
+                except NvmlError as e:  # a backend error outside any GPU: fail the cycle
+                    self._count_error(e)
+                    rows = Rows(self._specs, self._extra_values)
+            if not ok:
+                # Known GPUs read down instead of vanishing, so `gpu_up == 0` alerts fire.
+                for g in self._gpus:
+                    self._up[g.uuid] = False
+                    rows.add(cat.GPU_UP, self._gpu_labels(g), 0.0)
+            self._fast = rows.build(FAST_FAMILIES)
+        except Exception as e:  # a bug: report nothing rather than stale values, and say so
+            ok = False
+            self._fast = ()
+            self._unexpected("the fast cycle", e, cycle)
         self.last_success = ok
-        fams.add(cat.EXPORTER_COLLECT_SUCCESS, (), 1.0 if ok else 0.0)
-        if ok:
-            self._last_collect = self.clock()
-        if self._last_collect is not None:
-            fams.add(cat.EXPORTER_LAST_COLLECT, (), self._last_collect)
-        self._fast = fams.build(FAST_FAMILIES)
-        self._duration.labels("fast", *self._extra_values).observe(time.perf_counter() - t0)
+        self._health.cycle(
+            "fast",
+            time.perf_counter() - t0,
+            complete=ok and cycle.complete,
+            finished=self.clock() if ok else None,
+        )
+        self._publish()
         return ok
 
     @staticmethod
     def _gpu_labels(g: GpuIdentity) -> tuple[str, ...]:
         return (g.node, str(g.index), g.uuid)
 
-    def _read_fast(self, fams: _Families, now: float) -> None:
+    def _read_fast(self, fams: Rows, now: float, cycle: _Cycle) -> None:
         for g in self._gpus:
             base = self._gpu_labels(g)
             samples: list[Sample] = []
             try:
-                self._read_gpu(g, samples)
+                self._read_gpu(g, samples, cycle)
             except GpuLostError as e:
                 self._count_error(e)
                 if self._up.get(g.uuid, True):
@@ -376,13 +298,13 @@ class GpuExporter(Collector):
             fams.add(cat.GPU_MEMORY_TOTAL, base, float(g.memory_total_bytes))
             for metric, labels, value in samples:
                 fams.add(metric, base + labels, value)
-        self._read_xids(now)
+        self._read_xids(now, cycle)
         for (g, xid), n in self._xid_count.items():
             labels = (*self._gpu_labels(g), str(xid))
             fams.add(cat.GPU_XID_ERRORS, labels, float(n))
             fams.add(cat.GPU_XID_LAST_SEEN, labels, self._xid_last[(g, xid)])
 
-    def _attempt(self, g: GpuIdentity, read: Callable[[], None]) -> None:
+    def _attempt(self, g: GpuIdentity, read: Callable[[], None], cycle: _Cycle) -> None:
         """Run one read; GpuLostError and DriverError propagate, any other error skips the value."""
         try:
             read()
@@ -393,15 +315,17 @@ class GpuExporter(Collector):
             raise
         except NvmlError as e:  # TIMEOUT, UNKNOWN, ...: this value is missing this cycle
             self._count_error(e)
+        except Exception as e:  # not NVML's: a bug, kept to this value of this GPU
+            self._unexpected(f"{read.__name__} of GPU {g.uuid}", e, cycle)
 
-    def _read_gpu(self, g: GpuIdentity, out: list[Sample]) -> None:
+    def _read_gpu(self, g: GpuIdentity, out: list[Sample], cycle: _Cycle) -> None:
         """Every fast value of one GPU. GpuLostError and DriverError propagate; others skip a value."""
         b = self.backend
         dev = g.dev
 
         def fields() -> None:
             for ((fid, _), metric, labels, scale), v in zip(
-                _FIELDS, b.field_values(dev, _FIELD_REQUEST), strict=True
+                FIELDS, b.field_values(dev, FIELD_REQUEST), strict=True
             ):
                 if isinstance(v, NvmlError):
                     if isinstance(v, GpuLostError | DriverError):
@@ -409,8 +333,8 @@ class GpuExporter(Collector):
                     self._count_error(v)
                     if isinstance(v, NotSupportedError):
                         self._skip(g.uuid, v)
-                        if fid in _FIELD_FALLBACKS:
-                            self._attempt(g, fallback(fid, metric, labels, scale))
+                        if fid in FIELD_FALLBACKS:
+                            self._attempt(g, fallback(fid, metric, labels, scale), cycle)
                     continue
                 out.append((metric, labels, v * scale))
 
@@ -418,7 +342,7 @@ class GpuExporter(Collector):
             fid: int, metric: Metric, labels: tuple[str, ...], scale: float
         ) -> Callable[[], None]:
             def read() -> None:
-                out.append((metric, labels, _FIELD_FALLBACKS[fid](b, dev) * scale))
+                out.append((metric, labels, FIELD_FALLBACKS[fid](b, dev) * scale))
 
             return read
 
@@ -444,9 +368,9 @@ class GpuExporter(Collector):
                 out.append((cat.GPU_THROTTLE, (reason,), 1.0 if mask & bit else 0.0))
 
         for read in (fields, utilization, memory, temperature, sm_clock, throttle):
-            self._attempt(g, read)
+            self._attempt(g, read, cycle)
 
-    def _read_xids(self, now: float) -> None:
+    def _read_xids(self, now: float, cycle: _Cycle) -> None:
         """Count XID events by code: a counter that never forgets a repeat, unlike a last-value gauge."""
         try:
             events = self.backend.xid_events(XID_EVENTS_PER_CYCLE)
@@ -454,6 +378,9 @@ class GpuExporter(Collector):
             raise
         except NvmlError as e:  # the event set is per node: no one GPU to mark down
             self._count_error(e)
+            return
+        except Exception as e:
+            self._unexpected("the XID drain", e, cycle)
             return
         for ev in events:
             if not 0 <= ev.dev < len(self._gpus):
@@ -470,24 +397,33 @@ class GpuExporter(Collector):
         """One slow cycle: processes and their owners, PCIe throughput, MIG instances."""
         t0 = time.perf_counter()
         now = self.clock()
-        fams = _Families(self._extra_names, self._extra_values)
+        cycle = _Cycle()
         ok = False
-        if self._ready:
-            try:
-                self._read_slow(fams)
-                ok = True
-            except DriverError as e:
-                self._count_error(e)
-                self._driver_failed(e, now)
-                fams = _Families(self._extra_names, self._extra_values)
-            except NvmlError as e:
-                self._count_error(e)
-                fams = _Families(self._extra_names, self._extra_values)
-        self._slow = fams.build(SLOW_FAMILIES)
-        self._duration.labels("slow", *self._extra_values).observe(time.perf_counter() - t0)
+        try:
+            rows = Rows(self._specs, self._extra_values)
+            if self._ready:
+                try:
+                    self._read_slow(rows, cycle)
+                    ok = True
+                except DriverError as e:
+                    self._count_error(e)
+                    self._driver_failed(e, now)
+                    rows = Rows(self._specs, self._extra_values)
+                except NvmlError as e:
+                    self._count_error(e)
+                    rows = Rows(self._specs, self._extra_values)
+            self._slow = rows.build(SLOW_FAMILIES)
+        except Exception as e:
+            ok = False
+            self._slow = ()
+            self._unexpected("the slow cycle", e, cycle)
+        self._health.cycle(
+            "slow", time.perf_counter() - t0, complete=ok and cycle.complete, finished=None
+        )
+        self._publish()
         return ok
 
-    def _read_slow(self, fams: _Families) -> None:
+    def _read_slow(self, fams: Rows, cycle: _Cycle) -> None:
         b = self.backend
         procs: dict[str, tuple[GpuIdentity, tuple[ProcessMemory, ...]]] = {}
         for g in self._gpus:
@@ -514,7 +450,7 @@ class GpuExporter(Collector):
 
             try:
                 for read in (processes, pcie, video, mem_clock, mig):
-                    self._attempt(g, read)
+                    self._attempt(g, read, cycle)
             except GpuLostError as e:
                 # The fast tier owns gpu_up; here a lost GPU just reports nothing.
                 self._count_error(e)
@@ -523,16 +459,29 @@ class GpuExporter(Collector):
             base = self._gpu_labels(g)
             for metric, labels, value in out:
                 fams.add(metric, base + labels, value)
-        owners = self.attributor.resolve(
-            {uuid: [p.pid for p in ps] for uuid, (_, ps) in procs.items()}
-        )
+        owners: dict[tuple[str, int], Attribution] = {}
+        try:
+            owners = self.attributor.resolve(
+                {uuid: [p.pid for p in ps] for uuid, (_, ps) in procs.items()}
+            )
+        except Exception as e:  # processes are still reported, without their pods
+            self._unexpected("pod attribution", e, cycle)
         for uuid, (g, ps) in procs.items():
             base = self._gpu_labels(g)
             for p in ps:
                 a = owners.get((uuid, p.pid), Attribution())
-                job = (self.job_resolver(p.pid) if self.job_resolver else None) or ""
+                job = self._job(p.pid, cycle)
                 labels = (*base, str(p.pid), a.namespace, a.pod, a.container, job)
                 fams.add(cat.GPU_PROCESS_MEMORY, labels, float(p.used_bytes))
+
+    def _job(self, pid: int, cycle: _Cycle) -> str:
+        if self.job_resolver is None:
+            return ""
+        try:
+            return self.job_resolver(pid) or ""
+        except Exception as e:  # the caller's resolver: its failure costs the job label only
+            self._unexpected("the job resolver", e, cycle)
+            return ""
 
     # ------------------------------------------------------------------ loops
 
@@ -579,11 +528,3 @@ class GpuExporter(Collector):
                 await asyncio.to_thread(cycle)
             except Exception:  # the loop must outlive any bug in one cycle
                 log.exception("GPU collection cycle failed")
-
-
-def _empty(m: Metric) -> PromMetric:
-    if m.kind is MetricKind.COUNTER:
-        return CounterMetricFamily(m.name, m.help)
-    if m.kind is MetricKind.INFO:
-        return InfoMetricFamily(m.name, m.help)
-    return GaugeMetricFamily(m.name, m.help)

@@ -1,8 +1,9 @@
 """HTTP for the GPU exporter: ``GET /metrics`` from the snapshot, ``GET /healthz``.
 
-The handler serialises the registry and nothing else: NVML runs in the
-exporter's background loop, so a slow or failing GPU cannot time a scrape out
-and no NVML error can reach this code.
+The handler renders the exporter's current snapshot and nothing else (in the
+format and encoding the scraper asked for, once per snapshot however many ask):
+NVML runs in the exporter's background loop, so a slow or failing GPU cannot
+time a scrape out and no NVML error can reach this code.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack
+from exporters.exposition import metrics_handler
 from exporters.gpu.attribution import Attributor
 from exporters.gpu.errors import ConfigError, PodResourcesError
 from exporters.gpu.exporter import GpuExporter
@@ -27,11 +29,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("nvml", "sim")
 
 
-def build_app(exporter: GpuExporter, registry: CollectorRegistry) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
+def build_app(exporter: GpuExporter) -> web.Application:
     async def healthz(_: web.Request) -> web.Response:
         # 200 while the process serves; whether NVML answers is in the body (and in
         # the health metrics), because restarting the exporter does not fix a driver.
@@ -45,7 +43,7 @@ def build_app(exporter: GpuExporter, registry: CollectorRegistry) -> web.Applica
         )
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(exporter))
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -97,7 +95,7 @@ async def serve(
         attributor=Attributor(pod_resources=kubelet),
     )
     await exporter.start()
-    runner = web.AppRunner(build_app(exporter, registry), access_log=None)
+    runner = web.AppRunner(build_app(exporter), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

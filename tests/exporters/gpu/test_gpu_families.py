@@ -13,7 +13,8 @@ from exporters.catalog import Metric, MetricKind
 from exporters.catalog import gpu as cat
 from exporters.gpu.attribution import Attributor
 from exporters.gpu.errors import ConfigError
-from exporters.gpu.exporter import THROTTLE_REASONS, GpuExporter
+from exporters.gpu.exporter import GpuExporter
+from exporters.gpu.fields import THROTTLE_REASONS
 from exporters.nvml.sim import DRIVER_VERSION, SimBackend
 
 GIB = 1024**3

@@ -228,3 +228,125 @@ def test_a_failing_fallback_skips_power_only(stack: Stack, clock: FakeClock) -> 
     assert value_of(series, cat.GPU_POWER.series, uuid=u) is None
     assert value_of(series, cat.GPU_ENERGY.series, uuid=u) is not None
     assert ups(series)[u] == 1.0
+
+
+# ----------------------------------------------------------------------------- not NVML's errors
+
+UNEXPECTED = {"error": "UNEXPECTED_EXCEPTION"}
+
+
+def fail_on(sim: SimBackend, monkeypatch: pytest.MonkeyPatch, call: str, dev: int) -> None:
+    """Make one backend call raise a plain exception (a bug, not an NVML error) for one GPU."""
+    real = getattr(sim, call)
+
+    def broken(d: int, *args: object) -> object:
+        if d == dev:
+            raise RuntimeError(f"bug in {call}")
+        return real(d, *args)
+
+    monkeypatch.setattr(sim, call, broken)
+
+
+def test_an_exception_on_one_gpu_stays_on_that_gpu(
+    stack: Stack,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 12: one GPU's non-NVML exception used to leave every GPU stale, success still 1."""
+    sim, exp, registry = make(stack, clock)
+    exp.collect_once()
+    bad = sim.gpus[3]
+    fail_on(sim, monkeypatch, "temperature", bad.dev)
+    for g in sim.gpus:
+        sim.set(g.uuid, utilization=0.61)
+    with caplog.at_level(logging.ERROR, logger="exporters.gpu.exporter"):
+        assert exp.collect_fast()  # NVML answered: the cycle ran, for every GPU
+        exp.collect_fast()
+    series = scrape(registry)
+    util = cat.GPU_UTILIZATION.series
+    assert all(value_of(series, util, uuid=g.uuid) == 0.61 for g in sim.gpus)  # fresh, all
+    assert value_of(series, cat.GPU_TEMPERATURE.series, uuid=bad.uuid) is None  # that value only
+    assert value_of(series, cat.GPU_TEMPERATURE.series, uuid=sim.gpus[4].uuid) is not None
+    assert set(ups(series).values()) == {1.0}
+    assert value_of(series, SUCCESS) == 0.0  # the cycle did not complete
+    assert value_of(series, cat.EXPORTER_ERRORS.series, **UNEXPECTED) == 2
+    assert value_of(series, cat.EXPORTER_LAST_COLLECT.series) == clock.t
+    logged = [r for r in caplog.records if r.exc_info and "temperature" in r.getMessage()]
+    assert len(logged) == 1  # with its traceback, once per place, not once per cycle
+    monkeypatch.undo()
+    exp.collect_fast()
+    series = scrape(registry)
+    assert value_of(series, SUCCESS) == 1.0
+    assert value_of(series, cat.GPU_TEMPERATURE.series, uuid=bad.uuid) is not None
+
+
+def test_an_exception_in_the_slow_tier_stays_on_its_gpu_and_fails_the_cycle(
+    stack: Stack, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, exp, registry = make(stack, clock)
+    for g in sim.gpus:
+        sim.set_processes(g.uuid, [(1000 + g.dev, 1 << 20)])
+    fail_on(sim, monkeypatch, "processes", sim.gpus[0].dev)
+    exp.collect_once()
+    series = scrape(registry)
+    procs = {lab["uuid"] for lab, _ in series[cat.GPU_PROCESS_MEMORY.series]}
+    assert procs == {g.uuid for g in sim.gpus[1:]}
+    assert value_of(series, cat.GPU_PCIE_TX.series, uuid=sim.gpus[0].uuid) is not None
+    assert value_of(series, SUCCESS) == 0.0  # the fast tier completed, the slow one did not
+    monkeypatch.undo()
+    exp.collect_slow()
+    assert value_of(scrape(registry), SUCCESS) == 1.0
+
+
+def test_a_failing_job_resolver_costs_the_job_label_only(stack: Stack, clock: FakeClock) -> None:
+    def resolver(pid: int) -> str:
+        raise OSError("scheduler unreachable")
+
+    sim, exp, registry = make(stack, clock, job_resolver=resolver)
+    sim.set_processes(sim.gpus[0].uuid, [(4242, 1 << 30)])
+    exp.collect_once()
+    series = scrape(registry)
+    ((labels, value),) = series[cat.GPU_PROCESS_MEMORY.series]
+    assert (labels["pid"], labels["job"], value) == ("4242", "", float(1 << 30))
+    assert value_of(series, SUCCESS) == 0.0
+
+
+def test_a_cycle_cut_short_by_a_bug_leaves_nothing_stale(
+    stack: Stack, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception outside any one GPU's reads: the tier reports nothing, not its last values."""
+    sim, exp, registry = make(stack, clock)
+    exp.collect_once()
+    collected_at = clock.t
+    clock.advance(5)
+
+    def broken(*args: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(exp, "_read_fast", broken)
+    assert not exp.collect_fast()
+    series = scrape(registry)
+    assert UP not in series and not any(has_values(series, g.uuid) for g in sim.gpus)
+    assert value_of(series, SUCCESS) == 0.0
+    assert value_of(series, cat.EXPORTER_LAST_COLLECT.series) == collected_at  # ageing: alerts
+    assert value_of(series, cat.EXPORTER_ERRORS.series, **UNEXPECTED) == 1
+    assert series[cat.GPU_PCIE_TX.series]  # the slow tier's values are its own, still fresh
+    monkeypatch.undo()
+    assert exp.collect_fast()
+    assert value_of(scrape(registry), SUCCESS) == 1.0
+
+
+def test_an_exception_draining_xids_skips_the_drain_only(
+    stack: Stack, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sim, exp, registry = make(stack, clock)
+
+    def broken(limit: int) -> None:
+        raise ValueError("bug")
+
+    monkeypatch.setattr(sim, "xid_events", broken)
+    assert exp.collect_fast()
+    series = scrape(registry)
+    assert all(has_values(series, g.uuid) for g in sim.gpus)
+    assert value_of(series, SUCCESS) == 0.0
