@@ -2,68 +2,59 @@
 
 Gauges are read from the core at scrape time (nothing to keep in sync);
 counters and histograms are accumulated by the runtime from the decisions it
-records (``Accumulator.observe``). Names come from the catalog only.
+records (``Accumulator.observe``). Names come from the catalog only; families
+are built with ``exporters.exposition``, so each series' labels are escaped
+once, when the series first appears, and a scrape renders them directly.
+
+The collector reads its source through a small protocol (``metrics_snapshot``
+and ``accumulator``), so this module does not import the runtime that imports it.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from exporters.catalog import Metric as CatalogMetric
 from exporters.catalog import scheduler as cat
+from exporters.exposition import Buckets, FamilySpec, HistogramSeries, Series
 from scheduler.core.model import Decision
-
-if TYPE_CHECKING:
-    from scheduler.runtime import SchedulerRuntime
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
 
 
-class _Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.bounds = tuple(buckets)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, v: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, v)] += 1
-        self.sum += v
-
-    def buckets(self) -> list[tuple[str, float]]:
-        out, acc = [], 0
-        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            acc += n
-            out.append(("+Inf" if bound == float("inf") else repr(bound), float(acc)))
-        return out
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    pool_names: tuple[str, ...]
+    pools: tuple[dict[str, Any], ...]
+    assignments: dict[str, tuple[str, str]]
+    queues: dict[tuple[str, str], tuple[int, float]]  # (pool, priority) -> (length, oldest wait)
+    jobs: dict[tuple[str, str], int]  # (pool, state) -> count
+    reservations: tuple[dict[str, Any], ...]
+    cycles_refused: int
 
 
 class Accumulator:
     """Counters and histograms fed from recorded decisions and timed calls."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self.decisions: Counter[tuple[str, str]] = Counter()
         self.preemptions: Counter[tuple[str, str]] = Counter()
         self.lost: defaultdict[str, float] = defaultdict(float)
         self.scale: Counter[tuple[str, str, str]] = Counter()
-        self.wait: dict[tuple[str, str], _Histogram] = {}
-        self.duration: dict[str, _Histogram] = {}
+        self.wait: dict[tuple[str, str], Buckets] = {}
+        self.duration: dict[str, Buckets] = {}
 
     def observe(self, decisions: Sequence[Decision]) -> None:
-        with self._lock:
+        with self.lock:
             for d in decisions:
                 self.decisions[(d.action, d.result)] += 1
                 if d.action == "preempt" and d.result == "ok":
@@ -71,119 +62,96 @@ class Accumulator:
                 elif d.action == "release" and d.gpu_seconds_lost > 0:
                     self.lost[d.pool] += d.gpu_seconds_lost
                 elif d.action == "place":
-                    h = self.wait.setdefault((d.pool, d.priority), _Histogram(WAIT_BUCKETS))
+                    h = self.wait.setdefault((d.pool, d.priority), Buckets(WAIT_BUCKETS))
                     h.observe(d.waited_seconds)
                 elif d.action in ("scale_up", "scale_down"):
                     direction = "up" if d.action == "scale_up" else "down"
                     self.scale[(d.pool, direction, d.result)] += 1
 
     def time(self, action: str, seconds: float) -> None:
-        with self._lock:
-            self.duration.setdefault(action, _Histogram(DURATION_BUCKETS)).observe(seconds)
+        with self.lock:
+            self.duration.setdefault(action, Buckets(DURATION_BUCKETS)).observe(seconds)
+
+
+class MetricsSource(Protocol):
+    """What the collector reads: the runtime."""
+
+    @property
+    def accumulator(self) -> Accumulator: ...
+
+    def metrics_snapshot(self) -> MetricsSnapshot: ...
+
+
+_BUCKETS = {cat.QUEUE_WAIT: WAIT_BUCKETS, cat.DECISION_DURATION: DURATION_BUCKETS}
 
 
 class SchedulerCollector(Collector):
-    def __init__(self, runtime: SchedulerRuntime) -> None:
-        self._rt = runtime
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+        self._specs = {
+            m: FamilySpec.of(m, buckets=_BUCKETS.get(m, ())) for m in cat.SCHEDULER_METRICS
+        }
+
+    def _series(self, m: CatalogMetric, *values: str) -> Series:
+        return self._specs[m].series(values)
+
+    def _histogram(self, m: CatalogMetric, *values: str) -> HistogramSeries:
+        return self._specs[m].histogram_series(values)
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._rt.metrics_snapshot()
-        acc = self._rt.accumulator
+        snap = self._source.metrics_snapshot()
+        acc = self._source.accumulator
+        s = self._series
+        rows: dict[CatalogMetric, list[tuple[Series, float]]] = {
+            m: [] for m in cat.SCHEDULER_METRICS
+        }
 
-        info = InfoMetricFamily(cat.GPU_POOL_INFO.name, cat.GPU_POOL_INFO.help, labels=())
         for uuid, (node, pool) in sorted(snap.assignments.items()):
-            info.add_metric([], {"uuid": uuid, "node": node, "pool": pool})
-        yield info
-
-        pool_gpus = GaugeMetricFamily(
-            cat.POOL_GPUS.name, cat.POOL_GPUS.help, labels=cat.POOL_GPUS.labels
-        )
-        nodes = GaugeMetricFamily(
-            cat.POOL_NODES.name, cat.POOL_NODES.help, labels=cat.POOL_NODES.labels
-        )
+            rows[cat.GPU_POOL_INFO].append((s(cat.GPU_POOL_INFO, uuid, node, pool), 1.0))
         for p in snap.pools:
             for state in ("owned", "borrowed", "lent", "idle"):
-                pool_gpus.add_metric([p["name"], state], float(p[state]))
-            nodes.add_metric([p["name"]], float(p["nodes"]))
-        yield pool_gpus
-        yield nodes
-
-        qlen = GaugeMetricFamily(
-            cat.QUEUE_LENGTH.name, cat.QUEUE_LENGTH.help, labels=cat.QUEUE_LENGTH.labels
-        )
-        oldest = GaugeMetricFamily(
-            cat.QUEUE_OLDEST_WAIT.name,
-            cat.QUEUE_OLDEST_WAIT.help,
-            labels=cat.QUEUE_OLDEST_WAIT.labels,
-        )
+                rows[cat.POOL_GPUS].append((s(cat.POOL_GPUS, p["name"], state), float(p[state])))
+            rows[cat.POOL_NODES].append((s(cat.POOL_NODES, p["name"]), float(p["nodes"])))
         for (pool, prio), (n, oldest_wait) in sorted(snap.queues.items()):
-            qlen.add_metric([pool, prio], float(n))
-            oldest.add_metric([pool, prio], oldest_wait)
-        yield qlen
-        yield oldest
-
-        jobs = GaugeMetricFamily(cat.JOBS.name, cat.JOBS.help, labels=cat.JOBS.labels)
+            rows[cat.QUEUE_LENGTH].append((s(cat.QUEUE_LENGTH, pool, prio), float(n)))
+            rows[cat.QUEUE_OLDEST_WAIT].append((s(cat.QUEUE_OLDEST_WAIT, pool, prio), oldest_wait))
         for (pool, state), n in sorted(snap.jobs.items()):
-            jobs.add_metric([pool, state], float(n))
-        yield jobs
-
-        res_active = GaugeMetricFamily(
-            cat.RESERVATION_ACTIVE.name,
-            cat.RESERVATION_ACTIVE.help,
-            labels=cat.RESERVATION_ACTIVE.labels,
-        )
-        res_ok = GaugeMetricFamily(
-            cat.RESERVATION_SATISFIED.name,
-            cat.RESERVATION_SATISFIED.help,
-            labels=cat.RESERVATION_SATISFIED.labels,
-        )
+            rows[cat.JOBS].append((s(cat.JOBS, pool, state), float(n)))
         for r in snap.reservations:
-            res_active.add_metric([r["name"], r["pool"]], 1.0 if r["active"] else 0.0)
-            res_ok.add_metric([r["name"], r["pool"]], 1.0 if r["satisfied"] else 0.0)
-        yield res_active
-        yield res_ok
+            key = (r["name"], r["pool"])
+            active = 1.0 if r["active"] else 0.0
+            rows[cat.RESERVATION_ACTIVE].append((s(cat.RESERVATION_ACTIVE, *key), active))
+            satisfied = 1.0 if r["satisfied"] else 0.0
+            rows[cat.RESERVATION_SATISFIED].append((s(cat.RESERVATION_SATISFIED, *key), satisfied))
+        rows[cat.CYCLES_REFUSED].append((s(cat.CYCLES_REFUSED), float(snap.cycles_refused)))
 
-        with acc._lock:
-            pre = CounterMetricFamily(
-                cat.PREEMPTIONS.name, cat.PREEMPTIONS.help, labels=cat.PREEMPTIONS.labels
-            )
+        with acc.lock:
             for (reason, prio), n in sorted(acc.preemptions.items()):
-                pre.add_metric([reason, prio], float(n))
-            lost = CounterMetricFamily(
-                cat.GPU_SECONDS_LOST.name,
-                cat.GPU_SECONDS_LOST.help,
-                labels=cat.GPU_SECONDS_LOST.labels,
-            )
+                rows[cat.PREEMPTIONS].append((s(cat.PREEMPTIONS, reason, prio), float(n)))
             for pool in snap.pool_names:
-                lost.add_metric([pool], acc.lost.get(pool, 0.0))
-            dec = CounterMetricFamily(
-                cat.DECISIONS.name, cat.DECISIONS.help, labels=cat.DECISIONS.labels
-            )
+                lost = acc.lost.get(pool, 0.0)
+                rows[cat.GPU_SECONDS_LOST].append((s(cat.GPU_SECONDS_LOST, pool), lost))
             for (action, result), n in sorted(acc.decisions.items()):
-                dec.add_metric([action, result], float(n))
-            scale = CounterMetricFamily(
-                cat.SCALE_EVENTS.name, cat.SCALE_EVENTS.help, labels=cat.SCALE_EVENTS.labels
-            )
+                rows[cat.DECISIONS].append((s(cat.DECISIONS, action, result), float(n)))
             for (pool, direction, result), n in sorted(acc.scale.items()):
-                scale.add_metric([pool, direction, result], float(n))
-            wait = HistogramMetricFamily(
-                cat.QUEUE_WAIT.name, cat.QUEUE_WAIT.help, labels=cat.QUEUE_WAIT.labels
-            )
-            for (pool, prio), h in sorted(acc.wait.items()):
-                wait.add_metric([pool, prio], h.buckets(), h.sum)
-            dur = HistogramMetricFamily(
-                cat.DECISION_DURATION.name,
-                cat.DECISION_DURATION.help,
-                labels=cat.DECISION_DURATION.labels,
-            )
-            for action, h in sorted(acc.duration.items()):
-                dur.add_metric([action], h.buckets(), h.sum)
-        cycles = CounterMetricFamily(cat.CYCLES_REFUSED.name, cat.CYCLES_REFUSED.help, labels=())
-        cycles.add_metric([], float(snap.cycles_refused))
-        yield pre
-        yield lost
-        yield cycles
-        yield dec
-        yield scale
-        yield wait
-        yield dur
+                series = s(cat.SCALE_EVENTS, pool, direction, result)
+                rows[cat.SCALE_EVENTS].append((series, float(n)))
+            wait = [
+                (self._histogram(cat.QUEUE_WAIT, pool, prio), h.cumulative(), h.sum)
+                for (pool, prio), h in sorted(acc.wait.items())
+            ]
+            duration = [
+                (self._histogram(cat.DECISION_DURATION, action), h.cumulative(), h.sum)
+                for action, h in sorted(acc.duration.items())
+            ]
+
+        for m in cat.SCHEDULER_METRICS:
+            spec = self._specs[m]
+            if m is cat.QUEUE_WAIT:
+                yield spec.histogram_family(wait)
+            elif m is cat.DECISION_DURATION:
+                yield spec.histogram_family(duration)
+            else:
+                yield spec.family(rows[m])
+            # Pools, nodes and reservations come and go: keep the series of this scrape only.
+            spec.forget_unused()

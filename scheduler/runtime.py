@@ -26,7 +26,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from scheduler.core.model import (
     JobState,
     PolicySpec,
 )
-from scheduler.metrics import Accumulator, SchedulerCollector
+from scheduler.metrics import Accumulator, MetricsSnapshot, SchedulerCollector
 from scheduler.store.sqlite import Store
 
 __all__ = [
@@ -72,17 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    pool_names: tuple[str, ...]
-    pools: tuple[dict[str, Any], ...]
-    assignments: dict[str, tuple[str, str]]
-    queues: dict[tuple[str, str], tuple[int, float]]  # (pool, priority) -> (length, oldest wait)
-    jobs: dict[tuple[str, str], int]  # (pool, state) -> count
-    reservations: tuple[dict[str, Any], ...]
-    cycles_refused: int
 
 
 class SchedulerRuntime:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from deploy.stack import Stack
 from exporters.catalog.service import (
@@ -47,6 +47,7 @@ from exporters.catalog.service import (
     WEBHOOK_INTENTS_PENDING,
     WEBHOOK_NOTIFICATIONS,
 )
+from exporters.exposition import metrics_response
 from scheduler.audit import (
     AuditEntry,
     AuditError,
@@ -670,7 +671,7 @@ class Service:
         return _json({"status": "ok", "pending_intents": self.intents.pending()})
 
     async def metrics(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        return web.Response(body=generate_latest(self.registry), content_type="text/plain")
+        return metrics_response(request, self.registry)
 
     async def spec(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         return _json(openapi())
