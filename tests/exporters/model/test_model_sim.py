@@ -4,7 +4,8 @@ faults and overload are answered with bounded reasons, LLM metrics flow."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gzip
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -12,6 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as text_parse
 
 from deploy.stack import Stack
 from exporters.catalog.model import (
@@ -249,3 +253,28 @@ async def test_run_for_summarises(env: Env) -> None:
     env.sim.inject("risk-scorer", error_ratio=1.0)
     failing = await run_for(str(env.client.make_url("/")), "risk-scorer", 200.0, 0.3)
     assert failing.errors == failing.sent > 0
+
+
+async def test_metrics_answer_prometheus_with_gzipped_openmetrics(env: Env) -> None:
+    """The model server's /metrics negotiates like every exporter of the project."""
+    assert (await env.client.post(INFER)).status == 200
+    prometheus = {
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        "Accept-Encoding": "gzip",
+    }
+    r = await env.client.get("/metrics", headers=prometheus, auto_decompress=False)
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert r.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    om = gzip.decompress(await r.read()).decode()
+    classic = await (await env.client.get("/metrics", headers={"Accept": "text/plain"})).text()
+
+    def samples(fams: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams for s in f.samples}
+
+    assert samples(om_parse(om)) == samples(text_parse(classic))
+    assert (
+        samples(om_parse(om))[
+            (MODEL_REQUESTS.series, tuple(sorted({**RISK, "outcome": "ok"}.items())))
+        ]
+        == 1
+    )
