@@ -6,11 +6,12 @@ stack only (model, version, pool) and bounded outcome/reason labels:
 * the plain API: ``ModelInstruments(stack, registry).recorder(model).observe(...)``;
 * a decorator: ``@instruments.timed("risk-scorer")`` (sync or async functions);
 * a context manager: ``with instruments.track("risk-scorer"):`` or ``async with``;
-* aiohttp middleware: ``instrument_middleware(instruments)``;
+* aiohttp middleware: ``instrument_middleware(instruments)``, or for hot routes
+  the same recording as a handler decorator, ``instrument_handler(instruments)``;
 * ASGI middleware: ``InstrumentMiddleware(app, instruments)``.
 """
 
-from exporters.instrument.aiohttp_middleware import instrument_middleware
+from exporters.instrument.aiohttp_middleware import instrument_handler, instrument_middleware
 from exporters.instrument.asgi import InstrumentMiddleware
 from exporters.instrument.buckets import ModelBuckets, buckets_for, latency_buckets
 from exporters.instrument.core import (
@@ -46,6 +47,7 @@ __all__ = [
     "buckets_for",
     "classify_exception",
     "classify_status",
+    "instrument_handler",
     "instrument_middleware",
     "latency_buckets",
     "model_from_path",

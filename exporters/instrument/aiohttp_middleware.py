@@ -1,21 +1,31 @@
-"""aiohttp middleware: one request recorded per inference call, from the route and the status.
+"""aiohttp: one request recorded per inference call, from the route and the status.
+
+Two ways to attach the same recording:
+
+* ``instrument_middleware(instruments)``: every route of the app; inference
+  routes are recorded, others (``/metrics``, ``/healthz``) pass through;
+* ``instrument_handler(instruments)``: a decorator for the hot routes' handlers
+  only. It records exactly what the middleware records, but an app without
+  middlewares skips aiohttp's middleware chain altogether (the lookup and the
+  extra call aiohttp makes per request once any middleware is installed; see
+  ``benchmarks/bench_model_exporter.py`` for what each costs).
 
 The model comes from the matched route (``{model}`` and optional ``{version}``
-in the route pattern) or, failing that, from the path (``model_from_path``);
-other routes (``/metrics``, ``/healthz``) pass through unrecorded. A model the
-stack does not declare is served as usual but only counted in the unlabelled
-unknown-requests counter.
+in the route pattern) or, failing that, from the path (``model_from_path``). A
+model the stack does not declare is served as usual but only counted in the
+unlabelled unknown-requests counter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from exporters.instrument.core import ErrorReason, ModelInstruments, Outcome
+from exporters.instrument.core import Clock, ErrorReason, ModelInstruments, ModelRecorder, Outcome
 from exporters.instrument.http import classify_status, model_from_path
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,38 +51,68 @@ def _classify_raised(e: BaseException) -> tuple[Outcome, ErrorReason | None]:
     return Outcome.ERROR, ErrorReason.OTHER
 
 
+ModelOf = Callable[[web.Request], tuple[str, str | None] | None]
+
+
+async def _observed(
+    rec: ModelRecorder, clock: Clock, handler: Handler, request: web.Request
+) -> web.StreamResponse:
+    """Serve ``request`` with ``handler``, recorded as one request of ``rec``."""
+    in_flight = rec.in_flight
+    in_flight.inc()
+    started = clock()
+    try:
+        response = await handler(request)
+    except BaseException as e:
+        in_flight.dec()
+        rec.observe(clock() - started, *_classify_raised(e))
+        raise
+    status = response.status
+    # The common case first, without building an outcome tuple.
+    if status < 400:
+        rec.finish_ok(clock() - started)
+    else:
+        in_flight.dec()
+        rec.observe(clock() - started, *classify_status(status))
+    return response
+
+
 def instrument_middleware(
-    instruments: ModelInstruments,
-    model_of: Callable[[web.Request], tuple[str, str | None] | None] = _route_model,
+    instruments: ModelInstruments, model_of: ModelOf = _route_model
 ) -> Middleware:
     """A middleware for ``web.Application(middlewares=[...])``."""
 
     clock = instruments.clock
+    get = instruments.get
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         which = model_of(request)
-        if which is None:
-            return await handler(request)
-        rec = instruments.get(*which)
+        rec = None if which is None else get(*which)
         if rec is None:
             return await handler(request)
-        in_flight = rec.in_flight
-        in_flight.inc()
-        started = clock()
-        try:
-            response = await handler(request)
-        except BaseException as e:
-            in_flight.dec()
-            rec.observe(clock() - started, *_classify_raised(e))
-            raise
-        status = response.status
-        # The common case first, without building an outcome tuple.
-        if status < 400:
-            rec.finish_ok(clock() - started)
-        else:
-            in_flight.dec()
-            rec.observe(clock() - started, *classify_status(status))
-        return response
+        return await _observed(rec, clock, handler, request)
 
     return middleware
+
+
+def instrument_handler(
+    instruments: ModelInstruments, model_of: ModelOf = _route_model
+) -> Callable[[Handler], Handler]:
+    """Decorate an inference handler: ``app.router.add_post(path, instrument_handler(ins)(infer))``."""
+
+    clock = instruments.clock
+    get = instruments.get
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def instrumented(request: web.Request) -> web.StreamResponse:
+            which = model_of(request)
+            rec = None if which is None else get(*which)
+            if rec is None:
+                return await handler(request)
+            return await _observed(rec, clock, handler, request)
+
+        return instrumented
+
+    return decorate

@@ -27,6 +27,7 @@ from exporters.instrument import (
     Outcome,
     RequestRejected,
     UnknownModelError,
+    instrument_handler,
     instrument_middleware,
 )
 
@@ -264,6 +265,16 @@ def _request(model: str = "risk-scorer", version: str | None = None) -> web.Requ
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Call = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+@pytest.fixture(params=["middleware", "handler"])
+def integration(request: pytest.FixtureRequest, ins: ModelInstruments) -> Call:
+    """The middleware, or the handler decorator: both must record exactly the same."""
+    if request.param == "middleware":
+        return instrument_middleware(ins)
+    decorate = instrument_handler(ins)
+    return lambda req, handler: decorate(handler)(req)
 
 
 def _handler(status: int = 200, raise_: BaseException | None = None) -> Handler:
@@ -288,13 +299,13 @@ def _handler(status: int = 200, raise_: BaseException | None = None) -> Handler:
     ],
 )
 async def test_aiohttp_middleware_by_status(
-    ins: ModelInstruments,
+    integration: Call,
     reg: CollectorRegistry,
     status: int,
     outcome: Outcome,
     reason: ErrorReason | None,
 ) -> None:
-    mw = instrument_middleware(ins)
+    mw = integration
     before = snapshot(reg)
     response = await mw(_request(), _handler(status))
     assert response.status == status
@@ -302,9 +313,9 @@ async def test_aiohttp_middleware_by_status(
 
 
 async def test_aiohttp_middleware_exceptions_and_cancellation(
-    ins: ModelInstruments, reg: CollectorRegistry
+    integration: Call, reg: CollectorRegistry
 ) -> None:
-    mw = instrument_middleware(ins)
+    mw = integration
     before = snapshot(reg)
     with pytest.raises(web.HTTPServiceUnavailable):
         await mw(_request(version="v2"), _handler(raise_=web.HTTPServiceUnavailable()))
@@ -332,27 +343,31 @@ async def test_aiohttp_middleware_exceptions_and_cancellation(
 
 
 async def test_aiohttp_middleware_ignores_other_routes(
-    ins: ModelInstruments, reg: CollectorRegistry
+    integration: Call, reg: CollectorRegistry
 ) -> None:
-    mw = instrument_middleware(ins)
     before = snapshot(reg)
-    await mw(make_mocked_request("GET", "/metrics"), _handler())
+    await integration(make_mocked_request("GET", "/metrics"), _handler())
     assert changed(before, snapshot(reg)) == {}
 
 
+@pytest.mark.parametrize("kind", ["middleware", "handler"])
 async def test_aiohttp_middleware_in_a_real_app(
-    ins: ModelInstruments, reg: CollectorRegistry
+    ins: ModelInstruments, reg: CollectorRegistry, kind: str
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    app = web.Application(middlewares=[instrument_middleware(ins)])
-
-    async def infer(request: web.Request) -> web.Response:
+    async def infer(request: web.Request) -> web.StreamResponse:
         if request.match_info["version"] == "v2":
             raise web.HTTPBadGateway()
         return web.json_response({"ok": True})
 
-    app.router.add_post("/v2/models/{model}/versions/{version}/infer", infer)
+    route = "/v2/models/{model}/versions/{version}/infer"
+    if kind == "middleware":
+        app = web.Application(middlewares=[instrument_middleware(ins)])
+        app.router.add_post(route, infer)
+    else:
+        app = web.Application()  # no middleware: aiohttp skips its middleware chain
+        app.router.add_post(route, instrument_handler(ins)(infer))
     async with TestClient(TestServer(app)) as client:
         before = snapshot(reg)
         r = await client.post("/v2/models/risk-scorer/versions/v3/infer")
