@@ -1,6 +1,6 @@
-"""GPU exporter: collection time on simulated GPUs, and NVML calls side by side with nvitop.
+"""GPU exporter: collection time, NVML calls beside nvitop, and HTTP scrapes beside prometheus_client.
 
-1. Collection time (fast tier, slow tier, a scrape's serialisation) for 8 and
+1. Collection time (fast tier, slow tier, a snapshot's render) for 8 and
    64 simulated GPUs, on the simulated backend. Goal (issue 5): a fast 8-GPU
    collection under 2 ms.
 2. NVML calls per GPU per collection, this exporter against nvitop-exporter,
@@ -12,7 +12,18 @@
    fast tier from a slow one, so both per-cycle counts and the average over
    one slow period are printed. Goal: at most a quarter of nvitop's calls.
 
-The metric sets differ: nvitop's covers utilisation, memory, clocks, power,
+3. HTTP ``GET /metrics`` at 8, 64 and 256 GPUs, side by side with a plain
+   prometheus_client exporter of the same samples: its families built once per
+   collection (the cheapest a custom collector can be) and served by
+   prometheus_client's own server (``generate_latest``; gzip at level 9; the
+   OpenMetrics writer when asked). Each exporter runs in its own process; a
+   collection runs before every scrape, so every scrape renders a new snapshot
+   and no cached body is timed. Time at the client and the server's CPU, plain
+   text, gzip, and what Prometheus 2 asks for (OpenMetrics, gzip); bytes plain
+   and gzip. Then four concurrent scrapes of one collection. Goals (issue 17):
+   scrape time at 256 GPUs <= 0.25x the plain exporter; gzip bytes <= 0.1x plain.
+
+The metric sets differ in part 2: nvitop's covers utilisation, memory, clocks, power,
 temperature, fan, PCIe and NVLink throughput and per-process values; this
 exporter covers those (no fan) plus energy, ECC, remapped rows, PCIe replays,
 throttle reasons, XIDs and MIG. The call counts below are for each exporter's
@@ -25,15 +36,26 @@ Exits 0; numbers only.
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import statistics
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, generate_latest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
+from deploy.procs import free_port
+from exporters.exposition import Format
 from exporters.gpu.exporter import GpuExporter
+from exporters.gpu.server import build_app
 from exporters.nvml.fakepynvml import FakePynvml, fake_pynvml
 from exporters.nvml.real import NvmlBackend
 from exporters.nvml.sim import SimBackend
@@ -79,13 +101,18 @@ def collection_times(rounds: int) -> None:
         registry = CollectorRegistry()
         exp = GpuExporter(sim, registry)
         exp.collect_once()
-        for label, fn in (
-            ("fast", exp.collect_fast),
-            ("slow", exp.collect_slow),
-            ("scrape", lambda r=registry: generate_latest(r)),
-        ):
+
+        for label, fn in (("fast", exp.collect_fast), ("slow", exp.collect_slow)):
             xs = timed(fn, rounds)
             print(f"{n:>5} {label:<12} {statistics.median(xs):>8.3f} {pct(xs, 0.99):>8.3f}")
+        xs = []
+        for _ in range(rounds):
+            exp.collect_fast()  # a new snapshot each time: no cached body is timed
+            snap = exp.snapshot()
+            t0 = time.perf_counter()
+            snap.body(Format.TEXT)
+            xs.append((time.perf_counter() - t0) * 1e3)
+        print(f"{n:>5} {'render':<12} {statistics.median(xs):>8.3f} {pct(xs, 0.99):>8.3f}")
     print()
 
 
@@ -179,12 +206,225 @@ def calls_side_by_side(rounds: int) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- 3. HTTP scrapes
+
+ACCEPT = {
+    "text": {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "identity"},
+    "gzip": {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "gzip"},
+    "prometheus": {
+        "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+        "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "Accept-Encoding": "gzip",
+    },
+}
+EXPORTERS = ("novabrain", "plain")
+
+
+def loaded_exporter(gpus: int) -> GpuExporter:
+    sim = SimBackend.cluster(gpus // 8, 8)
+    busy(sim)
+    exp = GpuExporter(sim, CollectorRegistry())
+    exp.collect_once()
+    return exp
+
+
+class SameSamples(Collector):
+    """A plain prometheus_client collector serving the novabrain exporter's samples: families
+    rebuilt once per collection as prometheus_client's own objects, yielded per scrape."""
+
+    def __init__(self, exp: GpuExporter) -> None:
+        self._exp = exp
+        self._families: tuple[Metric, ...] = ()
+        self.refresh()
+
+    def refresh(self) -> None:
+        out = []
+        for f in self._exp.snapshot().families:
+            m = Metric(f.name, f.documentation, f.type)
+            for s in f.samples:
+                m.add_sample(s.name, s.labels, s.value)
+            out.append(m)
+        self._families = tuple(out)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def serve(kind: str, gpus: int, port: int) -> None:
+    """One exporter of part 3, until killed. ``POST /collect`` runs a fast collection (and,
+    for the plain exporter, rebuilds its families); ``GET /cpu`` answers the CPU seconds."""
+    exp = loaded_exporter(gpus)
+    if kind == "novabrain":
+
+        async def collect(_: web.Request) -> web.Response:
+            exp.collect_fast()
+            return web.Response(text="ok")
+
+        async def cpu(_: web.Request) -> web.Response:
+            return web.Response(text=repr(time.process_time()))
+
+        app = build_app(exp)
+        app.router.add_post("/collect", collect)
+        app.router.add_get("/cpu", cpu)
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        return
+    registry = CollectorRegistry()
+    same = SameSamples(exp)
+    registry.register(same)
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, object], start_response: Callable[..., object]) -> list[bytes]:
+        path = environ["PATH_INFO"]
+        if path in ("/collect", "/cpu"):
+            if path == "/collect":
+                exp.collect_fast()
+                same.refresh()
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [repr(time.process_time()).encode()]
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    make_server("127.0.0.1", port, app, ThreadingWSGIServer, handler_class=Quiet).serve_forever()
+
+
+def _request(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[bytes, float]:
+    """(body as sent, seconds from request to the last byte)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        t0 = time.perf_counter()
+        conn.request(method, path, headers=headers)
+        body = conn.getresponse().read()
+        return body, time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def _cpu(port: int) -> float:
+    return float(_request(port, "GET", "/cpu", {})[0])
+
+
+def _start(kind: str, gpus: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    argv = [sys.executable, __file__, "--serve", kind, "--gpus", str(gpus), "--port", str(port)]
+    proc = subprocess.Popen(argv)
+    for _ in range(600):
+        try:
+            _cpu(port)
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the {kind} exporter did not start")
+
+
+def _scrape(port: int, accept: str) -> tuple[float, float, int]:
+    """After a fresh collection: (ms at the client, server CPU ms, bytes) of one scrape."""
+    _request(port, "POST", "/collect", {})
+    cpu = _cpu(port)
+    body, seconds = _request(port, "GET", "/metrics", ACCEPT[accept])
+    return seconds * 1e3, (_cpu(port) - cpu) * 1e3, len(body)
+
+
+def _concurrent(port: int, scrapers: int) -> float:
+    """Server CPU ms for ``scrapers`` simultaneous Prometheus-style scrapes of one collection."""
+    _request(port, "POST", "/collect", {})
+    cpu = _cpu(port)
+    threads = [
+        threading.Thread(target=_request, args=(port, "GET", "/metrics", ACCEPT["prometheus"]))
+        for _ in range(scrapers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return (_cpu(port) - cpu) * 1e3
+
+
+def _med(xs: list[float]) -> str:
+    return f"{statistics.median(xs):7.2f} ({min(xs):6.2f}..{max(xs):6.2f})"
+
+
+def scrapes_side_by_side(rounds: int, sizes: tuple[int, ...]) -> None:
+    print(
+        f"3. HTTP GET /metrics after a fresh collection, {rounds} rounds interleaved; each "
+        f"exporter in its own process, the client in this one; {os.cpu_count()} CPUs shared "
+        "with other sessions (noisy: medians and ranges)"
+    )
+    for gpus in sizes:
+        servers = {k: _start(k, gpus) for k in EXPORTERS}
+        ms = {(k, a): [] for k in EXPORTERS for a in ACCEPT}  # type: dict[tuple[str, str], list[float]]
+        cpu = {(k, a): [] for k in EXPORTERS for a in ACCEPT}  # type: dict[tuple[str, str], list[float]]
+        size: dict[tuple[str, str], int] = {}
+        together: dict[str, list[float]] = {k: [] for k in EXPORTERS}
+        try:
+            for k in EXPORTERS:  # warm-up
+                _scrape(servers[k][1], "gzip")
+            for r in range(rounds):
+                order = EXPORTERS if r % 2 == 0 else EXPORTERS[::-1]
+                for a in ACCEPT:
+                    for k in order:
+                        t, c, n = _scrape(servers[k][1], a)
+                        ms[(k, a)].append(t)
+                        cpu[(k, a)].append(c)
+                        size[(k, a)] = n
+                for k in order:
+                    together[k].append(_concurrent(servers[k][1], 4))
+            body, _ = _request(servers["novabrain"][1], "GET", "/metrics", ACCEPT["text"])
+        finally:
+            for proc, _ in servers.values():
+                proc.kill()
+                proc.wait(10)
+        samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        print(f"   {gpus} GPUs, {samples} samples")
+        print(
+            f"     {'':<42} {'novabrain ms':>26} {'plain ms':>26} {'ratio':>6}   server CPU ms, novabrain | plain"
+        )
+        for a, label in (
+            ("text", "text format, plain"),
+            ("gzip", "text format, gzip"),
+            ("prometheus", "as Prometheus 2 asks (OpenMetrics, gzip)"),
+        ):
+            ratio = statistics.median(ms[("novabrain", a)]) / statistics.median(ms[("plain", a)])
+            c_ratio = statistics.median(cpu[("novabrain", a)]) / statistics.median(
+                cpu[("plain", a)]
+            )
+            print(
+                f"     {label:<42} {_med(ms[('novabrain', a)]):>26} {_med(ms[('plain', a)]):>26} "
+                f"{ratio:6.3f}   {statistics.median(cpu[('novabrain', a)]):6.2f} | "
+                f"{statistics.median(cpu[('plain', a)]):6.2f} ({c_ratio:.3f})"
+            )
+        for k in EXPORTERS:
+            plain, gz = size[(k, "text")], size[(k, "gzip")]
+            print(
+                f"     bytes, {k:<35} plain {plain:>9,}   gzip {gz:>8,} ({gz / plain:.3f} of plain)"
+            )
+        print(
+            "     4 concurrent Prometheus-style scrapes of one collection, server CPU ms: "
+            f"novabrain {_med(together['novabrain'])}, plain {_med(together['plain'])}"
+        )
+    print()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument("--scrape-rounds", type=int, default=15)
+    ap.add_argument("--only-scrapes", action="store_true", help="run part 3 alone")
+    ap.add_argument("--serve", choices=EXPORTERS, help=argparse.SUPPRESS)  # a part 3 exporter
+    ap.add_argument("--gpus", type=int, default=8, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    collection_times(args.rounds)
-    calls_side_by_side(min(args.rounds, 50))
+    if args.serve:
+        serve(args.serve, args.gpus, args.port)
+        return 0
+    if not args.only_scrapes:
+        collection_times(args.rounds)
+        calls_side_by_side(min(args.rounds, 50))
+        print()
+    scrapes_side_by_side(args.scrape_rounds, (8, 64, 256))
     return 0
 
 

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from exporters.instrument.core import Clock, ErrorReason, ModelInstruments, ModelRecorder, Outcome
+from exporters.instrument.core import ErrorReason, ModelInstruments, Outcome
 from exporters.instrument.http import classify_status, model_from_path
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,65 +54,53 @@ def _classify_raised(e: BaseException) -> tuple[Outcome, ErrorReason | None]:
 ModelOf = Callable[[web.Request], tuple[str, str | None] | None]
 
 
-async def _observed(
-    rec: ModelRecorder, clock: Clock, handler: Handler, request: web.Request
-) -> web.StreamResponse:
-    """Serve ``request`` with ``handler``, recorded as one request of ``rec``."""
-    in_flight = rec.in_flight
-    in_flight.inc()
-    started = clock()
-    try:
-        response = await handler(request)
-    except BaseException as e:
-        in_flight.dec()
-        rec.observe(clock() - started, *_classify_raised(e))
-        raise
-    status = response.status
-    # The common case first, without building an outcome tuple.
-    if status < 400:
-        rec.finish_ok(clock() - started)
-    else:
-        in_flight.dec()
-        rec.observe(clock() - started, *classify_status(status))
-    return response
+def _observer(instruments: ModelInstruments, model_of: ModelOf) -> Middleware:
+    """``observe(request, handler)``: serve ``request`` with ``handler``, recorded as one request
+    of the model it names. The middleware is this function; the decorator binds ``handler``."""
+    clock = instruments.clock
+    get = instruments.get
+
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        which = model_of(request)
+        rec = None if which is None else get(*which)
+        if rec is None:
+            return await handler(request)
+        in_flight = rec.in_flight
+        in_flight.inc()
+        started = clock()
+        try:
+            response = await handler(request)
+        except BaseException as e:
+            in_flight.dec()
+            rec.observe(clock() - started, *_classify_raised(e))
+            raise
+        status = response.status
+        # The common case first, without building an outcome tuple.
+        if status < 400:
+            rec.finish_ok(clock() - started)
+        else:
+            in_flight.dec()
+            rec.observe(clock() - started, *classify_status(status))
+        return response
+
+    return observe
 
 
 def instrument_middleware(
     instruments: ModelInstruments, model_of: ModelOf = _route_model
 ) -> Middleware:
     """A middleware for ``web.Application(middlewares=[...])``."""
-
-    clock = instruments.clock
-    get = instruments.get
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        which = model_of(request)
-        rec = None if which is None else get(*which)
-        if rec is None:
-            return await handler(request)
-        return await _observed(rec, clock, handler, request)
-
-    return middleware
+    return web.middleware(_observer(instruments, model_of))
 
 
 def instrument_handler(
     instruments: ModelInstruments, model_of: ModelOf = _route_model
 ) -> Callable[[Handler], Handler]:
     """Decorate an inference handler: ``app.router.add_post(path, instrument_handler(ins)(infer))``."""
-
-    clock = instruments.clock
-    get = instruments.get
+    observe = _observer(instruments, model_of)
 
     def decorate(handler: Handler) -> Handler:
-        @functools.wraps(handler)
-        async def instrumented(request: web.Request) -> web.StreamResponse:
-            which = model_of(request)
-            rec = None if which is None else get(*which)
-            if rec is None:
-                return await handler(request)
-            return await _observed(rec, clock, handler, request)
-
-        return instrumented
+        # A partial, not a wrapper function: one Python frame per request, as the middleware.
+        return functools.update_wrapper(functools.partial(observe, handler=handler), handler)
 
     return decorate
