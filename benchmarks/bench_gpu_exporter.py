@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import httpload
 from aiohttp import web
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
@@ -309,15 +310,7 @@ def _cpu(port: int) -> float:
 def _start(kind: str, gpus: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     argv = [sys.executable, __file__, "--serve", kind, "--gpus", str(gpus), "--port", str(port)]
-    proc = subprocess.Popen(argv)
-    for _ in range(600):
-        try:
-            _cpu(port)
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the {kind} exporter did not start")
+    return httpload.spawn(argv, lambda: _cpu(port), f"the {kind} exporter"), port
 
 
 def _scrape(port: int, accept: str) -> tuple[float, float, int]:

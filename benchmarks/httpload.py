@@ -18,7 +18,9 @@ Two modes, as wrk and wrk2 have:
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -133,3 +135,16 @@ async def paced(host: str, port: int, requests: list[bytes], rate: float) -> Res
         assert c.transport is not None
         c.transport.close()
     return res
+
+
+def spawn(argv: list[str], ready: Callable[[], object], what: str) -> subprocess.Popen[bytes]:
+    """Start a server process and wait (up to 30 s) until ``ready()`` stops raising OSError."""
+    proc = subprocess.Popen(argv)
+    for _ in range(600):
+        try:
+            ready()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start")

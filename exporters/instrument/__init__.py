@@ -16,7 +16,6 @@ from exporters.instrument.asgi import InstrumentMiddleware
 from exporters.instrument.buckets import ModelBuckets, buckets_for, latency_buckets
 from exporters.instrument.core import (
     ErrorReason,
-    ModelInstruments,
     ModelKey,
     ModelRecorder,
     Outcome,
@@ -30,6 +29,7 @@ from exporters.instrument.errors import (
     UnknownModelError,
 )
 from exporters.instrument.http import classify_status, model_from_path
+from exporters.instrument.instruments import ModelInstruments
 
 __all__ = [
     "ErrorReason",

@@ -13,8 +13,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from exporters.instrument.core import ErrorReason, ModelInstruments, Outcome
+from exporters.instrument.core import ErrorReason, Outcome
 from exporters.instrument.http import classify_status, model_from_path
+from exporters.instrument.instruments import ModelInstruments
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,7 +69,7 @@ class InstrumentMiddleware:
 
         outcome: Outcome = Outcome.ERROR
         reason: ErrorReason | None = ErrorReason.OTHER
-        rec.in_flight.inc()
+        rec.begin()
         started = rec.now()
         try:
             await self.app(scope, receive_disconnect, send_status)

@@ -131,12 +131,9 @@ async def test_concurrent_scrapes_at_256_gpus_render_each_body_once() -> None:
     assert len(parse(gzip.decompress(bodies[2][2]).decode())[cat.GPU_UP.series]) == 256
 
 
-def test_concurrent_renders_of_a_snapshot_in_threads_build_it_once(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    exp = GpuExporter(SimBackend.from_stack(stack), CollectorRegistry())
-    exp.collect_once()
-    snap = exp.snapshot()
+@pytest.fixture
+def held_render(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Every render waits until ``release`` is set; ``entered`` is set when one starts."""
     entered, release = threading.Event(), threading.Event()
     real = snapshot_module.render
 
@@ -146,6 +143,16 @@ def test_concurrent_renders_of_a_snapshot_in_threads_build_it_once(
         return real(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(snapshot_module, "render", held)
+    return entered, release
+
+
+def test_concurrent_renders_of_a_snapshot_in_threads_build_it_once(
+    stack: Stack, held_render: tuple[threading.Event, threading.Event]
+) -> None:
+    exp = GpuExporter(SimBackend.from_stack(stack), CollectorRegistry())
+    exp.collect_once()
+    snap = exp.snapshot()
+    entered, release = held_render
     out: list[bytes] = []
     threads = [threading.Thread(target=lambda: out.append(snap.body())) for _ in range(8)]
     for t in threads:
@@ -194,7 +201,9 @@ async def test_a_scrape_never_waits_for_a_collection(
 
 
 def test_a_collection_never_waits_for_a_scrape(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack,
+    held_render: tuple[threading.Event, threading.Event],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A scrape stuck mid-render: cycles go on publishing; the scrape gets what it started with."""
     sim = SimBackend.from_stack(stack)
@@ -202,15 +211,7 @@ def test_a_collection_never_waits_for_a_scrape(
     exp.collect_once()
     snap = exp.snapshot()
     u = sim.gpus[0].uuid
-    entered, release = threading.Event(), threading.Event()
-    real = snapshot_module.render
-
-    def held(*args: object) -> str:
-        entered.set()
-        release.wait(30)
-        return real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(snapshot_module, "render", held)
+    entered, release = held_render
     out: list[bytes] = []
     scraper = threading.Thread(target=lambda: out.append(snap.body()))
     scraper.start()
