@@ -260,9 +260,7 @@ class SimulatedStack:
     async def start_gpu_exporter(self) -> None:
         from exporters.gpu.server import build_app
 
-        await self._serve(
-            build_app(self.gpu_exporter, self.gpu_registry), self.ports["gpu_exporter"]
-        )
+        await self._serve(build_app(self.gpu_exporter), self.ports["gpu_exporter"])
         self._gpu_server = self._servers[-1]
 
     # -- urls
