@@ -149,13 +149,29 @@ async def _noop(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-PLAIN_PATH = "/plain/risk-scorer/infer"
+# One process, two routes each (see bench_same_process): (label, path) per side.
+PAIRS = {
+    "both": (("no middleware", "/plain/risk-scorer/infer"), ("our decorator", INFER_PATH)),
+    "subapps": (
+        ("an empty middleware", "/empty" + INFER_PATH),
+        ("our middleware", "/ours" + INFER_PATH),
+    ),
+}
 
 
 def variant_app(stack: Stack, variant: str) -> web.Application:
-    """One variant's app; ``both`` serves the decorated handler and, beside it on
-    ``/plain``, the bare one (one process, no middleware)."""
+    """One variant's app. ``both`` serves the bare handler and the decorated one side by
+    side (no middleware); ``subapps`` two sub-applications, one with the empty middleware
+    and one with ours (the same aiohttp machinery on both)."""
     ins = ModelInstruments(stack, CollectorRegistry())
+    if variant == "subapps":
+        app = web.Application()
+        for prefix, mw in (("/empty", _noop), ("/ours", instrument_middleware(ins))):
+            sub = web.Application(middlewares=[mw])
+            sub.router.add_post("/v1/models/{model}/infer", _infer)
+            app.add_subapp(prefix, sub)
+        app.router.add_get("/cpu", _cpu)
+        return app
     middlewares: list[Middleware] = {
         "empty": [_noop],
         "middleware": [instrument_middleware(ins)],
@@ -251,30 +267,35 @@ def bench_servers(stack_path: str, total: int, rounds: int, connections: int) ->
 
 
 def bench_same_process(stack_path: str, total: int, rounds: int, connections: int) -> None:
-    """The decorated and the bare handler in one server process, batches alternating: the
-    difference between processes (placement, caches, neighbours) is out of the comparison."""
-    proc, port = _start("both", stack_path)
-    cpu: dict[str, list[float]] = {"bare": [], "decorated": []}
-    paths = {"bare": PLAIN_PATH, "decorated": INFER_PATH}
-
-    async def run() -> None:
-        for path in paths.values():
-            await _round(port, total // 4, connections, path)
-        for r in range(2 * rounds):
-            for k in ("bare", "decorated") if r % 2 == 0 else ("decorated", "bare"):
-                cpu[k].append((await _round(port, total, connections, paths[k]))[1])
-
-    try:
-        asyncio.run(run())
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    over = _paired(cpu["decorated"], cpu["bare"], lambda x, n: 100 * (x / n - 1))
+    """Two routes in one server process, batches alternating, overhead paired per batch:
+    what differs between processes (placement, caches, hash seeds) is out of the comparison.
+    One pair is the bare handler against our decorator; the other the empty middleware
+    against ours, each on its own sub-application (aiohttp's chain alike on both)."""
     print(
-        f"   one process, bare and decorated routes alternating ({2 * rounds} batches each): "
-        f"bare {_spread(cpu['bare'], '.1f')} us/req, decorated {_spread(cpu['decorated'], '.1f')}"
-        f" us/req: the decorator costs {_spread(over, '+.1f')} % CPU (paired)"
+        f"   one process, two routes, batches alternating ({2 * rounds} each), server CPU us/req:"
     )
+    for variant, ((base_label, base_path), (label, path)) in PAIRS.items():
+        proc, port = _start(variant, stack_path)
+        base: list[float] = []
+        ours: list[float] = []
+
+        async def run(port: int, base_path: str, path: str, out: dict[str, list[float]]) -> None:
+            for p in (base_path, path):
+                await _round(port, total // 4, connections, p)
+            for r in range(2 * rounds):
+                for p in (base_path, path) if r % 2 == 0 else (path, base_path):
+                    out[p].append((await _round(port, total, connections, p))[1])
+
+        try:
+            asyncio.run(run(port, base_path, path, {base_path: base, path: ours}))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        over = _paired(ours, base, lambda x, n: 100 * (x / n - 1))
+        print(
+            f"     {base_label} {_spread(base, '.1f')}, {label} {_spread(ours, '.1f')}: "
+            f"{label} costs {_spread(over, '+.1f')} % more"
+        )
 
 
 def bench_in_process(stack: Stack, calls: int, rounds: int) -> None:
@@ -392,7 +413,7 @@ def main() -> int:
     p.add_argument("--expo-runs", type=int, default=30)
     p.add_argument("--scenario-seconds", type=float, default=5.0)
     p.add_argument("--only-aiohttp", action="store_true", help="run part 2 alone")
-    p.add_argument("--serve", choices=[*VARIANTS, "both"], help=argparse.SUPPRESS)
+    p.add_argument("--serve", choices=[*VARIANTS, *PAIRS], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     stack = load_stack(args.stack)

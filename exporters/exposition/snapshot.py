@@ -31,7 +31,7 @@ from exporters.exposition.family import Format, RenderedFamily
 # prometheus_client types its classic writer but not its OpenMetrics one.
 _generate_openmetrics = cast(Callable[[Collector], bytes], openmetrics.generate_latest)
 
-# Level 1 of the same deflate: at 256 GPUs (1 MB of text) it writes 5.7% of the
+# Level 1 of the same deflate: at 256 GPUs (1 MB of text) it writes 6.9% of the
 # plain bytes in about 1.6 ms; level 9 (prometheus_client's default) writes 5.1%
 # in about 25 ms. The scrape pays for the compression, so the fast level wins.
 GZIP_LEVEL = 1
