@@ -19,8 +19,6 @@ from exporters.exposition.family import (
     HistogramSeries,
     RenderedFamily,
     Series,
-    escape,
-    number,
 )
 from exporters.exposition.histogram import Buckets, cumulative
 from exporters.exposition.http import SnapshotSource, metrics_handler, metrics_response
@@ -42,10 +40,8 @@ __all__ = [
     "SnapshotSource",
     "choose_format",
     "cumulative",
-    "escape",
     "gzip_accepted",
     "metrics_handler",
     "metrics_response",
-    "number",
     "render",
 ]

@@ -46,17 +46,7 @@ class Format(Enum):
     OPENMETRICS = "openmetrics"  # OpenMetrics text, version 1.0.0
 
 
-def number(v: float) -> str:
-    """A sample value as the text formats spell it.
-
-    ``repr`` is the shortest spelling that reads back to the same float, and Go's
-    ParseFloat reads it; only NaN and the infinities need Go's words. ``v - v``
-    is 0 exactly when ``v`` is finite.
-    """
-    return repr(v) if v - v == 0 else _go(v)
-
-
-def escape(value: str) -> str:
+def _escape(value: str) -> str:
     """A label value inside its double quotes (both formats escape the same three characters)."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -70,7 +60,7 @@ def _labels(pairs: Sequence[tuple[str, str]]) -> str:
     """``{a="x",b="y"}`` with the values escaped, or nothing for no labels."""
     if not pairs:
         return ""
-    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in pairs) + "}"
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
 
 
 class Series:
@@ -266,6 +256,9 @@ class Family(RenderedFamily):
         self.rows = rows
 
     def text(self, fmt: Format) -> str:
+        # ``repr`` is the shortest spelling that reads back to the same float, and Go's
+        # ParseFloat reads it; only NaN and the infinities need Go's words (``v - v`` is
+        # 0 exactly when ``v`` is finite).
         go = _go
         return self.spec.headers[fmt] + "".join(
             [f"{s.prefix}{v!r}\n" if v - v == 0 else f"{s.prefix}{go(v)}\n" for s, v in self.rows]
