@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from exporters.catalog import Metric as CatalogMetric
 from exporters.catalog import scheduler as cat
 from exporters.exposition import Buckets, FamilySpec, HistogramSeries, Series
-from scheduler.core.model import Decision
+from scheduler.core.model import Action, Decision, Result
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
@@ -56,17 +56,18 @@ class Accumulator:
     def observe(self, decisions: Sequence[Decision]) -> None:
         with self.lock:
             for d in decisions:
-                self.decisions[(d.action, d.result)] += 1
-                if d.action == "preempt" and d.result == "ok":
-                    self.preemptions[(d.cause, d.priority)] += 1
-                elif d.action == "release" and d.gpu_seconds_lost > 0:
+                # Label values are the enums' strings (what the store and the audit hold).
+                self.decisions[(str(d.action), str(d.result))] += 1
+                if d.action == Action.PREEMPT and d.result == Result.OK:
+                    self.preemptions[(str(d.cause), d.priority)] += 1
+                elif d.action == Action.RELEASE and d.gpu_seconds_lost > 0:
                     self.lost[d.pool] += d.gpu_seconds_lost
-                elif d.action == "place":
+                elif d.action == Action.PLACE:
                     h = self.wait.setdefault((d.pool, d.priority), Buckets(WAIT_BUCKETS))
                     h.observe(d.waited_seconds)
-                elif d.action in ("scale_up", "scale_down"):
-                    direction = "up" if d.action == "scale_up" else "down"
-                    self.scale[(d.pool, direction, d.result)] += 1
+                elif d.action in (Action.SCALE_UP, Action.SCALE_DOWN):
+                    direction = "up" if d.action == Action.SCALE_UP else "down"
+                    self.scale[(d.pool, direction, str(d.result))] += 1
 
     def time(self, action: str, seconds: float) -> None:
         with self.lock:
