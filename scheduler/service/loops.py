@@ -1,0 +1,119 @@
+"""The service's background work: the scheduler's tick, retention, and WAL checkpoints.
+
+The tick and retention loops run on the event loop and end at their next
+check after ``stop``; the checkpoints run on a thread of their own, off every
+commit path (``scheduler.store.wal``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+from scheduler.audit import AuditError, AuditLog, AuditUnavailable
+from scheduler.core.errors import SchedulerError, StoreUnavailable
+from scheduler.service.audit_writer import AuditWriter
+from scheduler.service.caller import Runtime, RuntimeCaller
+from scheduler.service.config import ServiceConfig
+from scheduler.service.errors import IntentStoreUnavailable
+from scheduler.service.intents import IntentQueue
+from scheduler.service.records import SCHEDULER_USER, decision_entry
+
+log = logging.getLogger("novabrain.scheduler.service")
+# Small, frequent checkpoints: each fsyncs the database file, and the disk makes the
+# commits' own fsyncs wait behind it, so the fewer pages per checkpoint the shorter the
+# stall. Measured at 1,000 alerts/s, alert -> actuator p99: 1 s -> ~25 ms,
+# 0.2 s -> 10-17 ms, 0.05 s -> 5-7 ms.
+CHECKPOINT_INTERVAL_SECONDS = 0.05
+
+
+class Loops:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        call: RuntimeCaller,
+        writer: AuditWriter,
+        audit: AuditLog,
+        intents: IntentQueue,
+        clock: Callable[[], float],
+        config: ServiceConfig,
+    ) -> None:
+        self.rt = runtime
+        self.call = call
+        self.writer = writer
+        self.audit = audit
+        self.intents = intents
+        self.clock = clock
+        self.config = config
+        self.stopping = asyncio.Event()
+        self._checkpoint_stop = threading.Event()
+        self._checkpoint_thread = threading.Thread(
+            target=self._checkpoints, name="wal-checkpoint", daemon=True
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+
+    async def ticker(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                decisions = await self.call(self.rt.tick)
+            except StoreUnavailable as e:
+                log.warning("tick: store unavailable: %s", e)
+            except SchedulerError as e:
+                log.error("tick failed: %s", e)
+            else:
+                entries = [decision_entry(d, SCHEDULER_USER) for d in decisions]
+                # Records an audit outage kept back go out on the next tick at the latest,
+                # not only with the next request.
+                if entries or self.writer.backlog:
+                    await self.writer.write_quietly(entries)
+            await self._sleep(self.config.tick_interval_seconds)
+
+    def maintain(self) -> None:
+        """Retention: archive old audit records, forget long-settled alert keys."""
+        moved = self.audit.apply_retention()
+        pruned = self.intents.prune(self.clock() - self.config.intent_key_retention_seconds)
+        if moved or pruned:
+            log.info(
+                "retention: %d audit record(s) archived, %d alert key(s) pruned", moved, pruned
+            )
+
+    async def maintenance(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.maintain()
+            except (AuditError, IntentStoreUnavailable) as e:
+                log.error("retention failed, next try in an interval: %s", e)
+            await self._sleep(self.config.maintenance_interval_seconds)
+
+    def _checkpoints(self) -> None:
+        """WAL upkeep of the three databases, off every commit path (``scheduler.store.wal``)."""
+        stores = {
+            "intent queue": self.intents.checkpoint,
+            "audit log": self.audit.checkpoint,
+            "scheduler store": self.rt.checkpoint,
+        }
+        failing: set[str] = set()
+        while not self._checkpoint_stop.wait(CHECKPOINT_INTERVAL_SECONDS):
+            for name, checkpoint in stores.items():
+                try:
+                    checkpoint()
+                except (IntentStoreUnavailable, AuditUnavailable, SchedulerError) as e:
+                    if name not in failing:  # once per outage, not five times a second
+                        log.warning("%s: WAL checkpoint failed, retrying: %s", name, e)
+                    failing.add(name)
+                else:
+                    failing.discard(name)
+
+    def start_checkpoints(self) -> None:
+        self._checkpoint_thread.start()
+
+    async def stop_checkpoints(self) -> None:
+        self._checkpoint_stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._checkpoint_thread.join)
