@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import PayloadEncodingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from scheduler.audit import AuditEntry, AuditQueryError, AuditUnavailable
 from scheduler.core.errors import (
@@ -36,6 +38,7 @@ from scheduler.service.auth import Authenticator, Principal
 from scheduler.service.config import ServiceConfig
 from scheduler.service.errors import IntentStoreUnavailable, PayloadError
 from scheduler.service.metrics import ServiceMetrics
+from scheduler.service.payload import load_json
 from scheduler.service.ratelimit import RateLimiter
 from scheduler.service.records import ANONYMOUS
 from scheduler.service.routes import Route, coerce_query, validate
@@ -121,6 +124,15 @@ def webhook_result(status: int) -> str:
         429: "rate_limited",
         503: "unavailable",
     }.get(status, "error" if status >= 400 else "accepted")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body; one that cannot be read as sent (a broken ``Content-Encoding``,
+    a truncated chunk) is the sender's to fix: ``PayloadError``, answered 400."""
+    try:
+        return await request.read()
+    except (RequestPayloadError, PayloadEncodingError) as e:
+        raise PayloadError(f"body cannot be read: {e}") from None
 
 
 class Endpoints:
@@ -209,7 +221,7 @@ class Endpoints:
                     ctx.args[p.name] = coerce_query(raw, p.schema, p.name)
             ctx.params = dict(ctx.args)
             if route.body is not None and route.name != "alerts.receive":
-                ctx.body = await self._json_body(request)
+                ctx.body = load_json(await read_body(request))
                 validate(ctx.body, route.body)
                 ctx.params["body"] = ctx.body
             return await handler(request, ctx)
@@ -243,13 +255,6 @@ class Endpoints:
         raise HttpError(
             429, "rate limited", f"over {self.config.webhook_rate.rate:g}/s from {source}"
         )
-
-    async def _json_body(self, request: web.Request) -> Any:
-        raw = await request.read()
-        try:
-            return json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise PayloadError(f"body is not JSON: {e}") from None
 
     async def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
         route = ctx.route

@@ -140,12 +140,24 @@ def parse_time_ns(text: str, path: str) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + int(frac)
 
 
-def parse_notification(body: bytes) -> Notification:
-    """Validate a webhook body; raise ``PayloadError`` with the reason."""
+def load_json(body: bytes) -> Any:
+    """A request body as JSON; ``PayloadError`` for anything that does not parse.
+
+    Nesting deeper than the interpreter's recursion limit (``[[[...]]]``, a few
+    hundred kB) is refused too: it is a body the sender must fix (400), not a
+    server failure that Alertmanager would retry.
+    """
     try:
-        doc = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, ValueError) as e:
         raise PayloadError(f"body is not JSON: {e}") from None
+    except RecursionError:
+        raise PayloadError("body is not JSON we accept: nested too deeply") from None
+
+
+def parse_notification(body: bytes) -> Notification:
+    """Validate a webhook body; raise ``PayloadError`` with the reason."""
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise PayloadError(f"body must be a JSON object, got {_json_type(doc)}")
     _check_keys(doc, _TOP, _REQUIRED_TOP, "")

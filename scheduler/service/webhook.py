@@ -24,7 +24,7 @@ from aiohttp import web
 from deploy.stack import Stack
 from scheduler.audit import AuditEntry, AuditLog, AuditUnavailable
 from scheduler.service.batch import GroupCommit
-from scheduler.service.endpoint import Ctx
+from scheduler.service.endpoint import Ctx, read_body
 from scheduler.service.intents import IntentQueue
 from scheduler.service.metrics import ServiceMetrics
 from scheduler.service.payload import Intent, actionable_pairs, intent_for, parse_notification
@@ -140,8 +140,7 @@ class Webhook:
         return out
 
     async def receive(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        body = await request.read()
-        note = parse_notification(body)
+        note = parse_notification(await read_body(request))
         arrival = Arrival(
             intents=[intent_for(a, self.allowed) for a in note.alerts],
             received_at=ctx.received,
