@@ -121,7 +121,7 @@ def test_tampering_is_found_and_located(
 
 
 def test_consistent_rewrite_is_caught_by_a_published_head(tmp_path: Path) -> None:
-    from scheduler.audit.log import record_hash
+    from scheduler.audit.records import record_hash
 
     log = filled(tmp_path, 3)
     published = log.head()[1]
