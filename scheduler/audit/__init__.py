@@ -1,16 +1,17 @@
 """The tamper-evident audit log (see ``scheduler.audit.log`` for the chain and its guarantees).
 
 Errors: ``AuditError`` is the base; ``AuditUnavailable`` means "not written now,
-retry" (the webhook answers 503), ``AuditQueryError`` a bad query argument.
+retry" (the webhook answers 503), ``AuditQueryError`` a bad query argument,
+``AuditUnreadable`` a file that is missing, corrupt or not an audit log.
 Modules: ``records`` (what a record is, its hash), ``schema`` (the database and
 its triggers), ``log`` (writing, retention), ``verify``, ``export``.
 """
 
-from scheduler.audit.errors import AuditError, AuditQueryError, AuditUnavailable
+from scheduler.audit.errors import AuditError, AuditQueryError, AuditUnavailable, AuditUnreadable
 from scheduler.audit.export import EXPORT_FORMATS, export, iter_export
 from scheduler.audit.log import AuditLog
 from scheduler.audit.records import AuditEntry, AuditRecord, parse_time
-from scheduler.audit.verify import VerifyResult, verify
+from scheduler.audit.verify import ChainPoint, VerifyResult, verify
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -20,6 +21,8 @@ __all__ = [
     "AuditQueryError",
     "AuditRecord",
     "AuditUnavailable",
+    "AuditUnreadable",
+    "ChainPoint",
     "VerifyResult",
     "export",
     "iter_export",

@@ -13,3 +13,8 @@ class AuditUnavailable(AuditError):
 
 class AuditQueryError(AuditError):
     """A query or export argument is invalid (bad time, unknown format)."""
+
+
+class AuditUnreadable(AuditError):
+    """The file is missing, empty, corrupt, or a database that is not an audit log: nothing
+    can be said about tampering (``novabrain audit verify`` exits 2, not 1)."""

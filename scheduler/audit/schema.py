@@ -10,7 +10,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from scheduler.audit.errors import AuditError, AuditUnavailable
+from scheduler.audit.errors import AuditUnreadable
 from scheduler.audit.records import COLUMNS, AuditRecord, row_of
 from scheduler.store.wal import tune_writer
 
@@ -111,10 +111,22 @@ def query_records(
 
 
 def open_ro(path: Path) -> contextlib.closing[sqlite3.Connection]:
-    if not Path(path).exists():
-        raise AuditError(f"no audit database at {path}")
+    """A read-only connection to an audit database; ``AuditUnreadable`` if it is missing,
+    corrupt, or not an audit log (no ``audit`` and ``chain`` tables)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AuditUnreadable(f"no audit database at {path}")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     except sqlite3.Error as e:
-        raise AuditUnavailable(f"cannot open {path}: {e}") from e
+        raise AuditUnreadable(f"cannot open {path}: {e}") from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as e:
+        db.close()
+        raise AuditUnreadable(f"{path} is not a readable database: {e}") from None
+    if not {"audit", "chain"} <= tables:
+        db.close()
+        what = "an empty database" if not tables else "a database without the audit tables"
+        raise AuditUnreadable(f"{path} is not an audit log ({what})")
     return contextlib.closing(db)

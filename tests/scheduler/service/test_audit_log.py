@@ -5,18 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tamper_kit import SCENARIOS, Scenario, StepClock, fill
 
 from scheduler.audit import (
     AuditEntry,
     AuditError,
     AuditLog,
     AuditQueryError,
+    AuditUnreadable,
+    ChainPoint,
     export,
     parse_time,
     verify,
@@ -67,8 +71,12 @@ def test_chain_verifies_and_head_is_published(tmp_path: Path) -> None:
     res = verify(log.path)
     assert res.ok and res.checked == 10
     assert (res.head_seq, res.head_hash) == log.head()
-    assert "ok: 10 records" in str(res)
-    assert verify(log.path, expected_head=log.head()[1]).ok
+    assert f"ok: 10 records verified, head 10:{log.head()[1]}" == str(res)
+    assert verify(log.path, expected_head=ChainPoint(*log.head())).ok
+    # An older published head: the chain has grown past it and still holds it.
+    older = ChainPoint(*log.head())
+    log.append(entry(11))
+    assert verify(log.path, expected_head=older).ok
 
 
 def test_append_only_guard(tmp_path: Path) -> None:
@@ -80,69 +88,71 @@ def test_append_only_guard(tmp_path: Path) -> None:
         db.execute("DELETE FROM audit WHERE seq = 1")
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)
+def test_tampering_is_found_at_the_right_record(tmp_path: Path, scenario: Scenario) -> None:
+    log = AuditLog(tmp_path / "audit.db", clock=StepClock())
+    published = fill(log)
+    log.close()
+    assert verify(log.path).ok and verify(log.path, expected_head=published).ok
+    scenario.tamper(log.path)
+    res = verify(log.path, expected_head=published)
+    assert not res.ok, str(res)
+    assert res.bad_seq == scenario.bad_seq, str(res)
+    assert re.search(scenario.words, res.problem), res.problem
+    assert f"TAMPERED at record {scenario.bad_seq}" in str(res)
+    # Without the published head, what the file alone shows is still found.
+    alone = verify(log.path)
+    assert alone.ok == scenario.needs_published_head, str(alone)
+    if not alone.ok:
+        assert alone.bad_seq == scenario.bad_seq
+
+
+def test_a_published_head_from_another_chain_is_refused(tmp_path: Path) -> None:
+    log = filled(tmp_path)
+    seq, _ = log.head()
+    res = verify(log.path, expected_head=ChainPoint(seq, "f" * 64))
+    assert not res.ok and res.bad_seq == seq and "not the published one" in res.problem
+    res = verify(log.path, expected_head=ChainPoint(seq + 5, "f" * 64))
+    assert not res.ok and res.bad_seq == seq + 1 and "past the chain's end" in res.problem
+
+
+def test_chain_point_parses_seq_and_hash() -> None:
+    h = "ab" * 32
+    assert ChainPoint.parse(f"42:{h}") == ChainPoint(42, h)
+    assert str(ChainPoint(42, h)) == f"42:{h}"
+    for bad in ("42", f"x:{h}", f"42:{h[:-1]}", f"42:{h.upper()}", f"-1:{h}"):
+        with pytest.raises(ValueError, match="SEQ:HASH"):
+            ChainPoint.parse(bad)
+
+
 @pytest.mark.parametrize(
-    ("sql", "bad_seq", "words"),
+    ("content", "words"),
     [
-        (["UPDATE audit SET user = 'mallory' WHERE seq = 4"], 4, "edited"),
-        (["UPDATE audit SET params = '{}' WHERE seq = 7"], 7, "edited"),
-        (["DELETE FROM audit WHERE seq = 5"], 5, "missing (deleted)"),
-        (
-            ["DELETE FROM audit WHERE seq >= 9", "UPDATE chain SET seq = 8 WHERE name = 'head'"],
-            9,
-            "does not match its hash",
-        ),
-        (["DELETE FROM audit WHERE seq >= 9"], 9, "truncated"),
-        # Swap records 3 and 4 (contents and numbers): the chain no longer links.
-        (
-            [
-                "UPDATE audit SET seq = -3 WHERE seq = 3",
-                "UPDATE audit SET seq = 3 WHERE seq = 4",
-                "UPDATE audit SET seq = 4 WHERE seq = -3",
-            ],
-            3,
-            "edited or moved",
-        ),
+        (None, "no audit database"),
+        (b"", "empty database"),
+        (b"this is not sqlite" * 100, "not a readable database"),
     ],
 )
-def test_tampering_is_found_and_located(
-    tmp_path: Path, sql: list[str], bad_seq: int, words: str
+def test_unreadable_files_are_not_reported_as_intact_or_tampered(
+    tmp_path: Path, content: bytes | None, words: str
 ) -> None:
-    log = filled(tmp_path)
-    log.close()
-    if words == "does not match its hash":
-        # Truncation that also rewinds the head: the head hash no longer matches.
-        words = "head says"
-    tamper(log.path, *sql)
-    res = verify(log.path)
-    assert not res.ok
-    assert res.bad_seq == bad_seq
-    assert words in res.problem, res.problem
-    assert f"TAMPERED at record {bad_seq}" in str(res)
+    path = tmp_path / "audit.db"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AuditUnreadable, match=words):
+        verify(path)
+    with pytest.raises(AuditUnreadable, match=words):
+        export(path, out=io.StringIO())
 
 
-def test_consistent_rewrite_is_caught_by_a_published_head(tmp_path: Path) -> None:
-    from scheduler.audit.records import record_hash
-
-    log = filled(tmp_path, 3)
-    published = log.head()[1]
-    log.close()
-    db = sqlite3.connect(log.path, isolation_level=None)
-    db.execute("DROP TRIGGER audit_no_update")
-    prev = "0" * 64
-    for row in db.execute("SELECT * FROM audit ORDER BY seq").fetchall():
-        seq, ts, user, ip, obj, op, params, result, reason, cid, _, _ = row
-        user = "mallory"
-        h = record_hash(seq, ts, user, ip, obj, op, params, result, reason, cid, prev)
-        db.execute(
-            "UPDATE audit SET user = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-            (user, prev, h, seq),
-        )
-        prev = h
-    db.execute("UPDATE chain SET hash = ? WHERE name = 'head'", (prev,))
-    db.close()
-    assert verify(log.path).ok  # a perfect forgery verifies on its own ...
-    res = verify(log.path, expected_head=published)
-    assert not res.ok and "history rewritten" in res.problem  # ... but not against the anchor
+def test_a_database_that_is_not_an_audit_log_is_unreadable(tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "scheduler.db")
+    other.execute("CREATE TABLE jobs (id TEXT)")
+    other.close()
+    with pytest.raises(AuditUnreadable, match="without the audit tables"):
+        verify(tmp_path / "scheduler.db")
+    with pytest.raises(AuditUnreadable, match="without the audit tables"):
+        export(tmp_path / "scheduler.db", out=io.StringIO())
 
 
 def test_query_and_export_filters(tmp_path: Path) -> None:
@@ -185,7 +195,9 @@ def test_retention_archives_and_the_chain_still_verifies(tmp_path: Path) -> None
     # now = t0 + 11: records older than t0 + 5.5 (seq 1..5) move.
     assert log.apply_retention() == 5
     assert [r.seq for r in log.query()] == [6, 7, 8, 9, 10]
-    assert verify(log.path).ok  # the live log verifies from its anchor
+    # The live log alone starts after record 5: only its archive shows 1..5 exist.
+    alone = verify(log.path)
+    assert not alone.ok and alone.bad_seq == 1 and "verify with the archive" in alone.problem
     res = verify(log.path, archive=arch)
     assert res.ok and res.checked == 10
     for i in range(11, 16):
