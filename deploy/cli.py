@@ -183,10 +183,18 @@ def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from scheduler.audit import AuditError, verify
+    """Exit 0: the chain is whole; 1: tampered (where, on stdout); 2: the file cannot be
+    read as an audit log, or a published point is malformed (one line on stderr)."""
+    from scheduler.audit import AuditError, ChainPoint, verify
 
     try:
-        result = verify(args.db, archive=args.archive)
+        head = None if args.expect_head is None else ChainPoint.parse(args.expect_head)
+        first = None if args.expect_first is None else ChainPoint.parse(args.expect_first)
+    except ValueError as e:
+        print(f"novabrain: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        result = verify(args.db, archive=args.archive, expected_head=head, expected_first=first)
     except AuditError as e:
         print(f"novabrain: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -449,9 +457,25 @@ def build_parser() -> argparse.ArgumentParser:
     aud = add("audit", "the tamper-evident audit log").add_subparsers(
         dest="sub", required=True, metavar="SUB"
     )
-    p = aud.add_parser("verify", help="verify the hash chain", description="verify the hash chain")
+    p = aud.add_parser(
+        "verify",
+        help="verify the hash chain",
+        description="verify the hash chain: exit 0 intact, 1 tampered, 2 cannot be read",
+    )
     p.add_argument("--db", type=Path, required=True, help="audit database")
     p.add_argument("--archive", type=Path, default=None, help="archive db the live log continues")
+    p.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        default=None,
+        help="a head the service published (log line 'audit head'): the chain must hold it",
+    )
+    p.add_argument(
+        "--expect-first",
+        metavar="SEQ:HASH",
+        default=None,
+        help="where a retention purge left the chain starting (default: record 1)",
+    )
     p.set_defaults(func=cmd_audit_verify, needs_stack=False)
     p = aud.add_parser("export", help="export records", description="export records")
     p.add_argument("--db", type=Path, required=True, help="audit database")
