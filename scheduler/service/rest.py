@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporters.exposition import metrics_response
-from scheduler.audit import AuditLog, iter_export, verify
+from scheduler.audit import AuditLog, ChainPoint, iter_export, verify
 from scheduler.core.model import Decision, JobKind, JobRequest
 from scheduler.service.caller import Runtime, RuntimeCaller
 from scheduler.service.endpoint import Ctx, json_response
@@ -146,12 +146,19 @@ class RestApi:
         return web.Response(text=text, content_type=ctype)
 
     async def audit_verify(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        res = verify(self.audit.path, archive=self.audit.archive_path)
+        head, first = (ctx.args.get(k) for k in ("head", "first"))
+        res = verify(
+            self.audit.path,
+            archive=self.audit.archive_path,
+            expected_head=None if head is None else ChainPoint.parse(head),
+            expected_first=None if first is None else ChainPoint.parse(first),
+        )
         ctx.params["ok"] = res.ok
         return json_response(
             {
                 "ok": res.ok,
                 "checked": res.checked,
+                "first_seq": res.first_seq,
                 "head_seq": res.head_seq,
                 "head_hash": res.head_hash,
                 "bad_seq": res.bad_seq,

@@ -26,6 +26,8 @@ _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z
 _POOL = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z0-9-]+$"}
 _TIME = {"type": "string", "minLength": 1, "maxLength": 40, "description": "ISO 8601 or unix s"}
 _OBJECT = {"type": "object"}
+# A place in the audit chain, SEQ:HASH: a published head, or where a purge left the chain.
+_CHAIN_POINT = {"type": "string", "pattern": r"^[0-9]{1,18}:[0-9a-f]{64}$"}
 _LIST = {"type": "array", "items": {"type": "object"}}
 
 JOB_REQUEST = {
@@ -313,7 +315,11 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         f"{API}/audit/verify",
         Permission.AUDIT_READ,
-        "Verify the audit hash chain and say where it breaks",
+        "Verify the audit hash chain (with its archive) and say which record was tampered with",
+        params=(
+            Param("head", "query", _CHAIN_POINT),
+            Param("first", "query", _CHAIN_POINT),
+        ),
     ),
 )
 
