@@ -7,14 +7,23 @@ from dataclasses import dataclass
 from scheduler.service.ratelimit import RateLimit
 
 DEFAULT_WEBHOOK_RATE = RateLimit(rate=100.0, burst=200.0)
+DEFAULT_API_RATE = RateLimit(rate=50.0, burst=100.0)
+DEFAULT_ANONYMOUS_RATE = RateLimit(rate=10.0, burst=20.0)
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
     max_body_bytes: int = 1 << 20
-    # Per source address. Alertmanager sends a handful per group interval;
-    # anything near this is a loop or an attack.
+    # Limits are applied after authentication, so that nobody can spend another's.
+    # Per authenticated caller on the webhook. Alertmanager sends a handful per group
+    # interval; over this it is answered 503 with Retry-After, and retries.
     webhook_rate: RateLimit = DEFAULT_WEBHOOK_RATE
+    # Per authenticated caller on the rest of the API (429 with Retry-After).
+    api_rate: RateLimit = DEFAULT_API_RATE
+    # Per source address, for requests without valid credentials: a bucket of their own.
+    anonymous_rate: RateLimit = DEFAULT_ANONYMOUS_RATE
+    # Denials are audited once per (source, user, operation, status) and window, with a count.
+    denial_window_seconds: float = 60.0
     tick_interval_seconds: float = 0.5
     maintenance_interval_seconds: float = 3600.0
     # Far beyond Alertmanager's repeat_interval: a pruned key that is replayed acts again.

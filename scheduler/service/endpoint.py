@@ -36,11 +36,12 @@ from scheduler.core.errors import (
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.auth import Authenticator, Principal
 from scheduler.service.config import ServiceConfig
+from scheduler.service.denials import Denials
 from scheduler.service.errors import IntentStoreUnavailable, PayloadError
 from scheduler.service.metrics import ServiceMetrics
 from scheduler.service.payload import load_json
 from scheduler.service.ratelimit import RateLimiter
-from scheduler.service.records import ANONYMOUS
+from scheduler.service.records import ALERTMANAGER_ROLE, ANONYMOUS
 from scheduler.service.routes import Route, coerce_query, validate
 
 log = logging.getLogger("novabrain.scheduler.service")
@@ -152,8 +153,10 @@ class Endpoints:
         self.metrics = metrics
         self.clock = clock
         self.config = config
-        self.limiter = RateLimiter(config.webhook_rate, time.monotonic)
-        self._limited: set[str] = set()
+        self.webhook_callers = RateLimiter(config.webhook_rate, time.monotonic)
+        self.api_callers = RateLimiter(config.api_rate, time.monotonic)
+        self.anonymous = RateLimiter(config.anonymous_rate, time.monotonic)
+        self.denials = Denials(clock, window_seconds=config.denial_window_seconds)
         # Request ids: unique per process start (random prefix) and cheap per request
         # (a uuid4 per request costs a urandom call on the hot path).
         self._boot = uuid.uuid4().hex[:12]
@@ -178,7 +181,8 @@ class Endpoints:
                     log.exception("unhandled error in %s", route.name)
                     raise HttpError(500, "internal error", type(e).__name__) from None
             except HttpError as e:
-                ctx.result = "denied" if e.status in (401, 403, 429) else "error"
+                denied = e.status in (401, 403, 429) or ctx.webhook_result == "throttled"
+                ctx.result = "denied" if denied else "error"
                 ctx.reason = f"{e.status} {e.error}" + (f": {e.reason}" if e.reason else "")
                 resp = json_response({"error": e.error, "reason": e.reason}, e.status)
                 if e.status == 401:
@@ -199,10 +203,9 @@ class Endpoints:
     async def _guarded(self, request: web.Request, ctx: Ctx, handler: Handler) -> web.StreamResponse:  # fmt: skip
         route = ctx.route
         try:
-            if route.name == "alerts.receive":
-                self._rate_limit(ctx)
             if route.permission is not None:
                 ctx.principal = self.auth.authenticate(request.headers.get("Authorization"))
+                self._rate_limit(ctx)
                 if ctx.principal is None:
                     raise HttpError(401, "unauthorized", "missing or unknown token")
                 if not ctx.principal.may(route.permission):
@@ -243,18 +246,29 @@ class Endpoints:
             raise HttpError(409, type(e).__name__, str(e)) from None
 
     def _rate_limit(self, ctx: Ctx) -> None:
-        source = ctx.source_ip
-        if self.limiter.allow(source):
-            self._limited.discard(source)
+        """After authentication: each caller spends only its own bucket.
+
+        Requests without valid credentials share small per-source buckets of their own,
+        so that a flood from Alertmanager's address (same host, NAT, ingress) cannot hold
+        its alerts out. Alertmanager over its limit gets a 503 with Retry-After, which it
+        retries; it never retries a 4xx, so it never gets a 429.
+        """
+        p = ctx.principal
+        if p is None:
+            if not self.anonymous.allow(ctx.source_ip):
+                ctx.webhook_result = "rate_limited"
+                raise HttpError(429, "rate limited", f"too many requests from {ctx.source_ip}")
             return
+        webhook = ctx.route.name == "alerts.receive"
+        limiter = self.webhook_callers if webhook else self.api_callers
+        if limiter.allow(p.name):
+            return
+        rate = limiter.limit.rate
+        if p.role == ALERTMANAGER_ROLE:
+            ctx.webhook_result = "throttled"
+            raise HttpError(503, "over the rate limit", f"over {rate:g}/s for {p.name}: retry")
         ctx.webhook_result = "rate_limited"
-        if source in self._limited:
-            # One record per episode: a flood must not turn into a flood of fsyncs.
-            ctx.route = dataclasses.replace(ctx.route, audited=False)
-        self._limited.add(source)
-        raise HttpError(
-            429, "rate limited", f"over {self.config.webhook_rate.rate:g}/s from {source}"
-        )
+        raise HttpError(429, "rate limited", f"over {rate:g}/s for {p.name}")
 
     async def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
         route = ctx.route
@@ -271,6 +285,11 @@ class Endpoints:
             params=ctx.params,
             correlation_id=ctx.correlation_id,
         )
+        if ctx.result == "denied":
+            admitted = self.denials.admit(entry, resp.status)
+            if admitted is None:
+                return resp  # counted: written with its group when the window ends
+            entry = admitted
         try:
             await self.audit.write([entry, *ctx.extra])
         except AuditUnavailable:

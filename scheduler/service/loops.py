@@ -18,6 +18,7 @@ from scheduler.core.errors import SchedulerError, StoreUnavailable
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.caller import Runtime, RuntimeCaller
 from scheduler.service.config import ServiceConfig
+from scheduler.service.denials import Denials
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.intents import IntentQueue
 from scheduler.service.records import SCHEDULER_USER, decision_entry
@@ -39,10 +40,12 @@ class Loops:
         writer: AuditWriter,
         audit: AuditLog,
         intents: IntentQueue,
+        denials: Denials,
         clock: Callable[[], float],
         config: ServiceConfig,
     ) -> None:
         self.rt = runtime
+        self.denials = denials
         self.call = call
         self.writer = writer
         self.audit = audit
@@ -69,6 +72,7 @@ class Loops:
                 log.error("tick failed: %s", e)
             else:
                 entries = [decision_entry(d, SCHEDULER_USER) for d in decisions]
+                entries += self.denials.due()
                 # Records an audit outage kept back go out on the next tick at the latest,
                 # not only with the next request.
                 if entries or self.writer.backlog:

@@ -6,6 +6,7 @@ from scheduler.audit import AuditEntry
 from scheduler.core.model import Decision
 
 ALERTMANAGER_USER = "alertmanager"
+ALERTMANAGER_ROLE = "alertmanager"  # the role whose over-limit answer is a 503, never a 429
 SCHEDULER_USER = "scheduler"  # decisions the scheduler takes on its own (tick, recovery)
 ANONYMOUS = "anonymous"
 

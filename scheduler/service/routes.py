@@ -413,7 +413,9 @@ def _responses(r: Route) -> dict[str, Any]:
         out["404"] = err
         out["409"] = err
         out["503"] = err
-    if r.name == "alerts.receive":
+    if r.permission is not None:
+        # Over a caller's rate limit (Retry-After). Alertmanager itself gets a 503 instead:
+        # it never retries a 4xx.
         out["429"] = err
     if r.name == "healthz":
         out["503"] = err  # the intent worker is not running: restart the process

@@ -101,6 +101,7 @@ class Service:
             writer=self.writer,
             audit=self.audit,
             intents=self.intents,
+            denials=self.endpoints.denials,
             clock=clock,
             config=config,
         )
@@ -165,6 +166,8 @@ class Service:
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(None, self.worker.stop, WORKER_STOP_SECONDS):
             log.error("intent worker still busy after %.0f s; stopping anyway", WORKER_STOP_SECONDS)
+        # The denials counted since their group's first record, however recent.
+        await self.writer.write_quietly(self.endpoints.denials.due(everything=True))
         await self.writer.close()
         await self.loops.stop_checkpoints()
         self.call.shutdown()

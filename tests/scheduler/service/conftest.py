@@ -11,11 +11,16 @@ from service_testkit import Env, start_env
 from scheduler.service.app import ServiceConfig
 from scheduler.service.ratelimit import RateLimit
 
+UNLIMITED = RateLimit(1e6, 1e6)
+
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     # The rate limit has its own test; here it would only get in the way of bursts.
-    e = await start_env(tmp_path, ServiceConfig(webhook_rate=RateLimit(1e6, 1e6)))
+    e = await start_env(
+        tmp_path,
+        ServiceConfig(webhook_rate=UNLIMITED, api_rate=UNLIMITED, anonymous_rate=UNLIMITED),
+    )
     try:
         yield e
     finally:

@@ -27,6 +27,8 @@ from scheduler.service.app import SERVICE, Service, ServiceConfig, build_app
 from scheduler.service.ratelimit import RateLimit
 from scheduler.service.routes import openapi
 
+UNLIMITED = RateLimit(1e6, 1e6)
+
 schema = schemathesis.openapi.from_dict(openapi())
 
 
@@ -41,7 +43,9 @@ class Server:
             FakeRuntime(stack),
             audit_path=tmp / "audit.db",
             registry=CollectorRegistry(),
-            config=ServiceConfig(webhook_rate=RateLimit(1e6, 1e6)),
+            config=ServiceConfig(
+                webhook_rate=UNLIMITED, api_rate=UNLIMITED, anonymous_rate=UNLIMITED
+            ),
         )
         self.runner = web.AppRunner(self.app)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
