@@ -15,6 +15,7 @@ to read the queue (WAL readers do not block on writers).
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -43,6 +44,15 @@ CREATE TABLE IF NOT EXISTS alerts (
 );
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
 """
+# Columns added since the first schema: (name, definition), added to older databases.
+_ADDED = (
+    # The alert across its states (``Alert.pair``): a resolved one makes a later firing late.
+    ("pair", "TEXT NOT NULL DEFAULT ''"),
+)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS alerts_resolved ON alerts (pair) WHERE firing = 0;
+"""
+LATE_FIRING = "a firing delivered after its resolved (fingerprint, startsAt): the alert is over"
 FINAL_STATES = ("done", "failed")
 
 
@@ -68,15 +78,17 @@ class Outcome:
 
 
 _COLUMNS = (
-    "key, correlation_id, alert, pool, action, firing, state, received_at, updated_at, outcome"
+    "key, correlation_id, alert, pool, action, firing, state, received_at, updated_at, outcome, "
+    "pair"
 )
-# SQLite binds at most 32,766 parameters per statement (10 a row); bigger batches are chunked
-# inside one explicit transaction.
-_MAX_ROWS = 3000
+_PLACEHOLDERS = "(" + ",".join("?" * len(_COLUMNS.split(","))) + ")"
+# SQLite binds at most 32,766 parameters per statement (11 a row); bigger batches are
+# chunked inside one explicit transaction.
+_MAX_ROWS = 2900
 
 
 def _insert(n: int) -> str:
-    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * n)
+    values = ",".join([_PLACEHOLDERS] * n)
     # Only the row count varies, never a value: every value is bound.
     return f"INSERT OR IGNORE INTO alerts ({_COLUMNS}) VALUES {values} RETURNING key, id"  # noqa: S608
 
@@ -116,6 +128,12 @@ class IntentQueue:
         try:
             self._db = _connect(self.path, busy_timeout)
             self._db.executescript(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(alerts)")}
+            for name, definition in _ADDED:
+                if name not in have:
+                    # Names and definitions are our own constants, never input.
+                    self._db.execute(f"ALTER TABLE alerts ADD COLUMN {name} {definition}")
+            self._db.executescript(_INDEXES)
             self._rdb = _connect(self.path, busy_timeout)
         except sqlite3.Error as e:
             raise IntentStoreUnavailable(f"cannot open intent queue {self.path}: {e}") from e
@@ -158,17 +176,19 @@ class IntentQueue:
         One statement (a multi-row ``INSERT OR IGNORE ... RETURNING``) is one implicit
         transaction: one call into SQLite and one fsync for the whole batch.
         """
-        rows = [
-            (it.key, it.correlation_id, it.alert, it.pool, it.action, int(it.firing),
-             "pending" if it.action else "ignored", received, received, it.reason)
-            for intents, received in batches
-            for it in intents
-        ]  # fmt: skip
-        if not rows:
-            return [[] for _ in batches]
         ids: dict[str, int] = {}
         with self._lock:
             try:
+                late = self._late_firings(batches)
+                rows = [
+                    (it.key, it.correlation_id, it.alert, it.pool, it.action, int(it.firing),
+                     "pending" if it.action and it.key not in late else "ignored", received,
+                     received, LATE_FIRING if it.key in late else it.reason, it.pair)
+                    for intents, received in batches
+                    for it in intents
+                ]  # fmt: skip
+                if not rows:
+                    return [[] for _ in batches]
                 if len(rows) <= _MAX_ROWS:
                     ids.update(self._db.execute(_insert(len(rows)), _flat(rows)).fetchall())
                 else:
@@ -184,9 +204,42 @@ class IntentQueue:
             for it in intents:
                 row_id = ids.pop(it.key, None)  # popped: a second copy is a duplicate
                 if row_id is not None:
+                    if it.key in late:
+                        it = dataclasses.replace(it, action="", reason=LATE_FIRING)
                     new.append((row_id, it))
             out.append(new)
         return out
+
+    def _late_firings(self, batches: list[tuple[list[Intent], float]]) -> set[str]:
+        """Keys of the firings whose alert's resolved state is recorded already, or comes
+        before them in these batches: recorded, never acted on (under the write lock).
+
+        Alertmanager peers in HA and late retries deliver states out of order; a firing
+        acted on after its resolved would leave the pool "firing" for ever.
+        """
+        firing = {it.pair for intents, _ in batches for it in intents if it.firing and it.pair}
+        if not firing:
+            return set()
+        resolved: set[str] = set()
+        pairs = list(firing)
+        for i in range(0, len(pairs), _MAX_ROWS):
+            chunk = pairs[i : i + _MAX_ROWS]
+            marks = ",".join("?" * len(chunk))
+            # Only the number of placeholders varies; every value is bound.
+            sql = f"SELECT pair FROM alerts WHERE firing = 0 AND pair IN ({marks})"  # noqa: S608
+            resolved.update(r[0] for r in self._db.execute(sql, chunk))
+        late: set[str] = set()
+        seen: set[str] = set()
+        for intents, _ in batches:
+            for it in intents:
+                if it.key in seen:
+                    continue  # a duplicate: only a key's first copy can be inserted
+                seen.add(it.key)
+                if not it.firing:
+                    resolved.add(it.pair)
+                elif it.pair in resolved:
+                    late.add(it.key)
+        return late
 
     def record(self, intents: list[Intent], received_at: float) -> list[tuple[int, Intent]]:
         return self.record_many([(intents, received_at)])[0]

@@ -73,6 +73,12 @@ class Alert:
     def correlation_id(self) -> str:
         return "am-" + self.key[:24]
 
+    @property
+    def pair(self) -> str:
+        """The alert whatever its state (fingerprint, startsAt): its firing and its resolved
+        share it, so that a firing delivered after the resolved can be told late."""
+        return hashlib.sha256(f"{self.fingerprint}|{self.starts_at_ns}".encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -205,6 +211,7 @@ class Intent:
     action: str
     firing: bool
     reason: str  # why it is ignored, when it is
+    pair: str = ""  # the alert across its states (``Alert.pair``)
 
 
 def actionable_pairs(stack: Stack) -> frozenset[tuple[str, str]]:
@@ -219,8 +226,8 @@ def intent_for(alert: Alert, allowed: frozenset[tuple[str, str]]) -> Intent:
     firing = alert.status == "firing"
     if not action or not pool:
         reason = "no action labels"
-        return Intent(alert.key, alert.correlation_id, name, pool, "", firing, reason)
+        return Intent(alert.key, alert.correlation_id, name, pool, "", firing, reason, alert.pair)
     if (pool, action) not in allowed:
         reason = f"the stack maps no {action!r} action to pool {pool!r}"
-        return Intent(alert.key, alert.correlation_id, name, pool, "", firing, reason)
-    return Intent(alert.key, alert.correlation_id, name, pool, action, firing, "")
+        return Intent(alert.key, alert.correlation_id, name, pool, "", firing, reason, alert.pair)
+    return Intent(alert.key, alert.correlation_id, name, pool, action, firing, "", alert.pair)

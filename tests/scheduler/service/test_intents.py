@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
 
 from scheduler.service import intents as intents_mod
-from scheduler.service.intents import IntentQueue, Outcome
+from scheduler.service.intents import LATE_FIRING, IntentQueue, Outcome
 from scheduler.service.payload import Intent
 
 
@@ -41,4 +42,50 @@ def test_a_batch_over_the_statement_limit_commits_as_one(
     new = q.record_many(batches)
     assert [len(n) for n in new] == [2, 2, 2, 2, 0]
     assert q.pending() == 8
+    q.close()
+
+
+def _state(pair: str, firing: bool, sender: str) -> Intent:
+    """One alert state as a sender delivers it: the key is the state's, the pair the alert's."""
+    key = f"{pair}-{'firing' if firing else 'resolved'}"
+    return Intent(key, "am-" + key, "RiskScorerLatencyHigh", "p0-risk", "rebalance", firing,
+                  "", pair)  # fmt: skip
+
+
+ORDERS = sorted(set(itertools.permutations("FFRR"))) + sorted(set(itertools.permutations("FFFR")))
+
+
+def _expected(order: tuple[str, ...]) -> list[bool]:
+    """What may be acted on: the firing only if it came before any resolved, then the resolved."""
+    return ([True] if order[0] == "F" else []) + ([False] if "R" in order else [])
+
+
+@pytest.mark.parametrize("order", ORDERS, ids="".join)
+@pytest.mark.parametrize("batching", ["one notification each", "one commit"])
+def test_a_firing_after_its_resolved_is_recorded_and_ignored(
+    tmp_path: Path, order: tuple[str, ...], batching: str
+) -> None:
+    """Two senders (HA peers, retries) deliver the same alert's states in any order."""
+    q = IntentQueue(tmp_path / "q.db")
+    states = [_state("a1", s == "F", "AB"[i % 2]) for i, s in enumerate(order)]
+    if batching == "one commit":
+        results = q.record_many([([s], float(i)) for i, s in enumerate(states)])
+    else:
+        results = [q.record([s], float(i)) for i, s in enumerate(states)]
+    new = [i for r in results for _, i in r]
+    acted = [i.firing for i in new if i.action]
+    assert acted == _expected(order)
+    ignored = [i for i in new if not i.action]
+    assert all(i.firing and i.reason == LATE_FIRING for i in ignored)
+    assert len(new) == len(set(order))  # every state recorded once, duplicates not at all
+    pending, _ = q.pending_snapshot()
+    assert [p.firing for p in pending] == acted  # what the worker will act on, in order
+    q.close()
+
+
+def test_other_alerts_are_not_affected_by_a_resolved_one(tmp_path: Path) -> None:
+    q = IntentQueue(tmp_path / "q.db")
+    q.record([_state("a1", False, "A")], 0.0)
+    new = q.record([_state("a2", True, "A"), _state("a1", True, "B")], 1.0)
+    assert [(i.pair, bool(i.action)) for _, i in new] == [("a2", True), ("a1", False)]
     q.close()

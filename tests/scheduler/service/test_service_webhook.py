@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import sqlite3
@@ -20,6 +21,7 @@ from exporters.catalog.service import (
     WEBHOOK_NOTIFICATIONS,
 )
 from scheduler.service.app import ServiceConfig
+from scheduler.service.intents import LATE_FIRING
 from scheduler.service.ratelimit import RateLimit
 from scheduler.service.routes import ALERTS_PATH
 
@@ -522,3 +524,22 @@ async def test_retention_archives_audit_and_prunes_settled_keys(tmp_path: Path) 
         assert len(env.runtime.alerts) == 2
     finally:
         await env.client.close()
+
+
+@pytest.mark.parametrize("order", sorted(set(itertools.permutations("FFRR"))), ids="".join)
+async def test_alert_states_from_two_senders_in_any_order(env: Env, order: tuple[str, ...]) -> None:
+    """HA Alertmanager peers (which format the same instant differently) and late retries:
+    once the resolved state is recorded, a firing of the same alert is recorded and ignored,
+    so a pool is never left "firing" with GPUs that do not go back."""
+    starts = {"A": "2026-11-28T09:15:00.5Z", "B": "2026-11-28T10:15:00.500+01:00"}
+    for i, s in enumerate(order):
+        sender = "AB"[i % 2]
+        status = "firing" if s == "F" else "resolved"
+        doc = notification(am_alert(status=status, starts_at=starts[sender]), status=status)
+        r = await env.client.post(ALERTS_PATH, json=doc, headers=auth("alertmanager"))
+        assert r.status == 200
+    await settle(env)
+    expected = ([True] if order[0] == "F" else []) + [False]
+    assert [a["firing"] for a in env.runtime.alerts] == expected
+    late = env.service.audit.query(operation="alert.ignored")
+    assert [r.reason for r in late] == ([] if order[0] == "F" else [LATE_FIRING])
