@@ -69,6 +69,11 @@ class Accumulator:
                     direction = "up" if d.action == Action.SCALE_UP else "down"
                     self.scale[(d.pool, direction, str(d.result))] += 1
 
+    def scale_failed(self, pool: str) -> None:
+        """A scale-up that did not add its capacity (the node's join was refused)."""
+        with self.lock:
+            self.scale[(pool, "up", "failed")] += 1
+
     def time(self, action: str, seconds: float) -> None:
         with self.lock:
             self.duration.setdefault(action, Buckets(DURATION_BUCKETS)).observe(seconds)

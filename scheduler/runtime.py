@@ -21,18 +21,19 @@ Domain errors come from one tree, re-exported here: ``SchedulerError`` >
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack
-from scheduler.actuators.base import Actuator, FeedbackKind
+from scheduler.actuators.base import Actuator, Feedback, FeedbackKind
 from scheduler.actuators.simulated import SimulatedActuator
 from scheduler.config import cluster_spec, policy_spec
 from scheduler.core.engine import Scheduler
@@ -54,7 +55,7 @@ from scheduler.core.model import (
     PolicySpec,
 )
 from scheduler.metrics import Accumulator, MetricsSnapshot, SchedulerCollector
-from scheduler.store.sqlite import Store
+from scheduler.store.sqlite import Actor, Store
 
 __all__ = [
     "ActuatorError",
@@ -94,6 +95,8 @@ class SchedulerRuntime:
         )
         self.accumulator = Accumulator()
         self._retry = False  # some recorded decision still waits for its actuation
+        self._actor: Actor | None = None  # who causes the decisions of the call in progress
+        self._feedback: list[Feedback] = []  # actuator news a failed tick must apply again
         self._core = self._load()
         registry.register(SchedulerCollector(self))
         self._replay()
@@ -139,20 +142,24 @@ class SchedulerRuntime:
             log.info("replaying %d recorded decisions through the actuator", len(pending))
             self._actuate(pending)
 
-    def _run(self, action: str, fn: Callable[[], list[Decision]]) -> list[Decision]:
+    def _run(
+        self, action: str, fn: Callable[[], list[Decision]], *, force: bool = False
+    ) -> list[Decision]:
         with self._lock:
             t0 = time.perf_counter()
             try:
                 decisions = fn()
             finally:
                 self.accumulator.time(action, time.perf_counter() - t0)
-            self._commit(decisions)
+            self._commit(decisions, force=force)
             self._actuate(decisions)
             return decisions
 
-    def _commit(self, decisions: Sequence[Decision]) -> None:
+    def _commit(self, decisions: Sequence[Decision], *, force: bool = False) -> None:
+        """Write what the call changed; ``force``: the core's meta changed without any
+        decision or job (a node joined), and must be written all the same."""
         jobs = self._core.take_dirty()
-        if not decisions and not jobs:
+        if not decisions and not jobs and not force:
             return
         try:
             self._store.write(
@@ -160,6 +167,7 @@ class SchedulerRuntime:
                 jobs,
                 self._core.export_meta(),
                 actuated={d.id for d in decisions if not self.actuator.acts_on(d)},
+                actor=self._actor,
             )
         except StoreUnavailable:
             # Memory must not run ahead of the store: forget what was not written.
@@ -208,24 +216,50 @@ class SchedulerRuntime:
             with self._lock:
                 self._retry = False
                 self._replay()
+        with self._lock:
+            feedback, self._feedback = self._feedback + self.actuator.poll(self._clock()), []
+            joined = False
 
-        def step() -> list[Decision]:
-            out: list[Decision] = []
-            for fb in self.actuator.poll(self._clock()):
-                try:
-                    if fb.kind is FeedbackKind.CHECKPOINT:
-                        self._core.report_checkpoint(fb.job, fb.at)
-                    elif fb.kind is FeedbackKind.ACK:
-                        out += self._core.ack_preemption(fb.job)
-                    elif fb.kind is FeedbackKind.NODE_ADDED:
-                        out += self._core.add_node(fb.pool, fb.node, fb.gpus)
-                except SchedulerError as e:
-                    # Feedback about a job that moved on (cancelled, finished) is stale.
-                    log.info("ignoring stale actuator feedback %s: %s", fb, e)
-            out += self._core.tick()
-            return out
+            def step() -> list[Decision]:
+                nonlocal joined
+                out: list[Decision] = []
+                for fb in feedback:
+                    if fb.kind is FeedbackKind.NODE_ADDED:
+                        out += self._join(fb)
+                        joined = True
+                        continue
+                    try:
+                        if fb.kind is FeedbackKind.CHECKPOINT:
+                            self._core.report_checkpoint(fb.job, fb.at)
+                        elif fb.kind is FeedbackKind.ACK:
+                            out += self._core.ack_preemption(fb.job)
+                    except SchedulerError as e:
+                        # Feedback about a job that moved on (cancelled, finished) is stale.
+                        log.info("ignoring stale actuator feedback %s: %s", fb, e)
+                out += self._core.tick()
+                return out
 
-        return self._run("tick", step)
+            try:
+                # A node's join is written in the same transaction as what it causes,
+                # even when it causes no decision: capacity must survive a restart.
+                return self._run("tick", step, force=bool(feedback))
+            except StoreUnavailable:
+                # Memory was rolled back to the store: the world's news is applied again
+                # on the next tick, not lost (a joined node would be forgotten).
+                self._feedback = feedback
+                raise
+
+    def _join(self, fb: Feedback) -> list[Decision]:
+        """A node joined a pool; refusing it (a node or GPU known already) loses capacity that
+        a scale-up was meant to add: an error, counted as a failed scale-up."""
+        try:
+            return self._core.add_node(fb.pool, fb.node, fb.gpus)
+        except SchedulerError as e:
+            log.error(
+                "node %s did not join %s; the scale-up added nothing: %s", fb.node, fb.pool, e
+            )
+            self.accumulator.scale_failed(fb.pool)
+            return []
 
     def serving_gpus(self, pool: str) -> int:
         with self._lock:
@@ -293,9 +327,16 @@ class SchedulerRuntime:
             return self._core.reservation_states()
 
     def submit_job(self, req: JobRequest, *, correlation_id: str = "") -> dict[str, Any]:
+        return self.submit(req, correlation_id=correlation_id)[0]
+
+    def submit(
+        self, req: JobRequest, *, correlation_id: str = ""
+    ) -> tuple[dict[str, Any], list[Decision]]:
+        """Submit a job: the job as it stands, and the decisions its arrival caused (its
+        placement, preemptions to reclaim lent GPUs)."""
         with self._lock:
-            self._run("submit", lambda: self._core.submit(req, correlation_id=correlation_id))
-            return self._core.job(req.id).to_dict()
+            ds = self._run("submit", lambda: self._core.submit(req, correlation_id=correlation_id))
+            return self._core.job(req.id).to_dict(), ds
 
     def cancel_job(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         return self._run("cancel", lambda: self._core.cancel(job_id, correlation_id=correlation_id))
@@ -327,6 +368,32 @@ class SchedulerRuntime:
         with self._lock:
             p = self._core.policy
             return {k: getattr(p, k) for k in p.__dataclass_fields__}
+
+    @contextlib.contextmanager
+    def acting_as(self, actor: Actor | None) -> Iterator[None]:
+        """Calls inside are ``actor``'s doing: their decisions are stored with it (for their
+        audit records, should a crash come before those are written). Holds the lock."""
+        with self._lock:
+            before, self._actor = self._actor, actor
+            try:
+                yield
+            finally:
+                self._actor = before
+
+    def unaudited(self) -> list[tuple[Decision, Actor | None]]:
+        """Decisions whose audit record is not known written, with who caused them."""
+        with self._lock:
+            return self._store.unaudited()
+
+    def mark_audited(self, ids: Sequence[str]) -> None:
+        """Their audit records are written (raises ``StoreUnavailable``)."""
+        if ids:
+            with self._lock:
+                self._store.mark_audited(ids)
+
+    def decisions_for(self, correlation_ids: Collection[str]) -> dict[str, list[Decision]]:
+        with self._lock:
+            return self._store.decisions_for(correlation_ids)
 
     def checkpoint(self) -> None:
         """Move the store's WAL into its database file (from a background thread; no lock:

@@ -2,9 +2,11 @@
 
 A preempted job saves a checkpoint (if it can) ``checkpoint_seconds`` after it
 is signalled, then lets go of its GPUs, well inside its grace period; so in the
-demo GPUs move within seconds of a P0 alert. Scale-up adds nodes at once, with
-deterministic names and GPU uuids. Everything applied is kept in ``log`` so that
-tests can see what was actuated, and in which order.
+demo GPUs move within seconds of a P0 alert. Scale-up adds nodes at once, named
+after the decision that asked for them (``<pool>-<decision id>-<n>``, GPU uuids
+derived from the name): deterministic, and unique across restarts, since
+decision ids are; a node the scheduler already knows would be refused. Everything
+applied is kept in ``log`` so that tests can see what was actuated, and in which order.
 """
 
 from __future__ import annotations
@@ -52,17 +54,21 @@ class SimulatedActuator(Actuator):
             due = self._clock() + self.checkpoint_seconds
             self._acks[job.id] = (due, job.checkpointable)
         elif decision.action == Action.SCALE_UP and not decision.dry_run:
-            self.scale_up(
-                decision.pool, max(1, decision.gpus // self._gpus_per_node), decision.correlation_id
+            self._add_nodes(
+                decision.pool, max(1, decision.gpus // self._gpus_per_node), decision.id
             )
         elif decision.action == Action.SCALE_DOWN and not decision.dry_run:
             for node in decision.nodes:
                 self.scale_down(decision.pool, node, decision.correlation_id)
 
     def scale_up(self, pool: str, nodes: int, correlation_id: str) -> None:
-        for _ in range(nodes):
+        # Asked directly, not by a decision: a name no other process start can repeat.
+        self._add_nodes(pool, nodes, f"scaled-{uuid.uuid4().hex[:12]}")
+
+    def _add_nodes(self, pool: str, nodes: int, name: str) -> None:
+        for i in range(nodes):
             self._nodes_added += 1
-            node = f"{pool}-scaled-{self._nodes_added}"
+            node = f"{pool}-{name}-{i}"
             gpus = tuple(
                 "GPU-"
                 + str(uuid.uuid5(uuid.NAMESPACE_URL, f"novabrain://{self._cluster}/{node}/{i}"))

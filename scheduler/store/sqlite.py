@@ -8,6 +8,11 @@ decisions recorded but not marked are replayed through the (idempotent)
 actuator, and jobs that were ``preempting`` come back preempting with their
 original grace deadline: in-flight preemptions resume exactly once.
 
+Each decision is stored with who caused it (``Actor``: the API caller, or
+nobody for the scheduler's own) and an ``audited`` flag, set once its audit
+record is known written. A decision a crash kept out of the audit log is
+still unflagged at the next start, with what its record needs.
+
 Every ``sqlite3.Error`` surfaces as ``StoreUnavailable``.
 """
 
@@ -17,6 +22,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +55,35 @@ CREATE TABLE IF NOT EXISTS decisions (
     data TEXT NOT NULL,
     actuated INTEGER NOT NULL DEFAULT 0
 );
--- Only decisions still to actuate are indexed: the many stored as done at once
--- (nothing to actuate) cost no index write.
-DROP INDEX IF EXISTS decisions_pending;
-CREATE INDEX IF NOT EXISTS decisions_unactuated ON decisions (seq) WHERE actuated = 0;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+# Decision columns added since the first schema. Rows of an older database were audited
+# as they were decided (hence ``audited`` defaults to 1 there); new rows say so explicitly.
+_ADDED = (
+    ("audited", "INTEGER NOT NULL DEFAULT 1"),
+    ("correlation_id", "TEXT NOT NULL DEFAULT ''"),
+    ("actor", "TEXT NOT NULL DEFAULT ''"),  # JSON [user, source_ip]; '' for the scheduler
+)
+# Only decisions still to actuate (or audit) are indexed: the many stored as done at once
+# cost no index write.
+_INDEXES = """
+DROP INDEX IF EXISTS decisions_pending;
+CREATE INDEX IF NOT EXISTS decisions_unactuated ON decisions (seq) WHERE actuated = 0;
+CREATE INDEX IF NOT EXISTS decisions_unaudited ON decisions (seq) WHERE audited = 0;
+CREATE INDEX IF NOT EXISTS decisions_correlation ON decisions (correlation_id)
+    WHERE correlation_id != '';
+"""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a decision: an API caller (user, source address); the scheduler is ``None``."""
+
+    user: str
+    source_ip: str = ""
 
 
 # The meta keys that change on (nearly) every decision; written in a row of their own.
@@ -78,6 +104,17 @@ class Store:
             self._db.execute("PRAGMA busy_timeout=5000")
             tune_writer(self._db)  # checkpointed in the background (``checkpoint``)
             self._db.executescript(SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(decisions)")}
+            for name, definition in _ADDED:
+                if name not in have:
+                    # Names and definitions are our own constants, never input.
+                    self._db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {definition}")
+            if "correlation_id" not in have:
+                self._db.execute(
+                    "UPDATE decisions SET correlation_id = "
+                    "coalesce(json_extract(data, '$.correlation_id'), '')"
+                )
+            self._db.executescript(_INDEXES)
         except sqlite3.Error as e:
             raise StoreUnavailable(f"cannot open {self.path}: {e}") from e
 
@@ -99,25 +136,29 @@ class Store:
         meta: dict[str, Any],
         *,
         actuated: Collection[str] = (),
+        actor: Actor | None = None,
     ) -> None:
         """Record decisions, changed jobs and their allocations, and the core's meta, atomically.
 
-        Decisions in ``actuated`` need no actuation and are stored as done. The meta row
-        is rewritten only when it changed (most calls change only counters).
+        Decisions in ``actuated`` need no actuation and are stored as done; ``actor`` is
+        who caused them. The meta row is rewritten only when it changed (most calls change
+        only counters).
         """
+        who = "" if actor is None else json.dumps([actor.user, actor.source_ip])
         # The counters change on every decision, the rest (policy, timers) seldom: the
         # rest is compared, and encoded and rewritten only when it changed.
         counters = {k: v for k, v in meta.items() if k in _COUNTERS}
         rest = {k: v for k, v in meta.items() if k not in _COUNTERS}
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO decisions (id, at, pool, action, data, actuated) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO decisions (id, at, pool, action, data, actuated, audited, "
+                "correlation_id, actor) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 [
-                    (d.id, d.at, d.pool, d.action, json.dumps(d.to_dict()), int(d.id in actuated))
+                    (d.id, d.at, d.pool, d.action, json.dumps(d.to_dict()), int(d.id in actuated),
+                     d.correlation_id, who)
                     for d in decisions
                 ],
-            )
+            )  # fmt: skip
             for j in jobs:
                 db.execute(
                     "INSERT OR REPLACE INTO jobs (id, pool, state, data) VALUES (?, ?, ?, ?)",
@@ -146,6 +187,37 @@ class Store:
     def mark_actuated(self, ids: Sequence[str]) -> None:
         with self._tx() as db:
             db.executemany("UPDATE decisions SET actuated = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def mark_audited(self, ids: Sequence[str]) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE decisions SET audited = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def unaudited(self) -> list[tuple[Decision, Actor | None]]:
+        """Decisions whose audit record is not known written, oldest first, with their actor."""
+        try:
+            rows = self._db.execute(
+                "SELECT data, actor FROM decisions WHERE audited = 0 ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise StoreUnavailable(f"{self.path}: {e}") from e
+        out = []
+        for data, actor in rows:
+            who = Actor(*json.loads(actor)) if actor else None
+            out.append((Decision.from_dict(json.loads(data)), who))
+        return out
+
+    def decisions_for(self, correlation_ids: Collection[str]) -> dict[str, list[Decision]]:
+        """The decisions taken for each of these correlation ids (those with any), oldest first."""
+        out: dict[str, list[Decision]] = {}
+        ids = list(correlation_ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            # Only the number of placeholders varies; every value is bound.
+            sql = f"SELECT data FROM decisions WHERE correlation_id IN ({marks}) ORDER BY seq"  # noqa: S608
+            for d in self._decisions(sql, tuple(chunk)):
+                out.setdefault(d.correlation_id, []).append(d)
+        return out
 
     def unactuated(self) -> list[Decision]:
         return self._decisions("SELECT data FROM decisions WHERE actuated = 0 ORDER BY seq", ())

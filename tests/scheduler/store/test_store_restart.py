@@ -9,8 +9,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack, load_stack
+from exporters.catalog.scheduler import SCALE_EVENTS
+from scheduler.actuators.base import Feedback, FeedbackKind
 from scheduler.actuators.simulated import SimulatedActuator
 from scheduler.core.model import Decision, JobView
+from scheduler.metrics import SchedulerCollector
 from scheduler.runtime import ActuatorError, SchedulerRuntime, StoreUnavailable
 from scheduler.sim.workload import demo_workload
 from scheduler.store.sqlite import Store
@@ -191,3 +194,93 @@ def test_decisions_the_actuator_does_nothing_for_are_stored_done(
     # The refused preemptions wait for a retry; the rebalance record itself never does.
     assert unconfirmed == {d.id for d in decisions if d.action == "preempt"}
     rt.close()
+
+
+def _nodes(rt: SchedulerRuntime, pool: str) -> int:
+    return int(next(p for p in rt.pools() if p["name"] == pool)["nodes"])
+
+
+def test_a_node_that_joined_survives_a_restart(stack: Stack, tmp_path: Path) -> None:
+    """Even when its join causes no decision (nothing waits for it), it is written at once:
+    before, it waited for some later decision, and a restart forgot it."""
+    db, clock = tmp_path / "s.db", Clock()
+    rt = runtime(stack, db, clock)
+    before = _nodes(rt, "p2-batch")
+    (up,) = rt.manual_scale("p2-batch", 1, "op-1")
+    assert up.action == "scale_up" and up.result == "ok"
+    clock.now += 1
+    assert rt.tick() == []  # the node joins; nothing waits for it
+    assert _nodes(rt, "p2-batch") == before + 1
+    rt.close()  # a crash right after
+    rt2 = runtime(stack, db, clock)
+    assert _nodes(rt2, "p2-batch") == before + 1
+    rt2.close()
+
+
+def test_node_names_are_unique_across_restarts(stack: Stack, tmp_path: Path) -> None:
+    """A fresh simulated cluster after each restart, as ``serve`` makes: before, it named
+    its first node as the last run did, and the join was dropped as already known."""
+    db, clock = tmp_path / "s.db", Clock()
+    rt = runtime(stack, db, clock)
+    before = _nodes(rt, "p2-batch")
+    rt.close()
+    for round_ in range(1, 4):
+        rt = runtime(stack, db, clock)
+        rt.manual_scale("p2-batch", 1, f"op-{round_}")
+        clock.now += 1
+        rt.tick()
+        assert _nodes(rt, "p2-batch") == before + round_
+        assert rt.accumulator.scale[("p2-batch", "up", "failed")] == 0
+        rt.close()
+
+
+class Duplicating(SimulatedActuator):
+    """Reports every node it adds twice, as a confused cloud API might."""
+
+    def poll(self, now: float) -> list[Feedback]:
+        out = super().poll(now)
+        return out + [f for f in out if f.kind is FeedbackKind.NODE_ADDED]
+
+
+def test_a_dropped_join_is_an_error_and_a_failed_scale_up(
+    stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    rt = runtime(stack, tmp_path / "s.db", clock, Duplicating(clock))
+    rt.manual_scale("p2-batch", 1, "op")
+    clock.now += 1
+    rt.tick()
+    refused = [r for r in caplog.records if "did not join" in r.getMessage()]
+    assert refused and refused[0].levelname == "ERROR"
+    registry = CollectorRegistry()
+    registry.register(SchedulerCollector(rt))
+    labels = {"pool": "p2-batch", "direction": "up", "result": "failed"}
+    assert registry.get_sample_value(SCALE_EVENTS.series, labels) == 1
+    rt.close()
+
+
+def test_actuator_news_survives_a_failed_tick(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick whose write fails rolls memory back to the store; the node that joined in it
+    is applied again on the next tick, not forgotten."""
+    db, clock = tmp_path / "s.db", Clock()
+    rt = runtime(stack, db, clock)
+    before = _nodes(rt, "p2-batch")
+    rt.manual_scale("p2-batch", 1, "op")
+    clock.now += 1
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("disk full")
+
+    monkeypatch.setattr(rt._store, "write", broken)
+    with pytest.raises(StoreUnavailable):
+        rt.tick()
+    monkeypatch.undo()
+    assert _nodes(rt, "p2-batch") == before
+    rt.tick()
+    assert _nodes(rt, "p2-batch") == before + 1
+    rt.close()
+    rt2 = runtime(stack, db, clock)
+    assert _nodes(rt2, "p2-batch") == before + 1
+    rt2.close()
