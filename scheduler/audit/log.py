@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,13 @@ from scheduler.audit.records import (
     row_of,
 )
 from scheduler.audit.schema import (
+    DECISION_OPS,
     INSERT,
     MAX_ROWS,
     MOVED,
     NO_DELETE,
+    RECEIPT_OPS,
+    REFERENCES,
     SCHEMA,
     SELECT,
     TRIGGERS,
@@ -76,7 +79,7 @@ class AuditLog:
         self._checkpointer = Checkpointer(self.path)
         try:
             self._db = connect(self.path, busy_timeout)
-            self._db.executescript(SCHEMA + TRIGGERS)
+            self._db.executescript(SCHEMA + TRIGGERS + REFERENCES)
         except sqlite3.Error as e:
             raise AuditUnavailable(f"cannot open audit log {self.path}: {e}") from e
 
@@ -158,6 +161,34 @@ class AuditLog:
         with self._lock:
             seq, h = self._db.execute("SELECT seq, hash FROM chain WHERE name = 'head'").fetchone()
         return int(seq), str(h)
+
+    def recorded_decisions(self, ids: Collection[str]) -> set[str]:
+        """Which of these decision ids have their ``decision.*`` record in the live log."""
+        return self._referenced("decision", DECISION_OPS, ids)
+
+    def recorded_receipts(self, keys: Collection[str]) -> set[str]:
+        """Which of these alert-state keys have their receipt (``alert.queued`` or
+        ``alert.ignored``) in the live log."""
+        return self._referenced("key", RECEIPT_OPS, keys)
+
+    def _referenced(self, field: str, ops: str, values: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        todo = list(values)
+        with self._lock:
+            try:
+                for i in range(0, len(todo), 500):
+                    chunk = todo[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    # The field, the operations and the placeholders are our own constants;
+                    # every value is bound. The terms match the partial index's, so it is used.
+                    sql = (
+                        f"SELECT json_extract(params, '$.{field}') FROM audit "  # noqa: S608
+                        f"WHERE {ops} AND json_extract(params, '$.{field}') IN ({marks})"
+                    )
+                    found.update(str(r[0]) for r in self._db.execute(sql, chunk))
+            except sqlite3.Error as e:
+                raise AuditUnavailable(f"audit log {self.path}: {e}") from e
+        return found
 
     def query(
         self,

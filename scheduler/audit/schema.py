@@ -55,6 +55,16 @@ BEGIN SELECT RAISE(ABORT, 'audit record does not continue the chain head'); END;
 MOVES_HEAD = """CREATE TRIGGER IF NOT EXISTS audit_moves_head AFTER INSERT ON audit
 BEGIN UPDATE chain SET seq = NEW.seq, hash = NEW.hash WHERE name = 'head'; END;"""
 TRIGGERS = "\n".join((NO_UPDATE, NO_DELETE, CONTINUES, MOVES_HEAD))
+# What the service's records refer to, indexed so that a restart can tell which decisions
+# and alert receipts a crash kept out of the log (only those records are indexed).
+DECISION_OPS = "operation GLOB 'decision.*'"
+RECEIPT_OPS = "operation IN ('alert.queued', 'alert.ignored')"
+REFERENCES = f"""
+CREATE INDEX IF NOT EXISTS audit_decision ON audit (json_extract(params, '$.decision'))
+    WHERE {DECISION_OPS};
+CREATE INDEX IF NOT EXISTS audit_receipt ON audit (json_extract(params, '$.key'))
+    WHERE {RECEIPT_OPS};
+"""
 
 
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM audit"  # noqa: S608

@@ -14,15 +14,17 @@ from prometheus_client import Counter
 
 from scheduler.audit import AuditEntry, AuditLog, AuditUnavailable
 from scheduler.service.batch import GroupCommit
+from scheduler.service.reconcile import Marks
 
 log = logging.getLogger("novabrain.scheduler.service")
 AUDIT_BACKLOG_MAX = 10_000
 
 
 class AuditWriter:
-    def __init__(self, audit: AuditLog, records: Counter) -> None:
+    def __init__(self, audit: AuditLog, records: Counter, marks: Marks) -> None:
         self.audit = audit
         self.m_audit = records
+        self.marks = marks
         self.commit = GroupCommit(self._append_batches, name="audit")
         self.backlog: list[AuditEntry] = []
 
@@ -40,6 +42,7 @@ class AuditWriter:
             self.m_audit.labels("failed").inc(len(entries))
             raise
         self.m_audit.labels("written").inc(len(batch))
+        self.marks.written(batch)
 
     async def write_quietly(self, entries: list[AuditEntry]) -> None:
         """For background work: a failed write stays in the backlog for the next attempt."""

@@ -48,9 +48,15 @@ CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
 _ADDED = (
     # The alert across its states (``Alert.pair``): a resolved one makes a later firing late.
     ("pair", "TEXT NOT NULL DEFAULT ''"),
+    # Who delivered it, and whether its receipt is known written to the audit log (rows of
+    # an older database were audited as they arrived; new rows say so explicitly).
+    ("user", "TEXT NOT NULL DEFAULT ''"),
+    ("source_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("receipt", "INTEGER NOT NULL DEFAULT 1"),
 )
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS alerts_resolved ON alerts (pair) WHERE firing = 0;
+CREATE INDEX IF NOT EXISTS alerts_unreceipted ON alerts (id) WHERE receipt = 0;
 """
 LATE_FIRING = "a firing delivered after its resolved (fingerprint, startsAt): the alert is over"
 FINAL_STATES = ("done", "failed")
@@ -69,6 +75,16 @@ class QueuedIntent:
 
 
 @dataclass(frozen=True)
+class Unreceipted:
+    """An alert state whose receipt is not known written to the audit log."""
+
+    intent: Intent
+    state: str
+    user: str
+    source_ip: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How the worker settled one intent: ``state`` is ``done`` or ``failed``."""
 
@@ -79,12 +95,12 @@ class Outcome:
 
 _COLUMNS = (
     "key, correlation_id, alert, pool, action, firing, state, received_at, updated_at, outcome, "
-    "pair"
+    "pair, user, source_ip, receipt"
 )
 _PLACEHOLDERS = "(" + ",".join("?" * len(_COLUMNS.split(","))) + ")"
-# SQLite binds at most 32,766 parameters per statement (11 a row); bigger batches are
+# SQLite binds at most 32,766 parameters per statement (14 a row); bigger batches are
 # chunked inside one explicit transaction.
-_MAX_ROWS = 2900
+_MAX_ROWS = 2300
 
 
 def _insert(n: int) -> str:
@@ -165,13 +181,16 @@ class IntentQueue:
         return counts
 
     def record_many(
-        self, batches: list[tuple[list[Intent], float]]
+        self,
+        batches: list[tuple[list[Intent], float]],
+        senders: Sequence[tuple[str, str]] | None = None,
     ) -> list[list[tuple[int, Intent]]]:
         """Persist every alert state not seen before, for many notifications in one commit.
 
-        ``batches``: (intents, received_at) per notification. Returns the new intents of
-        each, with their row ids (what ``finish`` takes). A key seen twice in one batch
-        is new for its first notification only.
+        ``batches``: (intents, received_at) per notification; ``senders``: (user, source
+        address) of each, kept for its receipt. Returns the new intents of each, with
+        their row ids (what ``finish`` takes). A key seen twice in one batch is new for
+        its first notification only.
 
         One statement (a multi-row ``INSERT OR IGNORE ... RETURNING``) is one implicit
         transaction: one call into SQLite and one fsync for the whole batch.
@@ -180,11 +199,12 @@ class IntentQueue:
         with self._lock:
             try:
                 late = self._late_firings(batches)
+                who = senders or [("", "")] * len(batches)
                 rows = [
                     (it.key, it.correlation_id, it.alert, it.pool, it.action, int(it.firing),
                      "pending" if it.action and it.key not in late else "ignored", received,
-                     received, LATE_FIRING if it.key in late else it.reason, it.pair)
-                    for intents, received in batches
+                     received, LATE_FIRING if it.key in late else it.reason, it.pair, user, ip, 0)
+                    for (intents, received), (user, ip) in zip(batches, who, strict=True)
                     for it in intents
                 ]  # fmt: skip
                 if not rows:
@@ -243,6 +263,25 @@ class IntentQueue:
 
     def record(self, intents: list[Intent], received_at: float) -> list[tuple[int, Intent]]:
         return self.record_many([(intents, received_at)])[0]
+
+    def mark_receipts(self, keys: Sequence[str]) -> None:
+        """These alert states' receipts are written to the audit log."""
+        if keys:
+            self._transaction([("UPDATE alerts SET receipt = 1 WHERE key = ?", (k,)) for k in keys])
+
+    def unreceipted(self) -> list[Unreceipted]:
+        """Alert states whose receipt is not known written, in arrival order."""
+        rows = self._read(
+            "SELECT key, correlation_id, alert, pool, action, firing, outcome, pair, state, "
+            "user, source_ip FROM alerts WHERE receipt = 0 ORDER BY id"
+        )
+        out = []
+        for key, cid, alert, pool, action, firing, outcome, pair, state, user, ip in rows:
+            ignored = state == "ignored"
+            it = Intent(str(key), str(cid), str(alert), str(pool), "" if ignored else str(action),
+                        bool(firing), str(outcome) if ignored else "", str(pair))  # fmt: skip
+            out.append(Unreceipted(it, str(state), str(user), str(ip)))
+        return out
 
     def finish_many(self, batches: list[tuple[list[Outcome], float]]) -> list[None]:
         body: list[tuple[str, tuple[object, ...]]] = []

@@ -21,6 +21,7 @@ from scheduler.service.config import ServiceConfig
 from scheduler.service.denials import Denials
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.intents import IntentQueue
+from scheduler.service.reconcile import Marks
 from scheduler.service.records import SCHEDULER_USER, decision_entry
 
 log = logging.getLogger("novabrain.scheduler.service")
@@ -41,11 +42,13 @@ class Loops:
         audit: AuditLog,
         intents: IntentQueue,
         denials: Denials,
+        marks: Marks,
         clock: Callable[[], float],
         config: ServiceConfig,
     ) -> None:
         self.rt = runtime
         self.denials = denials
+        self.marks = marks
         self.call = call
         self.writer = writer
         self.audit = audit
@@ -77,7 +80,23 @@ class Loops:
                 # not only with the next request.
                 if entries or self.writer.backlog:
                     await self.writer.write_quietly(entries)
+            await self.flush_marks()
             await self._sleep(self.config.tick_interval_seconds)
+
+    async def flush_marks(self) -> None:
+        """Flag the decisions and alert states whose records were written (``reconcile``)."""
+        decisions, receipts = self.marks.take()
+        try:
+            if decisions:
+                await self.call(self.rt.mark_audited, decisions)
+                decisions = []
+            if receipts:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.intents.mark_receipts, receipts)
+                receipts = []
+        except (StoreUnavailable, IntentStoreUnavailable) as e:
+            log.warning("audit flags not set, retrying on the next tick: %s", e)
+            self.marks.give_back(decisions, receipts)
 
     def maintain(self) -> None:
         """Retention: archive old audit records, forget long-settled alert keys."""

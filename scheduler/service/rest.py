@@ -7,7 +7,8 @@ Runtime calls run on the runtime thread (``RuntimeCaller``).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -21,6 +22,9 @@ from scheduler.service.intents import IntentQueue
 from scheduler.service.records import decision_entry
 from scheduler.service.routes import openapi
 from scheduler.service.worker import IntentWorker
+from scheduler.store.sqlite import Actor
+
+R = TypeVar("R")
 
 
 class RestApi:
@@ -56,20 +60,31 @@ class RestApi:
     async def pools_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         return json_response(await self.call(self.rt.pools))
 
+    async def _acting(self, ctx: Ctx, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """A runtime call on the caller's behalf: its decisions are stored with who asked,
+        so that their audit records name them even if a crash comes first."""
+        actor = Actor(ctx.user, ctx.source_ip)
+
+        def run() -> R:
+            with self.rt.acting_as(actor):
+                return fn(*args, **kwargs)
+
+        return await self.call(run)
+
     def _decisions_reply(self, ctx: Ctx, decisions: list[Decision]) -> web.StreamResponse:
         ctx.extra.extend(decision_entry(d, ctx.user, ctx.source_ip) for d in decisions)
         ctx.result = ",".join(sorted({d.result for d in decisions})) or "noop"
         return json_response({"correlation_id": ctx.correlation_id, "decisions": decisions})
 
     async def pools_rebalance(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = await self.call(
-            self.rt.manual_rebalance, ctx.args["pool"], ctx.body["gpus"], ctx.correlation_id
+        ds = await self._acting(
+            ctx, self.rt.manual_rebalance, ctx.args["pool"], ctx.body["gpus"], ctx.correlation_id
         )
         return self._decisions_reply(ctx, ds)
 
     async def pools_scale(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = await self.call(
-            self.rt.manual_scale, ctx.args["pool"], ctx.body["delta_nodes"], ctx.correlation_id
+        ds = await self._acting(
+            ctx, self.rt.manual_scale, ctx.args["pool"], ctx.body["delta_nodes"], ctx.correlation_id
         )
         return self._decisions_reply(ctx, ds)
 
@@ -89,24 +104,25 @@ class RestApi:
             grace_seconds=b.get("grace_seconds"),
             duration_seconds=b.get("duration_seconds"),
         )
-        return json_response(
-            await self.call(self.rt.submit_job, req, correlation_id=ctx.correlation_id)
-        )
+        job, ds = await self._acting(ctx, self.rt.submit, req, correlation_id=ctx.correlation_id)
+        # Its placement, and any preemption to reclaim GPUs lent out, are audited with it.
+        ctx.extra.extend(decision_entry(d, ctx.user, ctx.source_ip) for d in ds)
+        return json_response(job)
 
     async def jobs_cancel(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = await self.call(
-            self.rt.cancel_job, ctx.args["job_id"], correlation_id=ctx.correlation_id
+        ds = await self._acting(
+            ctx, self.rt.cancel_job, ctx.args["job_id"], correlation_id=ctx.correlation_id
         )
         return self._decisions_reply(ctx, ds)
 
     async def jobs_checkpoint(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         at = ctx.body.get("at")
-        await self.call(self.rt.report_checkpoint, ctx.args["job_id"], at=at)
+        await self._acting(ctx, self.rt.report_checkpoint, ctx.args["job_id"], at=at)
         return json_response({"job": ctx.args["job_id"], "at": at})
 
     async def jobs_preemption_ack(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         return self._decisions_reply(
-            ctx, await self.call(self.rt.ack_preemption, ctx.args["job_id"])
+            ctx, await self._acting(ctx, self.rt.ack_preemption, ctx.args["job_id"])
         )
 
     async def queues_list(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
@@ -122,7 +138,7 @@ class RestApi:
         return json_response(await self.call(self.rt.policy))
 
     async def policy_update(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
-        ds = await self.call(self.rt.set_policy, **ctx.body)
+        ds = await self._acting(ctx, self.rt.set_policy, **ctx.body)
         ctx.extra.extend(decision_entry(d, ctx.user, ctx.source_ip) for d in ds)
         return json_response(await self.call(self.rt.policy))
 

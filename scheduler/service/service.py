@@ -18,16 +18,19 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack
-from scheduler.audit import AuditEntry, AuditLog
+from scheduler.audit import AuditEntry, AuditLog, AuditUnavailable
+from scheduler.core.errors import SchedulerError
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.auth import Authenticator
 from scheduler.service.batch import GroupCommit
 from scheduler.service.caller import Runtime, RuntimeCaller
 from scheduler.service.config import ServiceConfig
 from scheduler.service.endpoint import Endpoints, Handler
+from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.intents import IntentQueue
 from scheduler.service.loops import Loops
 from scheduler.service.metrics import ServiceMetrics
+from scheduler.service.reconcile import Marks, reconcile
 from scheduler.service.rest import RestApi
 from scheduler.service.webhook import Webhook
 from scheduler.service.worker import IntentWorker
@@ -65,6 +68,7 @@ class Service:
         )
         self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
         self.metrics = ServiceMetrics.register(registry)
+        self.marks = Marks()
         self.call = RuntimeCaller()
         self.worker = IntentWorker(
             runtime,
@@ -75,8 +79,9 @@ class Service:
             pending=self.metrics.pending,
             audit_records=self.metrics.audit,
             retry_backoff_seconds=config.retry_backoff_seconds,
+            marks=self.marks,
         )
-        self.writer = AuditWriter(self.audit, self.metrics.audit)
+        self.writer = AuditWriter(self.audit, self.metrics.audit, self.marks)
         self.endpoints = Endpoints(
             auth=Authenticator(stack.users),
             audit=self.writer,
@@ -85,7 +90,12 @@ class Service:
             config=config,
         )
         self.webhook = Webhook(
-            stack, intents=self.intents, audit=self.audit, worker=self.worker, metrics=self.metrics
+            stack,
+            intents=self.intents,
+            audit=self.audit,
+            worker=self.worker,
+            metrics=self.metrics,
+            marks=self.marks,
         )
         self.api = RestApi(
             runtime,
@@ -102,6 +112,7 @@ class Service:
             audit=self.audit,
             intents=self.intents,
             denials=self.endpoints.denials,
+            marks=self.marks,
             clock=clock,
             config=config,
         )
@@ -140,8 +151,18 @@ class Service:
             "audit.verify": api.audit_verify,
         }
 
+    def reconcile(self) -> None:
+        """Before anything writes: the records a crash kept out of the audit log."""
+        try:
+            reconcile(self.rt, self.intents, self.audit)
+        except (AuditUnavailable, IntentStoreUnavailable, SchedulerError) as e:
+            # Their rows stay unflagged: the next start writes them (doing it later in this
+            # run could write a record that is on its way a second time).
+            log.error("audit log: records a crash kept out not written, next start will: %s", e)
+
     async def start(self, app: web.Application) -> None:
         self.loops.stopping.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.reconcile)
         self.worker.start()
         self.loops.start_checkpoints()
         for name, coro in (
@@ -169,6 +190,7 @@ class Service:
         # The denials counted since their group's first record, however recent.
         await self.writer.write_quietly(self.endpoints.denials.due(everything=True))
         await self.writer.close()
+        await self.loops.flush_marks()
         await self.loops.stop_checkpoints()
         self.call.shutdown()
         self.audit.close()

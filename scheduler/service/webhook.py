@@ -28,7 +28,8 @@ from scheduler.service.endpoint import Ctx, read_body
 from scheduler.service.intents import IntentQueue
 from scheduler.service.metrics import ServiceMetrics
 from scheduler.service.payload import Intent, actionable_pairs, intent_for, parse_notification
-from scheduler.service.records import ALERTMANAGER_USER
+from scheduler.service.reconcile import Marks
+from scheduler.service.records import ALERTMANAGER_USER, receipt_entry
 from scheduler.service.routes import ALERTS_PATH
 from scheduler.service.worker import IntentWorker
 
@@ -69,8 +70,10 @@ class Webhook:
         audit: AuditLog,
         worker: IntentWorker,
         metrics: ServiceMetrics,
+        marks: Marks,
     ) -> None:
         self.allowed = actionable_pairs(stack)
+        self.marks = marks
         self.intents = intents
         self.audit = audit
         self.worker = worker
@@ -90,7 +93,10 @@ class Webhook:
         are durable) and each request writes its records itself (answering 503 if
         that fails too).
         """
-        recorded = self.intents.record_many([(a.intents, a.received_at) for a in arrivals])
+        recorded = self.intents.record_many(
+            [(a.intents, a.received_at) for a in arrivals],
+            [(a.user, a.source_ip) for a in arrivals],
+        )
         for a, new in zip(arrivals, recorded, strict=True):
             self.worker.submit(new, a.received_at)
         out = []
@@ -105,19 +111,7 @@ class Webhook:
                 # The request's own id is per delivery; these link it to what the alerts cause.
                 "correlation_ids": [i.correlation_id for _, i in new],
             }
-            alert_entries = [
-                AuditEntry(
-                    user=a.user,
-                    source_ip=a.source_ip,
-                    object=f"pool/{i.pool}" if i.pool else "alert",
-                    operation="alert.queued" if i.action else "alert.ignored",
-                    result="queued" if i.action else "ignored",
-                    reason=i.reason,
-                    params={"alert": i.alert, "action": i.action, "firing": i.firing, "key": i.key},
-                    correlation_id=i.correlation_id,
-                )
-                for _, i in new
-            ]
+            alert_entries = [receipt_entry(i, a.user, a.source_ip) for _, i in new]
             out.append(Recorded(new, params, False, alert_entries))
         entries = []
         for a, r in zip(arrivals, out, strict=True):
@@ -133,6 +127,7 @@ class Webhook:
             log.error("audit log unavailable for %d request(s): %s", len(arrivals), e)
         else:
             self.metrics.audit.labels("written").inc(len(entries))
+            self.marks.written(entries)
             out = [dataclasses.replace(r, audited=True) for r in out]
         finally:
             # Written, or handed back to the requests: either way the worker need not wait.

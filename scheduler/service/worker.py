@@ -11,7 +11,7 @@ are retried while their storage is down, never by acting again: an intent
 leaves the worker's memory exactly once. An intent acted on but not yet
 settled when the process dies is still ``pending`` in the table; at the next
 start ``recover`` finds its decision by correlation id and settles it without
-acting.
+acting. An intent is settled only after its records are written.
 
 At start the worker reads what the table holds pending (a previous run's
 leftovers, or notifications that arrived while it was starting) from one
@@ -21,14 +21,13 @@ at most the snapshot's largest was in that read, and is skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -38,6 +37,7 @@ from scheduler.core.model import Decision
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.intents import IntentQueue, Outcome, QueuedIntent
 from scheduler.service.payload import Intent
+from scheduler.service.reconcile import Marks
 from scheduler.service.records import ALERTMANAGER_USER, SCHEDULER_USER, decision_entry
 
 log = logging.getLogger("novabrain.scheduler.service.worker")
@@ -58,7 +58,7 @@ class Runtime(Protocol):
     def on_alert(
         self, *, pool: str, action: str, firing: bool, correlation_id: str
     ) -> list[Decision]: ...
-    def decisions(self, limit: int = 100) -> Any: ...
+    def decisions_for(self, correlation_ids: Collection[str]) -> dict[str, list[Decision]]: ...
 
 
 class IntentWorker:
@@ -73,8 +73,10 @@ class IntentWorker:
         pending: Gauge,
         audit_records: Counter,
         retry_backoff_seconds: float,
+        marks: Marks,
     ) -> None:
         self.rt = runtime
+        self.marks = marks
         self.intents = intents
         self.audit = audit
         self.clock = clock
@@ -202,21 +204,19 @@ class IntentWorker:
 
         The worker settles an intent only after the scheduler acted on it, so a
         pending intent may have been acted on just before a crash; its
-        correlation id in the scheduler's decisions says so. The crash may also
-        have come before the worker's audit records were written: the decisions
-        the audit log lacks are recorded now, so none goes unaudited.
+        correlation id in the scheduler's decisions says so. (Decision records
+        the crash kept out of the audit log were written by ``reconcile``
+        before the worker started.)
         """
         pending = self.intents.fetch_pending()
         if not pending:
             return
-        by_cid: dict[str, list[Decision]] = {}
-        for d in self.rt.decisions(limit=100_000):
-            decision = Decision.from_dict(d) if isinstance(d, dict) else d
-            by_cid.setdefault(decision.correlation_id, []).append(decision)
+        by_cid = self.rt.decisions_for([it.correlation_id for it in pending])
         done = [it for it in pending if it.correlation_id in by_cid]
         if not done:
             return
         outcome = "acted on before a restart: decision already recorded"
+        # Settled first: the startup read that follows must not see them pending.
         self.intents.finish_many([([Outcome(it.id, "done", outcome) for it in done], self.clock())])
         for it in done:
             self._unaudited.append(
@@ -227,20 +227,15 @@ class IntentWorker:
                     operation="alert.recovered",
                     result="ok",
                     reason=outcome,
-                    params={"action": it.action, "firing": it.firing, "key": it.key},
+                    params={
+                        "action": it.action,
+                        "firing": it.firing,
+                        "key": it.key,
+                        "decisions": [d.id for d in by_cid[it.correlation_id]],
+                    },
                     correlation_id=it.correlation_id,
                 )
             )
-            audited = {
-                json.loads(r.params).get("decision")
-                for r in self.audit.query(correlation_id=it.correlation_id)
-                if r.operation.startswith("decision.")
-            }
-            self._unaudited += [
-                decision_entry(d, ALERTMANAGER_USER)
-                for d in sorted(by_cid[it.correlation_id], key=lambda d: d.id)
-                if d.id not in audited
-            ]
 
     def _act_batch(self) -> None:
         """Act on the oldest ready intents in order; a store outage stops the batch where it is."""
@@ -310,9 +305,12 @@ class IntentWorker:
                 log.error("audit log unavailable, %d record(s) kept for retry: %s", len(self._unaudited), e)  # fmt: skip
                 self._unaudited = self._unaudited[-AUDIT_BACKLOG_MAX:]
                 self._write_at = time.monotonic() + self.backoff
-            else:
-                self.m_audit.labels("written").inc(len(self._unaudited))
-                self._unaudited = []
+                # Settled only once audited: a crash meanwhile leaves them pending, and
+                # recovery then records what they caused.
+                return
+            self.m_audit.labels("written").inc(len(self._unaudited))
+            self.marks.written(self._unaudited)
+            self._unaudited = []
         if self._unsettled:
             try:
                 self.intents.finish_many([(self._unsettled, self.clock())])

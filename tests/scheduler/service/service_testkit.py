@@ -3,10 +3,11 @@ Alertmanager payloads. Imported by conftest.py (fixtures) and by the tests."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from scheduler.core.errors import StoreUnavailable, UnknownJob, UnknownPool
 from scheduler.core.model import Decision, JobRequest
 from scheduler.service.app import SERVICE, Service, ServiceConfig, build_app
 from scheduler.service.auth import hash_token
+from scheduler.store.sqlite import Actor
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKENS = {
@@ -53,10 +55,15 @@ class FakeRuntime:
         self.jobs_by_id: dict[str, JobRequest] = {}
         self._policy: dict[str, Any] = {"dry_run": False, "rebalance_step_gpus": 8}
         self.on_alert_hook: Callable[[], None] | None = None
+        self.actor: Actor | None = None
+        self.actors: dict[str, Actor] = {}
+        self.audited: set[str] = set()
 
     def _decide(self, action: str, pool: str, cid: str) -> Decision:
         d = Decision(f"d{next(self._ids)}", time.time(), action, pool, "ok", "test", 8, correlation_id=cid)  # fmt: skip
         self._decisions.append(d)
+        if self.actor is not None:
+            self.actors[d.id] = self.actor
         return d
 
     def _pool(self, pool: str) -> None:
@@ -94,11 +101,32 @@ class FakeRuntime:
     def reservations(self) -> Any:
         return []
 
-    def submit_job(self, req: JobRequest, *, correlation_id: str = "") -> Any:
+    def submit(self, req: JobRequest, *, correlation_id: str = "") -> tuple[Any, list[Decision]]:
         self._pool(req.pool)
         self.jobs_by_id[req.id] = req
         self.calls.append(("submit", req.id))
-        return {"id": req.id, "state": "queued"}
+        return {"id": req.id, "state": "queued"}, [self._decide("place", req.pool, correlation_id)]
+
+    @contextlib.contextmanager
+    def acting_as(self, actor: Actor | None) -> Iterator[None]:
+        before, self.actor = self.actor, actor
+        try:
+            yield
+        finally:
+            self.actor = before
+
+    def unaudited(self) -> list[tuple[Decision, Actor | None]]:
+        return [(d, self.actors.get(d.id)) for d in self._decisions if d.id not in self.audited]
+
+    def mark_audited(self, ids: list[str]) -> None:
+        self.audited.update(ids)
+
+    def decisions_for(self, correlation_ids: Collection[str]) -> dict[str, list[Decision]]:
+        out: dict[str, list[Decision]] = {}
+        for d in self._decisions:
+            if d.correlation_id in correlation_ids:
+                out.setdefault(d.correlation_id, []).append(d)
+        return out
 
     def cancel_job(self, job_id: str, *, correlation_id: str = "") -> list[Decision]:
         if job_id not in self.jobs_by_id:
