@@ -374,10 +374,22 @@ class Kubernetes:
 
 
 @dataclass(frozen=True)
+class AuditForward:
+    """Where each audit record goes as it is appended: a copy off the box (PCI DSS 10.3.3)."""
+
+    to: str  # "syslog" (RFC 5424 over TCP) or "file" (JSON Lines, for a shipper to tail)
+    address: str = ""  # syslog: host:port
+    path: str = ""  # file
+
+
+@dataclass(frozen=True)
 class Audit:
-    # None keeps every record in the live log; otherwise older records move,
-    # unchanged and still verifiable as one chain, to an archive next to it.
-    retention_days: float | None
+    # Records are kept retention_days, then purged; the latest online_days stay in
+    # the live log, older ones move, unchanged and still verifiable as one chain,
+    # to an archive next to it (PCI DSS 10.5.1: a year, three months at hand).
+    retention_days: float = 365.0
+    online_days: float = 90.0
+    forward: AuditForward | None = None
 
 
 @dataclass(frozen=True)
@@ -394,7 +406,7 @@ class Stack:
     ports: Ports
     prometheus: Prometheus
     grafana: Grafana
-    audit: Audit = Audit(retention_days=None)
+    audit: Audit = Audit()
     kubernetes: Kubernetes = Kubernetes()
     source: str = field(default="<memory>", compare=False)
 
@@ -1132,6 +1144,35 @@ def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
     return kubernetes
 
 
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
+FORWARD_TO = ("syslog", "file")
+
+
+def _audit_forward(n: _Node) -> AuditForward:
+    to = n.text("to")
+    if to not in FORWARD_TO:
+        raise StackError(n._p("to"), f"must be one of {', '.join(FORWARD_TO)}, got {to!r}")
+    if to == "syslog":
+        return AuditForward(to, address=n.text("address", pattern=_HOST_PORT))
+    return AuditForward(to, path=n.text("path"))
+
+
+def _audit(n: _Node) -> Audit:
+    online = n.number("online_days", 90.0, min=1)
+    retention = n.number("retention_days", 365.0, min=1)
+    if retention < online:
+        raise StackError(
+            n._p("retention_days"),
+            f"must be >= online_days ({online:g}): archived records are kept",
+        )
+    forward = None
+    if n.raw("forward", None) is not None:
+        fwd = n.child("forward")
+        forward = _audit_forward(fwd)
+        fwd.done()
+    return Audit(retention_days=retention, online_days=online, forward=forward)
+
+
 def _unique(items: tuple[Any, ...], path: str, what: str = "name") -> None:
     seen: set[str] = set()
     for i, it in enumerate(items):
@@ -1230,9 +1271,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     g.done()
 
     audit_node = root.child("audit", {})
-    retention = audit_node.raw("retention_days", None)
-    if retention is not None:
-        retention = audit_node.number("retention_days", min=1)
+    audit = _audit(audit_node)
     audit_node.done()
 
     k = root.child("kubernetes", {})
@@ -1252,7 +1291,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         ports=ports,
         prometheus=prometheus,
         grafana=grafana,
-        audit=Audit(retention_days=retention),
+        audit=audit,
         kubernetes=kubernetes,
         source=source,
     )

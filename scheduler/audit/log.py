@@ -17,6 +17,8 @@ live log then verify as one chain (``verify(db, archive=...)``).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -48,8 +50,11 @@ from scheduler.audit.schema import (
     insert_sql,
     query_records,
 )
+from scheduler.audit.verify import ChainPoint
 from scheduler.store.transaction import immediate
 from scheduler.store.wal import Checkpointer
+
+PURGE = "audit.purge"  # the record a purge leaves: where the chain now starts
 
 
 class AuditLog:
@@ -220,6 +225,63 @@ class AuditLog:
             return 0
         return self.archive(self.clock() - self.retention_seconds, self.archive_path)
 
+    def purge(self, before: float) -> tuple[int, ChainPoint] | None:
+        """Delete archived records older than ``before``, the end of their retention period.
+
+        The archive's chain then starts after the last record deleted: that point is
+        returned, for the caller to record and publish, since a chain that does not start
+        at record 1 verifies only against it (``verify(..., expected_first=...)``).
+        None when nothing was old enough (or nothing is archived).
+        """
+        if self.archive_path is None or not self.archive_path.exists():
+            return None
+        with self._lock:
+            try:
+                arch = connect(self.archive_path, 5.0)
+                try:
+                    (last,) = arch.execute(
+                        "SELECT max(seq) FROM audit WHERE seq < coalesce("
+                        "(SELECT min(seq) FROM audit WHERE ts >= ?), 1 << 62)",
+                        (before,),
+                    ).fetchone()
+                    if last is None:
+                        return None
+                    h, n = arch.execute(
+                        "SELECT (SELECT hash FROM audit WHERE seq = ?), "
+                        "(SELECT count(*) FROM audit WHERE seq <= ?)",
+                        (last, last),
+                    ).fetchone()
+                    # The one other sanctioned delete: lift the guard inside the transaction.
+                    with immediate(arch):
+                        arch.execute("DROP TRIGGER audit_no_delete")
+                        arch.execute("DELETE FROM audit WHERE seq <= ?", (last,))
+                        arch.execute(
+                            "UPDATE chain SET seq = ?, hash = ? WHERE name = 'anchor'", (last, h)
+                        )
+                        arch.execute(NO_DELETE)
+                finally:
+                    arch.close()
+            except sqlite3.Error as e:
+                raise AuditUnavailable(f"purging {self.archive_path} failed: {e}") from e
+        return int(n), ChainPoint(int(last), str(h))
+
+    def purged_through(self) -> ChainPoint | None:
+        """Where the latest purge left the chain starting, as its ``audit.purge`` record says
+        (looked for in the live log, then in the archive)."""
+        sql = "SELECT params FROM audit WHERE operation = ? ORDER BY seq DESC LIMIT 1"
+        with self._lock:
+            try:
+                row = self._db.execute(sql, (PURGE,)).fetchone()
+                if row is None and self.archive_path is not None and self.archive_path.exists():
+                    with contextlib.closing(connect(self.archive_path, 5.0)) as arch:
+                        row = arch.execute(sql, (PURGE,)).fetchone()
+            except sqlite3.Error as e:
+                raise AuditUnavailable(f"audit log {self.path}: {e}") from e
+        if row is None:
+            return None
+        p = json.loads(row[0])
+        return ChainPoint(int(p["through_seq"]), str(p["through_hash"]))
+
     def archive(self, before: float, archive_path: Path) -> int:
         """Move the oldest records (the chain prefix older than ``before``) to ``archive_path``.
 
@@ -250,14 +312,17 @@ class AuditLog:
                             f"archive {archive_path} ends at record {a_seq} but the log was "
                             f"archived up to {anchor_seq}: use the matching archive"
                         )
-                    rows = [
-                        row_of(r) for r in self._db.execute(SELECT + " ORDER BY seq").fetchall()
-                    ]
-                    prefix: list[AuditRecord] = []
-                    for r in rows:
-                        if r.ts >= before:
-                            break
-                        prefix.append(r)
+                    # The prefix: every record before the first one not older than ``before``
+                    # (found through the time index, not by reading the whole log).
+                    (keep,) = self._db.execute(
+                        "SELECT min(seq) FROM audit WHERE ts >= ?", (before,)
+                    ).fetchone()
+                    sql = SELECT + " ORDER BY seq"
+                    args: tuple[int, ...] = ()
+                    if keep is not None:
+                        sql = SELECT + " WHERE seq < ? ORDER BY seq"
+                        args = (int(keep),)
+                    prefix = [row_of(r) for r in self._db.execute(sql, args).fetchall()]
                     if not prefix:
                         return 0
                     new = [r for r in prefix if r.seq > a_seq]

@@ -24,6 +24,7 @@ Where a link breaks, the record blamed is the one that changed:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -92,16 +93,31 @@ class Tampered(Exception):
         self.problem = problem
 
 
-def _rows(db: sqlite3.Connection, after: int = 0) -> Iterator[AuditRecord]:
-    for row in db.execute(SELECT + " WHERE seq > ? ORDER BY seq", (after,)):
+def rows_after(
+    db: sqlite3.Connection, after: int = 0, *, upto: int | None = None, limit: int = -1
+) -> Iterator[AuditRecord]:
+    """Records after ``after`` (through ``upto``), in order, at most ``limit`` (-1: all)."""
+    sql = SELECT + " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
+    for row in db.execute(sql, (after, (1 << 62) if upto is None else upto, limit)):
         yield row_of(row)
 
 
-def _chain_row(db: sqlite3.Connection, name: str) -> ChainPoint:
+def chain_row(db: sqlite3.Connection, name: str) -> ChainPoint:
     row = db.execute("SELECT seq, hash FROM chain WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise Tampered(1, f"the chain's {name!r} row is gone")
     return ChainPoint(int(row[0]), str(row[1]))
+
+
+@contextlib.contextmanager
+def snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: the records and the head row as of one moment, while the
+    service goes on appending (separate reads could see a head newer than the records)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")
 
 
 class Walk:
@@ -122,7 +138,7 @@ class Walk:
     def step(self, r: AuditRecord) -> None:
         want = self.at.seq + 1
         if r.seq != want:
-            self._settle(linked=False)
+            self.settle(linked=False)
             if r.seq > want:
                 gone = (
                     f"record {want} is" if r.seq == want + 1 else f"records {want}..{r.seq - 1} are"
@@ -130,9 +146,9 @@ class Walk:
                 raise Tampered(want, f"{gone} missing (deleted)")
             raise Tampered(r.seq, f"record {r.seq} appears after record {self.at.seq} (reordered)")
         if r.expected_hash() != r.hash:
-            self._settle(linked=False)
+            self.settle(linked=False)
             raise Tampered(r.seq, "content does not match its hash (edited or moved)")
-        self._settle(linked=r.prev_hash == self.at.hash)
+        self.settle(linked=r.prev_hash == self.at.hash)
         if r.prev_hash != self.at.hash:
             if self._prev is None:
                 raise Tampered(
@@ -147,7 +163,7 @@ class Walk:
         self._prev = r
         self.checked += 1
 
-    def _settle(self, *, linked: bool) -> None:
+    def settle(self, *, linked: bool) -> None:
         """A link broke one record ago: blame the record before it, unless the record after
         the break does not link onward either (then it is the forged one)."""
         suspect, self._suspect = self._suspect, None
@@ -166,10 +182,10 @@ class Walk:
         """The records ran out: the head row must name the last one."""
         at = self.at
         if head == at:
-            self._settle(linked=True)
+            self.settle(linked=True)
             return
         if head.seq > at.seq:
-            self._settle(linked=True)
+            self.settle(linked=True)
             span = (
                 f"record {at.seq + 1} is"
                 if head.seq == at.seq + 1
@@ -183,7 +199,7 @@ class Walk:
         # Same sequence number, another hash: the head row keeps the last record's
         # original hash, so the last record was changed (or replaced) and rehashed.
         if self._suspect is not None:
-            self._settle(linked=False)
+            self.settle(linked=False)
         raise Tampered(
             at.seq,
             f"record {at.seq} was changed and its hash recomputed: the head row keeps its "
@@ -211,7 +227,7 @@ class Walk:
             )
 
 
-def _check_start(start: ChainPoint, first: ChainPoint | None) -> None:
+def check_start(start: ChainPoint, first: ChainPoint | None) -> None:
     if start in (START, first):
         return
     if first is not None and start.seq > first.seq:
@@ -250,35 +266,35 @@ def verify(
     walk: Walk | None = None
     try:
         if archive is not None:
-            with open_ro(archive) as a:
-                start = _chain_row(a, "anchor")
-                _check_start(start, expected_first)
+            with open_ro(archive) as a, snapshot(a):
+                start = chain_row(a, "anchor")
+                check_start(start, expected_first)
                 walk = Walk(start, expect=expected_head)
                 try:
-                    for r in _rows(a, start.seq):
+                    for r in rows_after(a, start.seq):
                         walk.step(r)
-                    walk.finish(_chain_row(a, "head"))
+                    walk.finish(chain_row(a, "head"))
                 except Tampered as t:
                     raise Tampered(t.bad_seq, f"in the archive: {t.problem}") from None
-            with open_ro(db) as d:
-                anchor = _chain_row(d, "anchor")
+            with open_ro(db) as d, snapshot(d):
+                anchor = chain_row(d, "anchor")
                 if anchor != walk.at:
                     raise Tampered(
                         walk.at.seq + 1,
                         f"the log continues from record {anchor.seq} but the archive ends at "
                         f"{walk.at.seq}",
                     )
-                for r in _rows(d, anchor.seq):
+                for r in rows_after(d, anchor.seq):
                     walk.step(r)
-                walk.finish(_chain_row(d, "head"))
+                walk.finish(chain_row(d, "head"))
         else:
-            with open_ro(db) as d:
-                start = _chain_row(d, "anchor")
-                _check_start(start, expected_first)
+            with open_ro(db) as d, snapshot(d):
+                start = chain_row(d, "anchor")
+                check_start(start, expected_first)
                 walk = Walk(start, expect=expected_head)
-                for r in _rows(d, start.seq):
+                for r in rows_after(d, start.seq):
                     walk.step(r)
-                walk.finish(_chain_row(d, "head"))
+                walk.finish(chain_row(d, "head"))
         walk.check_expected_head()
     except Tampered as t:
         at = walk.at if walk is not None else START
