@@ -239,6 +239,50 @@ GUIDES: dict[str, Guide] = {
         ),
         escalate="The platform on-call now; the scheduler's maintainers next business day.",
     ),
+    "NovabrainAuditChainTampered": Guide(
+        meaning=(
+            "Someone with write access to the scheduler's database changed its audit log: a "
+            "record edited, deleted, reordered or cut off. The evidence of who did what (manual "
+            "rebalances, policy changes, denied attempts) can no longer be trusted from this "
+            "copy. Treat it as a security incident."
+        ),
+        automatic=(
+            "The scheduler found it (its background verifier) and logged where: 'audit log "
+            "TAMPERED at record N'. It keeps running and keeps recording; it does not repair "
+            "the log."
+        ),
+        not_helped=(
+            "Preserve the evidence: copy STATE_DIR (audit.db, audit-archive.db) before anything "
+            "else. Verify against the heads published off the box: `novabrain audit verify --db "
+            "audit.db --archive audit-archive.db --expect-head SEQ:HASH` with the last 'audit "
+            "head' line your log collector kept; compare the records around N with the forwarded "
+            "copy (syslog or the shipped JSON Lines file), which the attacker could not reach. "
+            "Rotate every token in the stack (`novabrain token new`)."
+        ),
+        escalate=(
+            "The security team and the platform on-call now; the bank's incident process "
+            "applies (audit evidence destroyed)."
+        ),
+    ),
+    "NovabrainAuditForwardingBehind": Guide(
+        meaning=(
+            "The copy of the audit log kept off the box (audit.forward) is behind: records "
+            "written on the scheduler have not reached the collector. Until it catches up, "
+            "someone who can write the scheduler's disk could change them unseen."
+        ),
+        automatic=(
+            "The scheduler retries with backoff (novabrain_audit_forward_failures_total counts "
+            "the failures) and resumes from its persisted cursor: nothing is lost while it waits."
+        ),
+        not_helped=(
+            "Check the collector at audit.forward's address (is it up, does it accept TCP from "
+            "the scheduler) or the shipped file's disk; the scheduler's log says why it failed "
+            "('audit forwarding failed')."
+        ),
+        escalate=(
+            "The platform on-call within the working day; the security team if it lasts a day."
+        ),
+    ),
     "NovabrainWebhookFailing": Guide(
         meaning=(
             "Alertmanager's notifications to the scheduler are refused or failing: P0 "

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.rules import gpu, models, scheduler, slo
+from alerts.rules import audit, gpu, models, scheduler, slo
 from alerts.rules.case import Builder, Case, Recording
 from alerts.triton import triton_rule_group
 from deploy.stack import Stack
@@ -31,6 +31,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(models.MODELS_FILE, models.generate),
     Family(gpu.GPU_FILE, gpu.generate),
     Family(scheduler.SCHEDULER_FILE, scheduler.generate),
+    Family(audit.AUDIT_FILE, audit.generate),
 )
 FILES = tuple(f.file for f in FAMILIES)
 TRITON_FILE = "triton.rules.yml"

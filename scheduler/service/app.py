@@ -36,6 +36,7 @@ log = logging.getLogger("novabrain.scheduler.service")
 SERVICE = web.AppKey("novabrain_service", Service)
 UNMATCHED = "unmatched"  # the route label of requests no endpoint answers (404/405)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DAY = 86400.0
 
 
 def _count_unmatched(svc: Service) -> Any:
@@ -141,8 +142,11 @@ async def serve(
         stack, db_path=state_dir / "scheduler.db", registry=registry, actuator=chosen
     )
     try:
-        days = stack.audit.retention_days
-        config = ServiceConfig(audit_retention_seconds=None if days is None else days * 86400.0)
+        config = ServiceConfig(
+            audit_archive_after_seconds=stack.audit.online_days * DAY,
+            audit_purge_after_seconds=stack.audit.retention_days * DAY,
+            audit_forward=stack.audit.forward,
+        )
         app = build_app(
             stack, runtime, audit_path=state_dir / "audit.db", registry=registry, config=config
         )

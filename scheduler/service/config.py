@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deploy.stack import AuditForward
 from scheduler.service.ratelimit import RateLimit
 
 DEFAULT_WEBHOOK_RATE = RateLimit(rate=100.0, burst=200.0)
@@ -28,7 +29,15 @@ class ServiceConfig:
     maintenance_interval_seconds: float = 3600.0
     # Far beyond Alertmanager's repeat_interval: a pruned key that is replayed acts again.
     intent_key_retention_seconds: float = 30 * 86400.0
-    # None keeps every record in the live log; otherwise older ones move to the archive.
-    audit_retention_seconds: float | None = None
+    # None keeps every record in the live log; otherwise older ones move to the archive ...
+    audit_archive_after_seconds: float | None = None
+    # ... and are purged from it past this (None: kept for ever).
+    audit_purge_after_seconds: float | None = None
+    # The background verifier's pass (the chain's new records, and a slice of the old).
+    audit_verify_interval_seconds: float = 10.0
+    # How often the verified head is published (a log line and a metric).
+    audit_publish_interval_seconds: float = 60.0
+    audit_forward: AuditForward | None = None
+    forward_interval_seconds: float = 0.25
     busy_timeout_seconds: float = 5.0
     retry_backoff_seconds: float = 0.5

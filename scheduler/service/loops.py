@@ -13,7 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from scheduler.audit import AuditError, AuditLog, AuditUnavailable
+from scheduler.audit import AuditEntry, AuditError, AuditLog, AuditUnavailable
+from scheduler.audit.log import PURGE
 from scheduler.core.errors import SchedulerError, StoreUnavailable
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.caller import Runtime, RuntimeCaller
@@ -99,18 +100,41 @@ class Loops:
             self.marks.give_back(decisions, receipts)
 
     def maintain(self) -> None:
-        """Retention: archive old audit records, forget long-settled alert keys."""
+        """Retention: archive old audit records, purge those past the retention period,
+        forget long-settled alert keys."""
         moved = self.audit.apply_retention()
         pruned = self.intents.prune(self.clock() - self.config.intent_key_retention_seconds)
         if moved or pruned:
             log.info(
                 "retention: %d audit record(s) archived, %d alert key(s) pruned", moved, pruned
             )
+        if self.config.audit_purge_after_seconds is None:
+            return
+        purged = self.audit.purge(self.clock() - self.config.audit_purge_after_seconds)
+        if purged is None:
+            return
+        n, first = purged
+        # The chain no longer starts at record 1: where it starts is recorded in the chain
+        # itself and published, for verifiers (``audit verify --expect-first``).
+        self.audit.append(
+            AuditEntry(
+                user=SCHEDULER_USER,
+                source_ip="",
+                object="audit",
+                operation=PURGE,
+                result="ok",
+                reason=f"{n} record(s) past the retention period deleted from the archive",
+                params={"records": n, "through_seq": first.seq, "through_hash": first.hash},
+            )
+        )
+        log.warning("audit purge: %d record(s) deleted; the chain now starts after %s", n, first)
 
     async def maintenance(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
             try:
-                self.maintain()
+                # Archiving copies records between files: off the event loop.
+                await loop.run_in_executor(None, self.maintain)
             except (AuditError, IntentStoreUnavailable) as e:
                 log.error("retention failed, next try in an interval: %s", e)
             await self._sleep(self.config.maintenance_interval_seconds)

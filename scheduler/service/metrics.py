@@ -6,10 +6,16 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from exporters.catalog import Metric
 from exporters.catalog.service import (
     ALERT_TO_ACTION,
     API_REQUESTS,
+    AUDIT_CHAIN_VERIFIED,
+    AUDIT_FORWARD_FAILURES,
+    AUDIT_FORWARDED_SEQ,
+    AUDIT_HEAD_SEQ,
     AUDIT_RECORDS,
+    AUDIT_VERIFIED_SEQ,
     WEBHOOK_INTENTS_PENDING,
     WEBHOOK_NOTIFICATIONS,
 )
@@ -24,6 +30,11 @@ class ServiceMetrics:
     requests: Counter
     pending: Gauge
     audit: Counter
+    chain_verified: Gauge
+    verified_seq: Gauge
+    head_seq: Gauge
+    forwarded_seq: Gauge
+    forward_failures: Counter
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> ServiceMetrics:
@@ -50,4 +61,15 @@ class ServiceMetrics:
             audit=Counter(
                 AUDIT_RECORDS.name, AUDIT_RECORDS.help, AUDIT_RECORDS.labels, registry=registry
             ),
+            chain_verified=_gauge(AUDIT_CHAIN_VERIFIED, registry),
+            verified_seq=_gauge(AUDIT_VERIFIED_SEQ, registry),
+            head_seq=_gauge(AUDIT_HEAD_SEQ, registry),
+            forwarded_seq=_gauge(AUDIT_FORWARDED_SEQ, registry),
+            forward_failures=Counter(
+                AUDIT_FORWARD_FAILURES.name, AUDIT_FORWARD_FAILURES.help, registry=registry
+            ),
         )
+
+
+def _gauge(m: Metric, registry: CollectorRegistry) -> Gauge:
+    return Gauge(m.name, m.help, m.labels, registry=registry)

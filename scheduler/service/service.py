@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from deploy.stack import Stack
 from scheduler.audit import AuditEntry, AuditLog, AuditUnavailable
 from scheduler.core.errors import SchedulerError
+from scheduler.service.audit_watch import AuditWatch
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.auth import Authenticator
 from scheduler.service.batch import GroupCommit
@@ -57,17 +58,18 @@ class Service:
         self.config = config
         self.registry = registry
         archive = None
-        if config.audit_retention_seconds is not None:
+        if config.audit_archive_after_seconds is not None:
             archive = audit_path.with_name(audit_path.stem + "-archive" + audit_path.suffix)
         self.audit = AuditLog(
             audit_path,
             clock=clock,
-            retention_seconds=config.audit_retention_seconds,
+            retention_seconds=config.audit_archive_after_seconds,
             archive_path=archive,
             busy_timeout=config.busy_timeout_seconds,
         )
         self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
         self.metrics = ServiceMetrics.register(registry)
+        self.watch = AuditWatch(self.audit, metrics=self.metrics, config=config)
         self.marks = Marks()
         self.call = RuntimeCaller()
         self.worker = IntentWorker(
@@ -163,6 +165,7 @@ class Service:
     async def start(self, app: web.Application) -> None:
         self.loops.stopping.clear()
         await asyncio.get_running_loop().run_in_executor(None, self.reconcile)
+        self.watch.start()
         self.worker.start()
         self.loops.start_checkpoints()
         for name, coro in (
@@ -191,6 +194,7 @@ class Service:
         await self.writer.write_quietly(self.endpoints.denials.due(everything=True))
         await self.writer.close()
         await self.loops.flush_marks()
+        await loop.run_in_executor(None, self.watch.stop)
         await self.loops.stop_checkpoints()
         self.call.shutdown()
         self.audit.close()

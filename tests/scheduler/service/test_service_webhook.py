@@ -502,7 +502,7 @@ async def test_fuzzed_bytes_never_5xx(env: Env, raw: bytes) -> None:
 async def test_retention_archives_audit_and_prunes_settled_keys(tmp_path: Path) -> None:
     cfg = ServiceConfig(
         webhook_rate=RateLimit(1e6, 1e6),
-        audit_retention_seconds=0.0,
+        audit_archive_after_seconds=0.0,
         intent_key_retention_seconds=0.0,
     )
     env = await start_env(tmp_path, cfg)
