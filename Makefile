@@ -29,13 +29,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's packages: promtool ships with prometheus, amtool with prometheus-alertmanager.
+# Debian's packages: promtool ships with prometheus, amtool with prometheus-alertmanager;
+# rsyslog is the real syslog collector the audit log's off-box copy is tested against.
 tools:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
-	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null; then \
-	  echo "installing Debian's prometheus and prometheus-alertmanager"; \
+	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null \
+	   || ! test -x /usr/sbin/rsyslogd; then \
+	  echo "installing Debian's prometheus, prometheus-alertmanager and rsyslog"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    prometheus prometheus-alertmanager; \
+	    prometheus prometheus-alertmanager rsyslog; \
 	fi
 
 demo: venv tools
