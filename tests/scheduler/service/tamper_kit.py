@@ -64,7 +64,7 @@ def _rehash(row: list[object]) -> str:
     return record_hash(*row[:11])  # type: ignore[arg-type]
 
 
-def _forge(path: Path, seq: int, *, prev: str | None = None) -> None:
+def forge(path: Path, seq: int, *, prev: str | None = None) -> None:
     """Change record ``seq``'s user and recompute its own hash (and nothing else)."""
     db = _open(path)
     row = _row(db, seq)
@@ -154,14 +154,14 @@ class Scenario:
 
 SCENARIOS = (
     Scenario("edited", _sql("UPDATE audit SET result = 'denied' WHERE seq = 6"), 6, "edited"),
-    Scenario("forged, hash recomputed", lambda p: _forge(p, 4), 4, "hash recomputed"),
+    Scenario("forged, hash recomputed", lambda p: forge(p, 4), 4, "hash recomputed"),
     Scenario(
         "last record forged",
-        lambda p: _forge(p, RECORDS),
+        lambda p: forge(p, RECORDS),
         RECORDS,
         "hash recomputed|not the published one",
     ),
-    Scenario("replaced by a forgery", lambda p: _forge(p, 6, prev="e" * 64), 6, "replaced"),
+    Scenario("replaced by a forgery", lambda p: forge(p, 6, prev="e" * 64), 6, "replaced"),
     Scenario("deleted", _sql("DELETE FROM audit WHERE seq = 5"), 5, r"missing \(deleted\)"),
     Scenario("first five deleted, anchor moved", _delete_first_and_move_anchor, 1, "records 1..5"),
     Scenario(

@@ -45,13 +45,13 @@ def test_every_tampering_scenario_is_found_and_stays_found(tmp_path: Path) -> No
 def test_an_old_record_changed_after_it_was_verified_is_found_by_the_sweep(
     tmp_path: Path,
 ) -> None:
-    from tamper_kit import _forge
+    from tamper_kit import forge
 
     log = AuditLog(tmp_path / "audit.db", clock=StepClock())
     fill(log)
     guard = Guard(log.path, sweep_batch=3)
     assert guard.check().ok  # everything verified; the sweep starts with the next check
-    _forge(log.path, 8)
+    forge(log.path, 8)
     states = [guard.check() for _ in range(4)]
     # The tail checks do not look back; the sweep does, three records a check.
     assert [s.ok for s in states] == [True, True, True, False]
