@@ -55,10 +55,13 @@ class HttpError(Exception):
         self.reason = reason
 
 
+# A request reaches the scheduler only once it matches its schema; what the scheduler then
+# finds invalid is so for this cluster or job as they stand (more GPUs than the pool may
+# ever hold, a checkpoint time outside the job's run): a conflict, not a malformed request.
 _SCHEDULER_STATUS: tuple[tuple[type[SchedulerError], int], ...] = (
     (UnknownPool, 404),
     (UnknownJob, 404),
-    (InvalidRequest, 400),
+    (InvalidRequest, 409),
     (Conflict, 409),
     (StoreUnavailable, 503),
     (ActuatorError, 503),

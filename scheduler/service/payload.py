@@ -3,6 +3,10 @@
 Pure: bytes in, frozen values or a ``PayloadError`` naming the offending field out.
 Unknown fields are refused too: the shape is pinned by ``version: "4"``, and a
 sender that drifts from it is told so (400) instead of being half-understood.
+Label names are not checked: only ``action``, ``pool`` and ``alertname`` are
+read, and Alertmanager 0.27 accepts any UTF-8 name; refusing one would drop an
+alert. What is accepted is what the OpenAPI document says
+(``routes.ALERTMANAGER_V4``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ _FINGERPRINT = re.compile(r"^[0-9a-f]{1,64}$")
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$"
 )
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,8 @@ def _check_keys(obj: dict[str, Any], allowed: Mapping[str, type], required: tupl
                 raise PayloadError(f"{path}{k}: longer than {MAX_STRING} characters")
 
 
-def _string_map(obj: dict[str, Any], path: str, *, labels: bool) -> dict[str, str]:
+def _string_map(obj: dict[str, Any], path: str) -> dict[str, str]:
     for k, v in obj.items():
-        if labels and not _LABEL_NAME.match(k):
-            raise PayloadError(f"{path}.{k}: not a valid label name")
         if not isinstance(v, str):
             raise PayloadError(f"{path}.{k}: must be a string, got {_json_type(v)}")
         if len(v) > MAX_STRING:
@@ -174,8 +175,8 @@ def parse_notification(body: bytes) -> Notification:
     if doc.get("truncatedAlerts", 0) < 0:
         raise PayloadError("truncatedAlerts: must be >= 0")
     for k in ("groupLabels", "commonLabels"):
-        _string_map(doc.get(k, {}), k, labels=True)
-    _string_map(doc.get("commonAnnotations", {}), "commonAnnotations", labels=False)
+        _string_map(doc.get(k, {}), k)
+    _string_map(doc.get("commonAnnotations", {}), "commonAnnotations")
     alerts = doc["alerts"]
     if not alerts:
         raise PayloadError("alerts: must not be empty")
@@ -191,8 +192,8 @@ def parse_notification(body: bytes) -> Notification:
             raise PayloadError(f"{p}.status: must be firing or resolved, got {a['status'][:20]!r}")
         if not _FINGERPRINT.match(a["fingerprint"]):
             raise PayloadError(f"{p}.fingerprint: must be lowercase hex")
-        labels = _string_map(a["labels"], f"{p}.labels", labels=True)
-        _string_map(a.get("annotations", {}), f"{p}.annotations", labels=False)
+        labels = _string_map(a["labels"], f"{p}.labels")
+        _string_map(a.get("annotations", {}), f"{p}.annotations")
         starts = parse_time_ns(a["startsAt"], f"{p}.startsAt")
         if "endsAt" in a:
             parse_time_ns(a["endsAt"], f"{p}.endsAt")

@@ -17,6 +17,7 @@ from typing import Any
 
 from scheduler.service.auth import Permission
 from scheduler.service.errors import PayloadError
+from scheduler.service.payload import MAX_ALERTS, MAX_STRING, parse_time_ns
 
 API = "/api/v1"
 ALERTS_PATH = f"{API}/alerts"
@@ -24,7 +25,13 @@ OPENAPI_PATH = f"{API}/openapi.json"
 
 _ID = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9._:-]+$"}
 _POOL = {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z0-9-]+$"}
-_TIME = {"type": "string", "minLength": 1, "maxLength": 40, "description": "ISO 8601 or unix s"}
+_TIME = {
+    "description": "An RFC 3339 date-time, or unix seconds",
+    "anyOf": [
+        {"type": "string", "format": "date-time", "maxLength": 40},
+        {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,6})?$"},
+    ],
+}
 _OBJECT = {"type": "object"}
 # A place in the audit chain, SEQ:HASH: a published head, or where a purge left the chain.
 _CHAIN_POINT = {"type": "string", "pattern": r"^[0-9]{1,18}:[0-9a-f]{64}$"}
@@ -60,7 +67,15 @@ SCALE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["delta_nodes"],
-    "properties": {"delta_nodes": {"type": "integer", "minimum": -1000, "maximum": 1000}},
+    "properties": {
+        "delta_nodes": {
+            "description": "Nodes to add (positive) or remove (negative); never 0",
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                {"type": "integer", "minimum": -1000, "maximum": -1},
+            ],
+        }
+    },
 }
 POLICY_PATCH = {
     "type": "object",
@@ -87,7 +102,9 @@ POLICY_PATCH = {
         "dry_run": {"type": "boolean"},
     },
 }
-_STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_TEXT = {"type": "string", "maxLength": MAX_STRING}
+_STRMAP = {"type": "object", "additionalProperties": _TEXT}
+_DATE_TIME = {"type": "string", "format": "date-time", "maxLength": 40}
 _AM_ALERT = {
     "type": "object",
     "additionalProperties": False,
@@ -96,29 +113,29 @@ _AM_ALERT = {
         "status": {"type": "string", "enum": ["firing", "resolved"]},
         "labels": _STRMAP,
         "annotations": _STRMAP,
-        "startsAt": {"type": "string", "format": "date-time"},
-        "endsAt": {"type": "string", "format": "date-time"},
-        "generatorURL": {"type": "string"},
+        "startsAt": _DATE_TIME,
+        "endsAt": _DATE_TIME,
+        "generatorURL": _TEXT,
         "fingerprint": {"type": "string", "pattern": "^[0-9a-f]{1,64}$"},
     },
 }
-# For the spec only: the webhook body is checked by scheduler.service.payload,
-# which also knows RFC 3339 and label-name rules this schema cannot express.
+# For the spec: the webhook body is checked by scheduler.service.payload, to the same
+# rules (a test holds the two together).
 ALERTMANAGER_V4 = {
     "type": "object",
     "additionalProperties": False,
     "required": ["version", "groupKey", "status", "receiver", "alerts"],
     "properties": {
         "version": {"type": "string", "enum": ["4"]},
-        "groupKey": {"type": "string"},
+        "groupKey": _TEXT,
         "truncatedAlerts": {"type": "integer", "minimum": 0},
         "status": {"type": "string", "enum": ["firing", "resolved"]},
-        "receiver": {"type": "string"},
+        "receiver": _TEXT,
         "groupLabels": _STRMAP,
         "commonLabels": _STRMAP,
         "commonAnnotations": _STRMAP,
-        "externalURL": {"type": "string"},
-        "alerts": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _AM_ALERT},
+        "externalURL": _TEXT,
+        "alerts": {"type": "array", "minItems": 1, "maxItems": MAX_ALERTS, "items": _AM_ALERT},
     },
 }
 
@@ -345,6 +362,16 @@ def _is_type(v: Any, t: str) -> bool:
 
 def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
     """Check ``value`` against the JSON Schema subset the table uses; ``PayloadError`` names the field."""
+    if "anyOf" in schema:
+        errors = []
+        for option in schema["anyOf"]:
+            try:
+                validate(value, option, path)
+                break
+            except PayloadError as e:
+                errors.append(str(e).removeprefix(f"{path}: "))
+        else:
+            raise PayloadError(f"{path}: {' or '.join(errors)}")
     t = schema.get("type")
     if t is not None and not _is_type(value, t):
         raise PayloadError(f"{path}: must be of type {t}")
@@ -357,6 +384,8 @@ def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
             raise PayloadError(f"{path}: too long")
         if "pattern" in schema and not re.search(schema["pattern"], value):
             raise PayloadError(f"{path}: must match {schema['pattern']}")
+        if schema.get("format") == "date-time":
+            parse_time_ns(value, path)  # RFC 3339, as Alertmanager and the spec write it
     if t in ("integer", "number"):
         if "minimum" in schema and value < schema["minimum"]:
             raise PayloadError(f"{path}: must be >= {schema['minimum']}")

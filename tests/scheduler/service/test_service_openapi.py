@@ -33,14 +33,14 @@ schema = schemathesis.openapi.from_dict(openapi())
 
 
 class Server:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, runtime: Any = None) -> None:
         self.loop = asyncio.new_event_loop()
         stack = make_stack()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = build_app(
             stack,
-            FakeRuntime(stack),
+            runtime or FakeRuntime(stack),
             audit_path=tmp / "audit.db",
             registry=CollectorRegistry(),
             config=ServiceConfig(
@@ -100,4 +100,44 @@ def test_api_conforms_to_its_spec(case: Any, server: Server) -> None:
         base_url=server.url,
         headers={"Authorization": f"Bearer {TOKENS[role]}"},
         checks=CHECKS,
+    )
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    from scheduler.runtime import SchedulerRuntime
+    from scheduler.sim.workload import demo_workload
+
+    tmp = tmp_path_factory.mktemp("openapi-real")
+    stack = make_stack()
+    rt = SchedulerRuntime.from_stack(
+        stack, db_path=tmp / "scheduler.db", registry=CollectorRegistry()
+    )
+    rt.seed(demo_workload(stack))
+    try:
+        with Server(tmp, rt) as s:
+            yield s
+    finally:
+        rt.close()
+
+
+@schemathesis.check
+def no_valid_request_refused(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A request the spec allows is never answered 400 (or 422): the spec says what the
+    server accepts."""
+    if case.meta is not None and case.meta.generation.mode.is_positive:
+        assert response.status_code not in (400, 422), (
+            f"{case.operation.label}: a request the spec allows was refused: {response.text[:300]}"
+        )
+    return None
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_request_the_spec_allows_is_taken(case: Any, real: Server) -> None:
+    role = "alertmanager" if case.operation.path == "/api/v1/alerts" else "admin"
+    case.call_and_validate(
+        base_url=real.url,
+        headers={"Authorization": f"Bearer {TOKENS[role]}"},
+        checks=[*CHECKS, no_valid_request_refused],
     )
