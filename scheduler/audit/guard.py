@@ -26,7 +26,7 @@ from scheduler.audit.verify import (
     Walk,
     chain_row,
     check_start,
-    rows_after,
+    raw_rows_after,
     snapshot,
     verify,
 )
@@ -103,8 +103,7 @@ class Guard:
                 if row is None or row[0] != tail.hash:
                     raise Tampered(tail.seq, f"record {tail.seq} changed after it was verified")
             walk = Walk(tail if tail.seq >= anchor.seq else anchor)
-            for r in rows_after(d, walk.at.seq):
-                walk.step(r)
+            walk.run(raw_rows_after(d, walk.at.seq))
             walk.finish(chain_row(d, "head"))
         self._tail = walk.at
 
@@ -125,10 +124,10 @@ class Guard:
             archive = self._archive()
             assert archive is not None
             with open_ro(archive) as a, snapshot(a):
-                for r in rows_after(a, walk.at.seq, limit=budget):
-                    walk.step(r)
-                    budget -= 1
-                if budget == 0:
+                before = walk.checked
+                walk.run(raw_rows_after(a, walk.at.seq, limit=budget))
+                budget -= walk.checked - before
+                if budget <= 0:
                     return
                 walk.finish(chain_row(a, "head"))
             self._sweep_in_archive = False
@@ -137,8 +136,7 @@ class Guard:
             if anchor != walk.at:
                 raise Tampered(walk.at.seq + 1, "the live log does not continue the archive")
         with open_ro(self.db) as d, snapshot(d):
-            for r in rows_after(d, walk.at.seq, upto=tail.seq, limit=budget):
-                walk.step(r)
+            walk.run(raw_rows_after(d, walk.at.seq, upto=tail.seq, limit=budget))
         if walk.at.seq >= tail.seq:
             walk.settle(linked=True)  # the tail check saw the next record link on
             if walk.at != tail:

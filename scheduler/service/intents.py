@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,13 @@ _ADDED = (
     ("source_ip", "TEXT NOT NULL DEFAULT ''"),
     ("receipt", "INTEGER NOT NULL DEFAULT 1"),
 )
+# No index on ``receipt``: it is read once, at startup, and an index would cost a write
+# per alert state and another when its flag is set.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS alerts_resolved ON alerts (pair) WHERE firing = 0;
-CREATE INDEX IF NOT EXISTS alerts_unreceipted ON alerts (id) WHERE receipt = 0;
+DROP INDEX IF EXISTS alerts_unreceipted;
 """
+RECENT_KEYS = 100_000
 LATE_FIRING = "a firing delivered after its resolved (fingerprint, startsAt): the alert is over"
 FINAL_STATES = ("done", "failed")
 
@@ -140,6 +144,8 @@ class IntentQueue:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._rlock = threading.Lock()
+        # Keys known recorded (the latest ``RECENT_KEYS``): their replays skip a look-up.
+        self._recent: OrderedDict[str, None] = OrderedDict()
         self._checkpointer = Checkpointer(self.path)
         try:
             self._db = _connect(self.path, busy_timeout)
@@ -218,6 +224,11 @@ class IntentQueue:
                             ids.update(self._db.execute(_insert(len(chunk)), _flat(chunk)).fetchall())  # fmt: skip
             except sqlite3.Error as e:
                 raise IntentStoreUnavailable(f"intent queue {self.path}: {e}") from e
+            for intents, _ in batches:
+                for it in intents:
+                    self._recent[it.key] = None
+            while len(self._recent) > RECENT_KEYS:
+                self._recent.popitem(last=False)
         out = []
         for intents, _ in batches:
             new = []
@@ -237,7 +248,13 @@ class IntentQueue:
         Alertmanager peers in HA and late retries deliver states out of order; a firing
         acted on after its resolved would leave the pool "firing" for ever.
         """
-        firing = {it.pair for intents, _ in batches for it in intents if it.firing and it.pair}
+        # A key recorded already is a replay: nothing of it is inserted, nothing to look up.
+        firing = {
+            it.pair
+            for intents, _ in batches
+            for it in intents
+            if it.firing and it.pair and it.key not in self._recent
+        }
         if not firing:
             return set()
         resolved: set[str] = set()
@@ -342,6 +359,7 @@ class IntentQueue:
         A replay of a pruned state would act again, so callers keep far longer
         than Alertmanager ever resends (its repeat_interval).
         """
+        self._recent.clear()  # pruned keys are new again
         ((n, _),) = self._transaction(
             [
                 (
