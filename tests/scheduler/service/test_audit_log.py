@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tamper_kit import SCENARIOS, Scenario, StepClock, fill
+from tamper_kit import StepClock as Clock
 
 from scheduler.audit import (
     AuditEntry,
@@ -25,15 +26,6 @@ from scheduler.audit import (
     parse_time,
     verify,
 )
-
-
-class Clock:
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        self.t += 1.0
-        return self.t
 
 
 def entry(i: int, user: str = "alice", op: str = "jobs.submit") -> AuditEntry:

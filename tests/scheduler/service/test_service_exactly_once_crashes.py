@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_testkit import am_alert, notification
-from test_service_crash import Server
+from test_service_crash import Server, deliver
 
 from scheduler.audit import verify
 
@@ -72,27 +71,8 @@ def _request(op: tuple[Any, ...]) -> tuple[str, str, str, Any]:
 
 
 def _send(server: Server, op: tuple[Any, ...], kill_after: float | None) -> None:
-    """Until an answer that is not a crash or a 503 (a retried API call may then find its
-    first attempt went through: 404 or 409 is an answer too)."""
     method, path, role, body = _request(op)
-    for _ in range(10):
-        if not server.alive():
-            server.start()
-        timer = None
-        if kill_after is not None:
-            timer = threading.Timer(kill_after, server.kill)
-            timer.start()
-            kill_after = None
-        try:
-            status, _ = server.call(method, path, role, body)
-        except OSError:
-            status = 0
-        if timer is not None:
-            timer.join()
-        if status not in (0, 503):
-            assert status in (200, 404, 409), (op, status)
-            return
-    raise AssertionError(f"{op} never answered")
+    deliver(server, body, kill_after, method=method, path=path, role=role, answers=(404, 409))
 
 
 def _check_books(state: Path) -> None:
