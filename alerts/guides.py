@@ -271,8 +271,8 @@ GUIDES: dict[str, Guide] = {
             "someone who can write the scheduler's disk could change them unseen."
         ),
         automatic=(
-            "The scheduler retries with backoff (novabrain_audit_forward_failures_total counts "
-            "the failures) and resumes from its persisted cursor: nothing is lost while it waits."
+            "The scheduler retries with backoff (its forward-failures counter counts them) "
+            "and resumes from its persisted cursor: nothing is lost while it waits."
         ),
         not_helped=(
             "Check the collector at audit.forward's address (is it up, does it accept TCP from "

@@ -2,7 +2,7 @@
 
 * ``NovabrainAuditChainTampered`` (critical): the scheduler's background
   verifier found a record changed, deleted or out of place
-  (``novabrain_audit_chain_verified`` is 0). It pages at once: evidence is
+  (``AUDIT_CHAIN_VERIFIED`` is 0). It pages at once: evidence is
   being destroyed, and the log line ``audit log TAMPERED at record N`` says
   where.
 * ``NovabrainAuditForwardingBehind`` (warning): records published as the

@@ -3,10 +3,10 @@
 On a thread of its own, every ``audit_verify_interval_seconds``, the guard
 (``scheduler.audit.guard``) verifies the records appended since its last
 pass and a slice of the whole chain again; it sets
-``novabrain_audit_chain_verified`` (1, or 0 once tampering is found: the
+``AUDIT_CHAIN_VERIFIED`` (1, or 0 once tampering is found: the
 generated alert ``NovabrainAuditChainTampered`` pages) and the last verified
 sequence number. Every ``audit_publish_interval_seconds`` it publishes the
-verified head: the metric ``novabrain_audit_head_seq`` and a log line
+verified head: the metric ``AUDIT_HEAD_SEQ`` and a log line
 ``audit head SEQ:HASH`` for an off-box collector to keep, the value ``novabrain
 audit verify --expect-head`` takes. A second thread forwards each record off
 the box (``scheduler.audit.forward``) when the stack asks for it.

@@ -1,5 +1,5 @@
 """Editing the audit database under a running scheduler pages: the background verifier finds
-it, ``novabrain_audit_chain_verified`` drops to 0, and the generated alert fires in a real
+it, ``AUDIT_CHAIN_VERIFIED`` drops to 0, and the generated alert fires in a real
 Prometheus loaded with the generated rule file. The head it published before verifies the
 untouched log from outside, and no longer verifies the edited one."""
 
