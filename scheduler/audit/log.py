@@ -17,7 +17,6 @@ live log then verify as one chain (``verify(db, archive=...)``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import threading
@@ -41,6 +40,7 @@ from scheduler.audit.schema import (
     MAX_ROWS,
     MOVED,
     NO_DELETE,
+    PURGE_OPS,
     RECEIPT_OPS,
     REFERENCES,
     SCHEMA,
@@ -48,13 +48,12 @@ from scheduler.audit.schema import (
     TRIGGERS,
     connect,
     insert_sql,
+    open_ro,
     query_records,
 )
 from scheduler.audit.verify import ChainPoint
 from scheduler.store.transaction import immediate
 from scheduler.store.wal import Checkpointer
-
-PURGE = "audit.purge"  # the record a purge leaves: where the chain now starts
 
 
 class AuditLog:
@@ -267,20 +266,23 @@ class AuditLog:
 
     def purged_through(self) -> ChainPoint | None:
         """Where the latest purge left the chain starting, as its ``audit.purge`` record says
-        (looked for in the live log, then in the archive)."""
-        sql = "SELECT params FROM audit WHERE operation = ? ORDER BY seq DESC LIMIT 1"
-        with self._lock:
+        (looked for in the live log, then in the archive). Reads on connections of its
+        own, through a small index: the background verifier asks on every sweep, and must
+        neither scan the log nor hold up the writers."""
+        for path in (self.path, self.archive_path):
+            if path is None or not path.exists():
+                continue
             try:
-                row = self._db.execute(sql, (PURGE,)).fetchone()
-                if row is None and self.archive_path is not None and self.archive_path.exists():
-                    with contextlib.closing(connect(self.archive_path, 5.0)) as arch:
-                        row = arch.execute(sql, (PURGE,)).fetchone()
+                with open_ro(path) as db:
+                    row = db.execute(
+                        f"SELECT params FROM audit WHERE {PURGE_OPS} ORDER BY seq DESC LIMIT 1"  # noqa: S608
+                    ).fetchone()
             except sqlite3.Error as e:
-                raise AuditUnavailable(f"audit log {self.path}: {e}") from e
-        if row is None:
-            return None
-        p = json.loads(row[0])
-        return ChainPoint(int(p["through_seq"]), str(p["through_hash"]))
+                raise AuditUnavailable(f"audit log {path}: {e}") from e
+            if row is not None:
+                p = json.loads(row[0])
+                return ChainPoint(int(p["through_seq"]), str(p["through_hash"]))
+        return None
 
     def archive(self, before: float, archive_path: Path) -> int:
         """Move the oldest records (the chain prefix older than ``before``) to ``archive_path``.
@@ -293,7 +295,7 @@ class AuditLog:
             try:
                 arch = connect(Path(archive_path), 5.0)
                 try:
-                    arch.executescript(SCHEMA + TRIGGERS)
+                    arch.executescript(SCHEMA + TRIGGERS + REFERENCES)
                     a_seq, a_hash = arch.execute(
                         "SELECT seq, hash FROM chain WHERE name = 'head'"
                     ).fetchone()

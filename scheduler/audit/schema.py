@@ -59,11 +59,14 @@ TRIGGERS = "\n".join((NO_UPDATE, NO_DELETE, CONTINUES, MOVES_HEAD))
 # and alert receipts a crash kept out of the log (only those records are indexed).
 DECISION_OPS = "operation GLOB 'decision.*'"
 RECEIPT_OPS = "operation IN ('alert.queued', 'alert.ignored')"
+PURGE = "audit.purge"  # the record a purge leaves: where the chain now starts
+PURGE_OPS = f"operation = '{PURGE}'"
 REFERENCES = f"""
 CREATE INDEX IF NOT EXISTS audit_decision ON audit (json_extract(params, '$.decision'))
     WHERE {DECISION_OPS};
 CREATE INDEX IF NOT EXISTS audit_receipt ON audit (json_extract(params, '$.key'))
     WHERE {RECEIPT_OPS};
+CREATE INDEX IF NOT EXISTS audit_purge ON audit (seq) WHERE {PURGE_OPS};
 """
 
 

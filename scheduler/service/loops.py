@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from scheduler.audit import AuditEntry, AuditError, AuditLog, AuditUnavailable
-from scheduler.audit.log import PURGE
+from scheduler.audit.schema import PURGE
 from scheduler.core.errors import SchedulerError, StoreUnavailable
 from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.caller import Runtime, RuntimeCaller

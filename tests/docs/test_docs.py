@@ -16,8 +16,8 @@ from deploy.stack import ACTIONS, Stack
 from exporters.catalog import ALL, MetricKind
 from scheduler.audit.export import FORMULA_STARTS
 from scheduler.audit.guard import SWEEP_BATCH
-from scheduler.audit.log import PURGE
 from scheduler.audit.records import FIELDS
+from scheduler.audit.schema import PURGE
 from scheduler.runtime import SchedulerRuntime
 from scheduler.service.config import ServiceConfig
 from scheduler.service.denials import DEFAULT_WINDOW_SECONDS, MAX_GROUPS
