@@ -23,6 +23,7 @@ May call: ``model``, ``errors`` and ``ordering`` (work lost) only.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Iterator
 
@@ -83,6 +84,7 @@ class Job:
         "preempted_for",
         "preemptible",
         "preemptions",
+        "preemptions_total",
         "previewed",
         "progress",
         "queue_ticket",
@@ -117,11 +119,12 @@ class Job:
         # placement: the current run, and the failed-plan memo of the current wait
         self.started_at: float | None = None
         self.gpu_ids: list[str] = []
-        self.run_ticket = -1  # ticket of the current run: timers of older runs are stale
+        self.run_ticket = -1  # ticket of the current run (-1: none): timers of other runs are stale
         self.plan_failed_at: tuple[int, float] | None = None
         # preemption: as a victim and as a preemptor
         self.resume_count = 0
         self.preemptions: list[float] = []  # when it was preempted, inside the budget window
+        self.preemptions_total = 0  # how often it was preempted in its whole life
         self.lost = 0.0
         self.held: list[str] = []  # GPUs freed by preemption and held for it
         self.pending_victims: set[str] = set()
@@ -185,6 +188,7 @@ class Job:
             elastic=self.elastic,
             reservation=self.reservation,
             correlation_id=self.correlation_id,
+            preemptions_total=self.preemptions_total,
         )
 
 
@@ -242,6 +246,18 @@ class RunTimers:
     def set(self, job: Job, at: float) -> None:
         heapq.heappush(self._heap, (at, job.run_ticket, job.id))
 
+    def next_at(self) -> float:
+        """When the soonest timer of a current run is due (``inf``: none); drops stale ones on the way."""
+        heap = self._heap
+        jobs = self._jobs
+        while heap:
+            at, run_ticket, job_id = heap[0]
+            job = jobs.get(job_id)
+            if job is not None and job.run_ticket == run_ticket:
+                return at
+            heapq.heappop(heap)
+        return math.inf
+
     def due(self, now: float) -> Iterator[Job]:
         """The jobs whose timer for their current run is due by ``now``, soonest first."""
         heap = self._heap
@@ -298,6 +314,10 @@ class Cluster:
         pool = self.pools[g.pool]
         pool.free[g.uuid] = None
         pool.nodes.setdefault(g.node, []).append(g.uuid)
+
+    def preempts_owners(self, pool: Pool) -> bool:
+        """Whether ``pool`` takes lower classes' own GPUs by preemption (else it only reclaims)."""
+        return pool.priority >= self.top_priority or self.policy.lower_classes_preempt
 
     def borrows(self, job: Job) -> bool:
         """Whether the job runs on another pool's GPUs."""

@@ -24,8 +24,10 @@ only those below it; ``|`` separates siblings that may not import each other:
     fit | guards                which idle GPUs; may this job be preempted now
     cluster                     GPU, pool and job records; claim accounting
     decisions                   the cycle of a call; decision numbering
-    ordering | windows | alerts victim order and effective priority; reservation
-                                windows; alert actions and deliveries seen
+    ordering | windows | alerts | capacity
+                                victim order and effective priority; reservation
+                                windows; alert actions and deliveries seen; the
+                                queueing model that turns load into GPUs
     model | errors              the values in and out; the exception tree
 
 Data structures are sized for thousands of GPUs and tens of thousands of jobs:
@@ -39,6 +41,7 @@ May call: every module below it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -62,6 +65,7 @@ from scheduler.core.model import (
     ReservationView,
     Result,
 )
+from scheduler.core.ordering import VICTIM_ORDERS
 from scheduler.core.persistence import Persistence
 from scheduler.core.placement import Placement
 from scheduler.core.preemption import Preemption
@@ -112,6 +116,7 @@ class Scheduler:
         )
         # Time-driven progress, in this order (like KAI-Scheduler's action order).
         self._tick_steps: tuple[Callable[[Cycle], None], ...] = (
+            self._promote,  # jobs the guards let go by now join the victim index
             self._preemption.expire,  # victims past their grace period let go
             self._jobs.complete_due,  # jobs done with their work leave
             self._reservations.step,  # windows end; windows start draining
@@ -124,6 +129,11 @@ class Scheduler:
     def _begin(self) -> Cycle:
         """A public call starts: the one read of the clock it makes."""
         return Cycle(self._clock(), self._numbering, dry_run=self._cluster.policy.dry_run)
+
+    def _promote(self, cycle: Cycle) -> None:
+        # Every plan files them first anyway; done here too so that a due maturity is
+        # consumed by the tick it woke, whether or not that tick plans.
+        self._victims.promote(cycle.now)
 
     def _forget(self, cycle: Cycle) -> None:
         self._guards.forget(cycle.now)
@@ -150,7 +160,10 @@ class Scheduler:
             if k not in known:
                 raise InvalidRequest(f"unknown policy field {k!r}")
             current_value = getattr(old, k)
-            if isinstance(current_value, bool):
+            if isinstance(current_value, str):
+                if v not in VICTIM_ORDERS:
+                    raise InvalidRequest(f"{k} must be one of {', '.join(VICTIM_ORDERS)}")
+            elif isinstance(current_value, bool):
                 if not isinstance(v, bool):
                     raise InvalidRequest(f"{k} must be true or false")
             elif isinstance(current_value, int):
@@ -164,8 +177,8 @@ class Scheduler:
         new = self._cluster.policy = replace(old, **typed)
         self._cluster.capacity_epoch += 1
         cycle = self._begin()  # after the change: its decision carries the new dry_run
-        if self._guards.index_fields & set(changes):
-            # The guards decide when jobs become candidates: file everyone again.
+        if (self._guards.index_fields | VictimIndex.policy_fields) & set(changes):
+            # The guards decide when jobs become candidates, the order where: file everyone again.
             for job in self._cluster.jobs.values():
                 if job.state is JobState.RUNNING:
                     self._victims.remove(job)
@@ -275,6 +288,36 @@ class Scheduler:
         for step in self._tick_steps:
             step(cycle)
         return cycle.out
+
+    def next_wakeup(self) -> float:
+        """The earliest time at which ``tick`` may decide something (``inf``: nothing pending).
+
+        The soonest of: now, if the last placement pass left work a next pass would do
+        (GPUs freed or jobs requeued during it, a pool's look-ahead used up); a victim's
+        grace period ends, a job's work is done, a job the
+        guards held back becomes a victim, a reversal refusal runs out, a reservation
+        window drains or ends, a pool's bursts go back, a scaling timer runs out. A time
+        at or before now means a tick is due. Between these instants, and calls that
+        bring news (submit, alert, ack, checkpoint, cancel, add_node), ``tick`` decides
+        nothing, so an event-driven caller (the trace replay) ticks only then instead of
+        every few seconds. Effective priorities grow with waiting time, but they only
+        order work that something else makes possible. Read-only (stale timers aside):
+        what is due stays due until a tick takes it. What a tick itself makes due at
+        its own instant (a job requeued by its placement after its scaling step looked)
+        waits for the next tick, as it does in the service, whose heartbeat ticks every
+        half second; an autoscaled node's idle time starts when a tick first sees it idle.
+        """
+        now = self._clock()
+        return min(
+            now if self._placement.unsettled else math.inf,
+            self._preemption.next_expiry(),
+            self._jobs.next_completion(),
+            self._victims.next_maturity(),
+            self._guards.next_lapse(),
+            self._reservations.next_edge,
+            self._rebalance.next_return(),
+            self._scaling.next_step(now),
+        )
 
     # ------------------------------------------------------------------ views
 

@@ -26,6 +26,7 @@ May call: ``cluster`` (the job records), ``model``.
 
 from __future__ import annotations
 
+import heapq
 import math
 from typing import Protocol
 
@@ -118,19 +119,34 @@ class Budget(_Stateless):
 
 class NoReversal:
     name = "no_reversal"
-    policy_fields = frozenset({"cycle_window_seconds"})
+    policy_fields = frozenset({"cycle_window_seconds", "cycle_guard"})
     pairwise = True
 
     def __init__(self) -> None:
         self.pairs: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
         self.refusals: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> first refused
         self.refused_count = 0  # reversals refused (each pair counted once)
+        # When refusals given so far run out: a plan refused before may succeed then.
+        self._lapses: list[float] = []
+        self._lapse_set: set[float] = set()
 
     def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
         # Refuse preempting ``victim`` for ``preemptor`` if ``preemptor`` itself was
         # recently preempted for ``victim``.
+        if not policy.cycle_guard:
+            return -math.inf
         at = None if preemptor is None else self.pairs.get((preemptor, victim.id))
-        return -math.inf if at is None else at + policy.cycle_window_seconds
+        if at is None:
+            return -math.inf
+        lapse = at + policy.cycle_window_seconds
+        if lapse > now and lapse not in self._lapse_set:
+            self._lapse_set.add(lapse)
+            heapq.heappush(self._lapses, lapse)
+        return lapse
+
+    def next_lapse(self) -> float:
+        """When the soonest refusal given so far runs out (``inf``: none; past ones go at a tick)."""
+        return self._lapses[0] if self._lapses else math.inf
 
     def preempted(self, victim: Job, preemptor: str, now: float) -> None:
         self.pairs[(victim.id, preemptor)] = now
@@ -141,6 +157,9 @@ class NoReversal:
             self.refused_count += 1
 
     def forget(self, now: float, policy: PolicySpec) -> None:
+        lapses = self._lapses
+        while lapses and lapses[0] <= now:
+            self._lapse_set.discard(heapq.heappop(lapses))
         window = policy.cycle_window_seconds
         if len(self.pairs) > REMEMBERED_PAIRS:
             self.pairs = {k: t for k, t in self.pairs.items() if now - t < window}
@@ -189,3 +208,7 @@ class Guards:
         policy = self._cluster.policy
         for g in self.all:
             g.forget(now, policy)
+
+    def next_lapse(self) -> float:
+        """When a pairwise refusal given so far runs out (the others mature in the victim index)."""
+        return self.reversal.next_lapse()

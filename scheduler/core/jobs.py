@@ -81,6 +81,10 @@ class Jobs:
         """The current run of ``job`` completes its work at ``at``."""
         self._ends.set(job, at)
 
+    def next_completion(self) -> float:
+        """When the soonest running job's work is done (``inf``: none)."""
+        return self._ends.next_at()
+
     def complete_due(self, cycle: Cycle) -> None:
         """Jobs whose work is done by now complete (a tick step)."""
         for job in self._ends.due(cycle.now):
@@ -160,6 +164,7 @@ class Jobs:
                 preemptor.pending_victims.discard(job.id)
             job.preempted_for = None
         job.deadline = None
+        job.run_ticket = -1  # no run any more: its timers are stale
         job.state = state
         pool.elastic.pop(job.id, None)
         cluster.dirty.add(job.id)

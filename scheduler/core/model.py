@@ -138,6 +138,11 @@ class PolicySpec:
     # Not in the stack file yet: a pool whose oldest waiting job has waited this
     # long asks for a node (the Cluster Autoscaler's "pending pod" signal).
     scale_up_wait_seconds: float = 60.0
+    # Not in the stack file: the simulator's "naive" policy (a plain priority
+    # scheduler) runs through this same core with these changed.
+    victim_order: str = "least_work_lost"  # or "newest_first" (ordering.VICTIM_ORDERS)
+    cycle_guard: bool = True  # False: no NoReversal guard
+    lower_classes_preempt: bool = False  # True: every class preempts lower classes' owners
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,8 @@ class JobView:
     elastic: bool  # a rebalance burst: returned once the pool is stable again
     reservation: str | None
     correlation_id: str = ""
+    # How often it was preempted in its whole life (``preemptions`` keeps only the budget window).
+    preemptions_total: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -308,6 +315,7 @@ class JobView:
             "elastic": self.elastic,
             "reservation": self.reservation,
             "correlation_id": self.correlation_id,
+            "preemptions_total": self.preemptions_total,
         }
 
 

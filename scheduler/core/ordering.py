@@ -17,6 +17,11 @@ properties of ``victim_key`` that any change to it must keep: it orders by work
 lost (criterion 3) monotonically, and the other criteria depend on nothing that
 changes while a job runs.
 
+``newest_first_key`` is the other order a policy may choose (``PolicySpec.victim_order``):
+what a plain priority scheduler does, blind to checkpoints (borrowers first, lower
+class first, then the most recently started). ``key_for`` names the one in force;
+both keep the two properties above.
+
 ``effective_priority`` is Slurm's age factor on top of the class priority.
 
 Owns: nothing (pure functions).
@@ -25,7 +30,7 @@ May call: nothing in the core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 
@@ -46,11 +51,23 @@ class Candidate(NamedTuple):
 
 
 VictimKey = tuple[bool, int, float, int, float, str]
+KeyFn = Callable[[Candidate, int], VictimKey]
+VICTIM_ORDERS = ("least_work_lost", "newest_first")
 
 
 def victim_key(c: Candidate, need: int) -> VictimKey:
     """Sort key: smaller sorts first, i.e. is preempted first."""
     return (not c.borrower, c.priority, c.work_lost, -min(c.gpus, need), -c.started_at, c.job_id)
+
+
+def newest_first_key(c: Candidate, need: int) -> VictimKey:
+    """A plain priority scheduler's order: borrowers, lower class, then newest first, work be lost."""
+    return (not c.borrower, c.priority, -c.started_at, -min(c.gpus, need), c.work_lost, c.job_id)
+
+
+def key_for(order: str) -> KeyFn:
+    """The victim order named ``order`` (one of ``VICTIM_ORDERS``); read at call time."""
+    return newest_first_key if order == "newest_first" else victim_key
 
 
 def index_key(
@@ -61,6 +78,7 @@ def index_key(
     gpus: int,
     started_at: float,
     at_risk_since: float | None,
+    key: KeyFn | None = None,
 ) -> VictimKey:
     """``victim_key`` of a running job as the victim index files it: the same at every instant.
 
@@ -73,12 +91,16 @@ def index_key(
     instant, and the index never re-sorts a bucket.
     """
     lost = 0.0 if at_risk_since is None else -at_risk_since
-    return victim_key(Candidate(job_id, borrower, priority, lost, gpus, started_at), gpus)
+    order = victim_key if key is None else key
+    return order(Candidate(job_id, borrower, priority, lost, gpus, started_at), gpus)
 
 
-def order_victims(candidates: Iterable[Candidate], need: int) -> list[Candidate]:
-    """Candidates in the order they are preempted to free ``need`` GPUs."""
-    return sorted(candidates, key=lambda c: victim_key(c, need))
+def order_victims(
+    candidates: Iterable[Candidate], need: int, key: KeyFn | None = None
+) -> list[Candidate]:
+    """Candidates in the order they are preempted to free ``need`` GPUs (``key``: victim_key)."""
+    order = victim_key if key is None else key
+    return sorted(candidates, key=lambda c: order(c, need))
 
 
 def work_lost(

@@ -171,6 +171,7 @@ class Persistence:
         job.checkpoint_progress = v.checkpoint_progress_seconds
         job.resume_count = v.resume_count
         job.preemptions = list(v.preemptions)
+        job.preemptions_total = max(v.preemptions_total, len(v.preemptions))
         job.lost = v.gpu_seconds_lost
         job.preempted_for = v.preempted_for
         job.deadline = v.deadline

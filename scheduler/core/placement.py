@@ -53,9 +53,31 @@ class Placement:
         self._victims = victims
         self._jobs = jobs
         self._preemption = preemption
+        # The last pass left work that another pass at the same instant could do: GPUs
+        # were freed or jobs requeued during it (after their pools were looked at), a
+        # job started after a plan had failed (a victim that plan did not see), or a pool
+        # placed as many jobs as it looks ahead. The next tick finishes it.
+        self.unsettled = False
+        self._cut_short = False
+        self._placed = 0  # jobs placed so far (a pass compares counts)
+        self._placed_at_block: int | None = None  # ... when its first plan failed
 
     def schedule(self, cycle: Cycle) -> None:
         """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
+        cluster = self._cluster
+        epoch, ticket = cluster.capacity_epoch, cluster.tickets
+        self._cut_short = False
+        self._placed_at_block = None
+        self._pass(cycle)
+        blocked_at = self._placed_at_block
+        self.unsettled = (
+            self._cut_short
+            or cluster.capacity_epoch != epoch
+            or self._queues.last_enqueued > ticket
+            or (blocked_at is not None and self._placed > blocked_at)
+        )
+
+    def _pass(self, cycle: Cycle) -> None:
         now = cycle.now
         queues = self._queues
         order = []
@@ -69,10 +91,14 @@ class Placement:
         for *_, pool in order:
             if not pool.free:
                 continue
-            for job in queues.first(pool, self._look_ahead(pool)):
+            limit = self._look_ahead(pool)
+            seen = placed = 0
+            for job in queues.first(pool, limit):
                 if not pool.free:
                     break
-                self.try_place(job, cycle, own_only=True)
+                seen += 1
+                placed += self.try_place(job, cycle, own_only=True)
+            self._cut_short |= placed > 0 and seen >= limit
             queues.compact(pool)
         for *_, pool in order:
             self._admit(pool, cycle)
@@ -124,6 +150,7 @@ class Placement:
         job.plan_failed_at = None
         job.run_ticket = cluster.next_ticket()
         pool.running_gpus += job.gpus
+        self._placed += 1
         self._victims.add(job, now)
         if job.duration is not None:
             self._jobs.ends_at(job, now + max(0.0, job.duration - job.progress))
@@ -180,7 +207,10 @@ class Placement:
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
         # not fit, no later job of n or more (holding nothing) will: skip the try.
         unfit = math.inf
-        for job in self._queues.first(pool, self._look_ahead(pool)):
+        limit = self._look_ahead(pool)
+        seen = 0
+        for job in self._queues.first(pool, limit):
+            seen += 1
             if job.held or job.gpus < unfit:
                 if self.try_place(job, cycle):
                     placed = True
@@ -195,9 +225,11 @@ class Placement:
                 pool.plan_failed_at == mark and need >= pool.plan_failed_need
             ):
                 blocked += 1
+                self._blocked()
             elif cluster.policy.dry_run:
                 self._preemption.preview(job, cycle)
                 blocked += 1
+                self._blocked()
             else:
                 cause = (
                     Cause.RESERVATION
@@ -210,14 +242,20 @@ class Placement:
                     if pool.plan_failed_at != mark or need < pool.plan_failed_need:
                         pool.plan_failed_at, pool.plan_failed_need = mark, need
                     blocked += 1
+                    self._blocked()
                 else:
                     self._preemption.commit(plan, job, cause, cycle)
                     if self.try_place(job, cycle):
                         placed = True
             if blocked >= BLOCKED_LOOKAHEAD:
                 break
+        self._cut_short |= placed and seen >= limit
         if placed:
             self._queues.compact(pool)
+
+    def _blocked(self) -> None:
+        if self._placed_at_block is None:
+            self._placed_at_block = self._placed
 
     def _look_ahead(self, pool: Pool) -> int:
         """How far down ``pool``'s queue a pass looks."""

@@ -12,7 +12,7 @@ and it is requeued to resume from its checkpoint (``release``). In a dry run,
 ``preview`` records once what would be preempted and changes nothing.
 
 Owns: the grace deadlines (by run ticket); as victims, ``Job.state`` (preempting),
-``Job.deadline``, ``Job.preempted_for``, ``Job.preemptions``, ``Job.lost``,
+``Job.deadline``, ``Job.preempted_for``, ``Job.preemptions`` (and ``preemptions_total``), ``Job.lost``,
 ``Job.progress`` and ``Job.resume_count``; as preemptors, ``Job.pending_victims``
 and ``Job.held`` (through the cluster's holds); ``Pool.lost``.
 May call: ``jobs``, ``queues``, ``victims``, ``guards``, ``fit``, ``cluster``, ``decisions``.
@@ -165,6 +165,10 @@ class Preemption:
             if job.state is JobState.PREEMPTING:
                 self.release(job, Cause.GRACE, cycle)
 
+    def next_expiry(self) -> float:
+        """When the soonest grace period of a current victim ends (``inf``: none)."""
+        return self._deadlines.next_at()
+
     def watch(self, victim: Job) -> None:
         """Expire ``victim``'s grace period at its deadline (for a victim restored from the store)."""
         assert victim.deadline is not None
@@ -174,9 +178,8 @@ class Preemption:
         """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``."""
         cluster = self._cluster
         # Only the top class takes owners' GPUs from lower classes; others reclaim their own.
-        lower = (
-            cluster.pools[victim.pool].priority < pool.priority
-            and pool.priority >= cluster.top_priority
+        lower = cluster.pools[victim.pool].priority < pool.priority and cluster.preempts_owners(
+            pool
         )
         out = []
         for u in victim.gpu_ids:
@@ -211,6 +214,7 @@ class Preemption:
         victim.deadline = now + victim.grace
         victim.preempted_for = preemptor.id
         victim.preemptions.append(now)
+        victim.preemptions_total += 1
         horizon = now - cluster.policy.preemption_budget_window_seconds
         victim.preemptions = [t for t in victim.preemptions if t > horizon]
         self._guards.preempted(victim, preemptor.id, now)
@@ -245,15 +249,18 @@ class Preemption:
         for u in gpu_ids:
             cluster.let_go(cluster.gpus[u])
         victim.gpu_ids = []
+        victim.run_ticket = -1  # the run is over: its timers are stale
         victim.lost += lost
         cluster.pools[victim.pool].lost += lost
-        has_checkpoint = (
-            victim.checkpointable
-            and victim.last_checkpoint is not None
-            and victim.last_checkpoint >= victim.started_at
+        # A checkpointing job resumes from its last checkpoint, whichever run saved it: one
+        # resumed and preempted again before its next checkpoint keeps the earlier one
+        # (its work lost is this run's, as ``work_lost`` counts). A job that cannot
+        # checkpoint restarts from zero (its checkpoint progress is always 0).
+        has_checkpoint = victim.checkpointable and (
+            victim.checkpoint_progress > 0
+            or (victim.last_checkpoint is not None and victim.last_checkpoint >= victim.started_at)
         )
-        victim.progress = victim.checkpoint_progress if has_checkpoint else 0.0
-        victim.checkpoint_progress = victim.progress
+        victim.progress = victim.checkpoint_progress if victim.checkpointable else 0.0
         victim.started_at = None
         victim.last_checkpoint = None
         victim.deadline = None

@@ -8,7 +8,7 @@ Across pools, waiting jobs compete by effective priority: the pool's class plus 
 age bonus (``ordering.effective_priority``, Slurm's age factor).
 
 Owns: each pool's deque of entries and its counters (``Pool.queue``, ``waiting``,
-``waiting_gpus``); ``Job.queue_ticket`` and ``Job.queued_at``; on every enqueue it clears the
+``waiting_gpus``), the ticket of the latest entry; ``Job.queue_ticket`` and ``Job.queued_at``; on every enqueue it clears the
 memos of the job's previous wait (``Job.plan_failed_at``, ``Job.previewed``).
 May call: ``cluster``, ``ordering``.
 """
@@ -25,12 +25,13 @@ from scheduler.core.ordering import effective_priority
 class Queues:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
+        self.last_enqueued = 0  # the ticket of the latest entry (a pass sees what came during it)
 
     def enqueue(self, job: Job, state: JobState, now: float) -> None:
         """``job`` starts waiting at ``now`` (queued, or requeued after preemption)."""
         job.state = state
         job.queued_at = now
-        job.queue_ticket = self._cluster.next_ticket()
+        job.queue_ticket = self.last_enqueued = self._cluster.next_ticket()
         job.plan_failed_at = None
         job.previewed = False
         pool = self._cluster.pools[job.pool]

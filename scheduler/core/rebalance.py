@@ -14,6 +14,8 @@ May call: ``placement``, ``preemption``, ``jobs``, ``queues``, ``cluster``, ``de
 
 from __future__ import annotations
 
+import math
+
 from scheduler.core.cluster import Cluster, Pool
 from scheduler.core.decisions import Cycle
 from scheduler.core.jobs import Jobs
@@ -73,6 +75,18 @@ class Rebalance:
         self._grow(pool, gpus, correlation_id, Cause.MANUAL, cycle)
         if not pool.firing and pool.elastic:
             pool.resolved_at = cycle.now  # no alert to wait for: the return timer starts now
+
+    def next_return(self) -> float:
+        """When the soonest pool stable since its alert resolved gives its bursts back (``inf``: none)."""
+        stable = self._cluster.policy.return_stabilization_seconds
+        return min(
+            (
+                p.resolved_at + stable
+                for p in self._cluster.pools.values()
+                if p.resolved_at is not None and not p.firing
+            ),
+            default=math.inf,
+        )
 
     def return_due(self, cycle: Cycle) -> None:
         """Pools stable long enough since their alert resolved give their bursts back (a tick step)."""

@@ -12,6 +12,8 @@ May call: ``jobs``, ``queues``, ``cluster``, ``windows``, ``decisions``.
 
 from __future__ import annotations
 
+import math
+
 from scheduler.core.cluster import Cluster
 from scheduler.core.decisions import Cycle
 from scheduler.core.jobs import Jobs
@@ -22,11 +24,12 @@ from scheduler.core.model import (
     JobKind,
     JobRequest,
     JobState,
+    ReservationSpec,
     ReservationView,
     Result,
 )
 from scheduler.core.queues import Queues
-from scheduler.core.windows import current, next_occurrence
+from scheduler.core.windows import Occurrence, current, next_occurrence, occurrences
 
 
 class Reservations:
@@ -35,13 +38,18 @@ class Reservations:
         self._queues = queues
         self._jobs = jobs
         self.holders: dict[str, str] = {}  # reservation name -> id of the job holding its window
+        # The next window edge (a drain starts, a window ends) after the last step; until a
+        # first step (or after a restore) there is one to take now.
+        self.next_edge = -math.inf
 
     def step(self, cycle: Cycle) -> None:
         """Windows that end release their hold; windows draining or open get one (a tick step)."""
         cluster = self._cluster
         now = cycle.now
+        self.next_edge = math.inf
         for spec in cluster.spec.reservations:
             occ = current(spec, now)
+            self.next_edge = min(self.next_edge, _next_edge(spec, occ, now))
             job_id = self.holders.get(spec.name)
             job = cluster.jobs.get(job_id) if job_id else None
             want = f"reservation/{spec.name}/{int(occ.start)}" if occ else None
@@ -119,3 +127,12 @@ class Reservations:
                 )
             )
         return out
+
+
+def _next_edge(spec: ReservationSpec, occ: Occurrence | None, now: float) -> float:
+    """When ``spec``'s step has something to do next: the open window ends, or a drain starts."""
+    if occ is not None:
+        return occ.end
+    return min(
+        (o.drain_from for o in occurrences(spec, now) if o.drain_from > now), default=math.inf
+    )

@@ -114,6 +114,39 @@ class Scaling:
                     require_idle_for=policy.scale_down_unneeded_seconds,
                 )
 
+    def next_step(self, now: float) -> float:
+        """When ``step`` has something to do next (``now``: an idle timer to start or stop).
+
+        A scale-up that the stabilization window would refuse is next tried when it
+        ends (ticking in between would only record the refusal again).
+        """
+        policy = self._cluster.policy
+        soonest = math.inf
+        for pool in self._cluster.pools.values():
+            idle_since: list[float] = []
+            for node, since in pool.autoscaled.items():
+                idle = all(u in pool.free for u in pool.nodes.get(node, []))
+                if idle != (since is not None):
+                    return now
+                if since is not None:
+                    idle_since.append(since)
+            head = self._queues.head(pool)
+            if head is not None:
+                if len(pool.nodes) < pool.spec.max_nodes:
+                    at = max(
+                        head.queued_at + policy.scale_up_wait_seconds,
+                        pool.scale_pending_until,
+                        pool.last_scale_event + policy.scale_up_stabilization_seconds,
+                    )
+                    soonest = min(soonest, at)
+            elif idle_since and len(pool.nodes) > pool.spec.min_nodes:
+                at = max(
+                    pool.last_scale_event + policy.scale_down_stabilization_seconds,
+                    min(idle_since) + policy.scale_down_unneeded_seconds,
+                )
+                soonest = min(soonest, at)
+        return soonest
+
     def _scale_up(
         self, pool: Pool, nodes: int, correlation_id: str, cause: Cause, cycle: Cycle
     ) -> None:

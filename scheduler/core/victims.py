@@ -1,7 +1,7 @@
 """The victim index: the running jobs a preemption plan may take, kept in victim order.
 
-The order is ``ordering.victim_key`` and nothing else: this index keeps no order
-of its own. Per pool, the running jobs that every guard judging a job alone lets
+The order is ``ordering.victim_key`` (or the other order the policy names,
+``ordering.key_for``) and nothing else: this index keeps no order of its own. Per pool, the running jobs that every guard judging a job alone lets
 go sit in buckets of jobs that ``victim_key`` orders the same way at every instant
 and for every need: one size (so "fewest victims" ties inside a bucket) and one
 kind of loss (stateless jobs lose nothing; the others lose GPU-seconds at the rate
@@ -71,6 +71,9 @@ def _stream(
 
 
 class VictimIndex:
+    # The policy fields its filing reads besides the guards': a change refiles every job.
+    policy_fields = frozenset({"victim_order"})
+
     def __init__(self, cluster: Cluster, guards: Guards) -> None:
         self._cluster = cluster
         self._guards = guards
@@ -99,6 +102,7 @@ class VictimIndex:
                 gpus=job.gpus,
                 started_at=job.started_at,
                 at_risk_since=None if job.stateless else job.checkpoint_ref(),
+                key=ordering.key_for(self._cluster.policy.victim_order),
             ),
             job.id,
         )
@@ -124,6 +128,10 @@ class VictimIndex:
                 job.maturing = False
                 self.add(job, now)
 
+    def next_maturity(self) -> float:
+        """When the next held-back job becomes a candidate (``inf``: none; due ones wait for a tick)."""
+        return self._maturing.next_at()
+
     def candidates(self, pool: Pool, need: int, now: float) -> Iterator[Candidate]:
         """Every job that might give GPUs to ``pool``, lazily, in victim order.
 
@@ -131,14 +139,16 @@ class VictimIndex:
         class, every indexed job of the pools below it.
         """
         cluster = self._cluster
+        order = ordering.key_for(cluster.policy.victim_order)
         reclaim = ordering.order_victims(
             (
                 candidate(job, cluster.borrows(job), cluster.pools[job.pool].priority, now)
                 for job in map(cluster.jobs.__getitem__, pool.borrowers_on)
             ),
             need,
+            order,
         )
-        if pool.priority < cluster.top_priority:
+        if not cluster.preempts_owners(pool):
             yield from reclaim
             return
         streams: list[Iterable[Candidate]] = [reclaim]
@@ -149,7 +159,7 @@ class VictimIndex:
                 if bucket:
                     streams.append(_stream(cluster.jobs, bucket, key, other.priority, now))
         seen: set[str] = set()
-        for c in heapq.merge(*streams, key=lambda c: ordering.victim_key(c, need)):
+        for c in heapq.merge(*streams, key=lambda c: order(c, need)):
             if c.job_id not in seen:
                 seen.add(c.job_id)
                 yield c

@@ -294,4 +294,5 @@ def _job_from_dict(d: dict[str, Any]) -> JobView:
         elastic=bool(d["elastic"]),
         reservation=d["reservation"],
         correlation_id=str(d.get("correlation_id", "")),
+        preemptions_total=int(d.get("preemptions_total", len(d["preemptions"]))),
     )
