@@ -60,21 +60,21 @@ class Placement:
         self.unsettled = False
         self._cut_short = False
         self._placed = 0  # jobs placed so far (a pass compares counts)
-        self._placed_at_block: int | None = None  # ... when its first plan failed
+        self._placed_at_block = -1  # ... when the pass's first plan failed (-1: none did)
 
     def schedule(self, cycle: Cycle) -> None:
         """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
         cluster = self._cluster
         epoch, ticket = cluster.capacity_epoch, cluster.tickets
         self._cut_short = False
-        self._placed_at_block = None
+        self._placed_at_block = -1
         self._pass(cycle)
         blocked_at = self._placed_at_block
         self.unsettled = (
             self._cut_short
             or cluster.capacity_epoch != epoch
             or self._queues.last_enqueued > ticket
-            or (blocked_at is not None and self._placed > blocked_at)
+            or 0 <= blocked_at < self._placed
         )
 
     def _pass(self, cycle: Cycle) -> None:
@@ -254,7 +254,7 @@ class Placement:
             self._queues.compact(pool)
 
     def _blocked(self) -> None:
-        if self._placed_at_block is None:
+        if self._placed_at_block < 0:
             self._placed_at_block = self._placed
 
     def _look_ahead(self, pool: Pool) -> int:
