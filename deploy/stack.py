@@ -393,6 +393,41 @@ class Audit:
 
 
 @dataclass(frozen=True)
+class Spike:
+    """A daily spike of a model's load: from ``start`` (local) for ``minutes``, at ``rps``."""
+
+    start: time
+    minutes: float
+    rps: float
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    """A P0 model's load in the trace replay: a base rate and spikes on ``days``."""
+
+    model: str
+    base_rps: float
+    spikes: tuple[Spike, ...]  # explicit, or one per window of the model's pool's reservations
+    days: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """What ``novabrain simulate`` assumes about the world a trace is replayed in (set once here)."""
+
+    start: datetime  # local to the stack's timezone: day one of a trace with relative times
+    training_pool: str  # trace jobs without a pool column: the large ones (and a share) train
+    batch_pool: str
+    training_min_gpus: int
+    training_share_percent: int
+    checkpoint_interval_seconds: float  # training jobs save a checkpoint this often
+    ack_seconds: float  # a victim checkpoints and acknowledges this long after the signal
+    scale_up_delay_seconds: float  # a node asked of the autoscaler joins this much later
+    slo_margin: float  # P0 is sized so its predicted quantile stays this share under the threshold
+    p0_load: tuple[LoadProfile, ...]
+
+
+@dataclass(frozen=True)
 class Stack:
     name: str
     priority_classes: Mapping[str, int]
@@ -408,6 +443,7 @@ class Stack:
     grafana: Grafana
     audit: Audit = Audit()
     kubernetes: Kubernetes = Kubernetes()
+    simulation: Simulation | None = None  # None: derived from the rest (see _simulation)
     source: str = field(default="<memory>", compare=False)
 
     @property
@@ -1173,6 +1209,87 @@ def _audit(n: _Node) -> Audit:
     return Audit(retention_days=retention, online_days=online, forward=forward)
 
 
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def _spike(n: _Node) -> Spike:
+    start = n.text("start")
+    m = _HHMM.match(start)
+    if m is None:
+        raise StackError(n._p("start"), f"must look like 09:15, got {start!r}")
+    return Spike(
+        start=time(int(m[1]), int(m[2])),
+        minutes=n.number("minutes", min=1, max=24 * 60),
+        rps=n.number("rps"),
+    )
+
+
+def _load_profile(
+    n: _Node, models: Mapping[str, Model], reservations: tuple[Reservation, ...]
+) -> LoadProfile:
+    name = n.text("model")
+    model = models.get(name)
+    if model is None:
+        raise StackError(n._p("model"), f"unknown model {name!r}")
+    if model.serving is None:
+        raise StackError(n._p("model"), f"{name} has no serving: its GPUs cannot be sized")
+    days = n.str_list("days", list(DAYS[:5]))
+    for i, d in enumerate(days):
+        if d not in DAYS:
+            raise StackError(f"{n._p('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {d!r}")
+    if n.raw("spikes", None) is not None:
+        if n.raw("spike_rps", None) is not None:
+            raise StackError(n._p("spike_rps"), "give spikes or spike_rps, not both")
+        spikes = n.items("spikes", _spike)
+    else:
+        # The market bell: a spike at each reservation window of the model's pool, as
+        # long as the window unless spike_minutes says how long the spike outlasts it.
+        rps = n.number("spike_rps", 0.0)
+        minutes = n.raw("spike_minutes", None)
+        spikes = tuple(
+            Spike(
+                start,
+                (end.hour - start.hour) * 60.0 + end.minute - start.minute
+                if minutes is None
+                else n.number("spike_minutes", min=1, max=24 * 60),
+                rps,
+            )
+            for r in reservations
+            if r.pool == model.pool
+            for start, end in r.windows
+        )
+    return LoadProfile(model=name, base_rps=n.number("base_rps"), spikes=spikes, days=days)
+
+
+def _simulation(
+    n: _Node,
+    stack_tz: str,
+    pools: tuple[Pool, ...],
+    models: tuple[Model, ...],
+    reservations: tuple[Reservation, ...],
+) -> Simulation:
+    names = [p.name for p in pools]
+    start = _local(n.raw("start", "2025-03-03 00:00"), n._p("start"))
+    by_name = {m.name: m for m in models}
+    sim = Simulation(
+        start=start.replace(tzinfo=ZoneInfo(stack_tz)),
+        training_pool=n.text("training_pool", names[1] if len(names) > 1 else names[0]),
+        batch_pool=n.text("batch_pool", names[-1]),
+        training_min_gpus=n.integer("training_min_gpus", 4, min=1),
+        training_share_percent=n.integer("training_share_percent", 50, min=0, max=100),
+        checkpoint_interval_seconds=n.number("checkpoint_interval_seconds", 1800.0, min=1),
+        ack_seconds=n.number("ack_seconds", 5.0),
+        scale_up_delay_seconds=n.number("scale_up_delay_seconds", 300.0),
+        slo_margin=n.number("slo_margin", 0.2, max=0.9),
+        p0_load=n.items("p0_load", lambda m: _load_profile(m, by_name, reservations), []),
+    )
+    for key in ("training_pool", "batch_pool"):
+        if getattr(sim, key) not in names:
+            raise StackError(n._p(key), f"unknown pool {getattr(sim, key)!r}")
+    _unique(sim.p0_load, n._p("p0_load"), "model")
+    return sim
+
+
 def _unique(items: tuple[Any, ...], path: str, what: str = "name") -> None:
     seen: set[str] = set()
     for i, it in enumerate(items):
@@ -1278,6 +1395,10 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     kubernetes = _kubernetes(k, pool_names)
     k.done()
 
+    sim_node = root.child("simulation", {})
+    simulation = _simulation(sim_node, alerting.timezone, pools, models, reservations)
+    sim_node.done()
+
     stack = Stack(
         name=root.text("name", pattern=_NAME),
         priority_classes=priority_classes,
@@ -1293,6 +1414,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         grafana=grafana,
         audit=audit,
         kubernetes=kubernetes,
+        simulation=simulation,
         source=source,
     )
     root.done()

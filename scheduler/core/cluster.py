@@ -317,7 +317,7 @@ class Cluster:
 
     def preempts_owners(self, pool: Pool) -> bool:
         """Whether ``pool`` takes lower classes' own GPUs by preemption (else it only reclaims)."""
-        return pool.priority >= self.top_priority or self.policy.lower_classes_preempt
+        return pool.priority >= self.top_priority or self.policy.strict_priority
 
     def borrows(self, job: Job) -> bool:
         """Whether the job runs on another pool's GPUs."""

@@ -114,6 +114,9 @@ class Scheduler:
             self._preemption,
             self._reservations,
         )
+        # Calls that may change state so far, and next_wakeup's answer as of a count.
+        self._changes = 0
+        self._wakeup: tuple[int, float] = (-1, 0.0)
         # Time-driven progress, in this order (like KAI-Scheduler's action order).
         self._tick_steps: tuple[Callable[[Cycle], None], ...] = (
             self._promote,  # jobs the guards let go by now join the victim index
@@ -128,6 +131,7 @@ class Scheduler:
 
     def _begin(self) -> Cycle:
         """A public call starts: the one read of the clock it makes."""
+        self._changes += 1
         return Cycle(self._clock(), self._numbering, dry_run=self._cluster.policy.dry_run)
 
     def _promote(self, cycle: Cycle) -> None:
@@ -176,6 +180,7 @@ class Scheduler:
         }
         new = self._cluster.policy = replace(old, **typed)
         self._cluster.capacity_epoch += 1
+        self._reservations.next_edge = -math.inf  # dry_run may have changed what a window does
         cycle = self._begin()  # after the change: its decision carries the new dry_run
         if (self._guards.index_fields | VictimIndex.policy_fields) & set(changes):
             # The guards decide when jobs become candidates, the order where: file everyone again.
@@ -219,7 +224,9 @@ class Scheduler:
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         """The job saved a checkpoint at ``at`` (default now): work before it is safe."""
         job = self._cluster.job(job_id)
-        self._jobs.checkpoint(job, at, self._clock())  # no decisions: no cycle
+        # No decisions, so no cycle; and no new wakeup either (a job's place among the
+        # victims changes, not when its guards let it go).
+        self._jobs.checkpoint(job, at, self._clock())
 
     def ack_preemption(self, job_id: str) -> list[Decision]:
         """The victim is done checkpointing: release its GPUs before the grace period ends.
@@ -278,6 +285,7 @@ class Scheduler:
 
     def remove_node(self, node: str) -> None:
         """Take an idle autoscaled node out (scale-down)."""
+        self._changes += 1
         self._scaling.remove_node(node)
 
     # ------------------------------------------------------------------ time
@@ -295,7 +303,8 @@ class Scheduler:
         The soonest of: now, if the last placement pass left work a next pass would do
         (GPUs freed or jobs requeued during it, a pool's look-ahead used up); a victim's
         grace period ends, a job's work is done, a job the
-        guards held back becomes a victim, a reversal refusal runs out, a reservation
+        guards held back becomes a victim or a reversal refusal runs out (while a job
+        waits: for nobody else does that change anything), a reservation
         window drains or ends, a pool's bursts go back, a scaling timer runs out. A time
         at or before now means a tick is due. Between these instants, and calls that
         bring news (submit, alert, ack, checkpoint, cancel, add_node), ``tick`` decides
@@ -307,17 +316,26 @@ class Scheduler:
         waits for the next tick, as it does in the service, whose heartbeat ticks every
         half second; an autoscaled node's idle time starts when a tick first sees it idle.
         """
+        changes, wakeup = self._wakeup
+        if changes == self._changes:
+            # Nothing changed since: the same instants (one at or before an earlier
+            # "now" is still due), without walking the queues and timers again.
+            return wakeup
         now = self._clock()
-        return min(
+        # A victim matures, or a refusal lapses, to the benefit of a waiting job only.
+        waiting = any(p.waiting for p in self._cluster.pools.values())
+        wakeup = min(
             now if self._placement.unsettled else math.inf,
             self._preemption.next_expiry(),
             self._jobs.next_completion(),
-            self._victims.next_maturity(),
-            self._guards.next_lapse(),
+            self._victims.next_maturity() if waiting else math.inf,
+            self._guards.next_lapse() if waiting else math.inf,
             self._reservations.next_edge,
             self._rebalance.next_return(),
             self._scaling.next_step(now),
         )
+        self._wakeup = (self._changes, wakeup)
+        return wakeup
 
     # ------------------------------------------------------------------ views
 

@@ -142,7 +142,9 @@ class PolicySpec:
     # scheduler) runs through this same core with these changed.
     victim_order: str = "least_work_lost"  # or "newest_first" (ordering.VICTIM_ORDERS)
     cycle_guard: bool = True  # False: no NoReversal guard
-    lower_classes_preempt: bool = False  # True: every class preempts lower classes' owners
+    # True: a job is preempted only for a job of a higher class, and every class preempts
+    # lower classes' owners (no reclaim by a lower class; a plain priority scheduler).
+    strict_priority: bool = False
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,15 @@ class Reservations:
         self._jobs = jobs
         self.holders: dict[str, str] = {}  # reservation name -> id of the job holding its window
         # The next window edge (a drain starts, a window ends) after the last step; until a
-        # first step (or after a restore) there is one to take now.
+        # first step (after a restore, after a policy change) there is one to take now.
         self.next_edge = -math.inf
 
     def step(self, cycle: Cycle) -> None:
         """Windows that end release their hold; windows draining or open get one (a tick step)."""
         cluster = self._cluster
         now = cycle.now
+        if now < self.next_edge:
+            return  # no window drains or ends before its next edge: nothing to do
         self.next_edge = math.inf
         for spec in cluster.spec.reservations:
             occ = current(spec, now)

@@ -140,10 +140,13 @@ class VictimIndex:
         """
         cluster = self._cluster
         order = ordering.key_for(cluster.policy.victim_order)
+        # Under strict priority a pool reclaims only from lower classes.
+        below = pool.priority if cluster.policy.strict_priority else None
         reclaim = ordering.order_victims(
             (
                 candidate(job, cluster.borrows(job), cluster.pools[job.pool].priority, now)
                 for job in map(cluster.jobs.__getitem__, pool.borrowers_on)
+                if below is None or cluster.pools[job.pool].priority < below
             ),
             need,
             order,

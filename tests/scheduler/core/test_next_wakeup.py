@@ -184,13 +184,15 @@ def test_nothing_pending_is_never_and_a_completion_is_its_time() -> None:
     core.tick()
     assert core.next_wakeup() == math.inf
     core.submit(JobRequest("a", "p1", 1, duration_seconds=90.0))
-    assert core.next_wakeup() == T0 + FAST.min_runtime_seconds  # "a" may be a victim from then
+    assert core.next_wakeup() == T0 + 90.0
+    core.submit(JobRequest("b", "p1", 2))  # waits for "a"'s GPU: "a" maturing matters now
+    assert core.next_wakeup() == T0 + FAST.min_runtime_seconds
     clock.now = T0 + FAST.min_runtime_seconds
     core.tick()
     assert core.next_wakeup() == T0 + 90.0
     clock.now = T0 + 90.0
-    assert core.tick()[0].action == "complete"
-    assert core.next_wakeup() == math.inf
+    assert [d.action for d in core.tick()][:2] == ["complete", "place"]
+    assert core.next_wakeup() == math.inf  # nothing waits, nothing ends
 
 
 def test_a_grace_period_a_maturing_victim_and_a_return_are_wakeups() -> None:
@@ -205,7 +207,7 @@ def test_a_grace_period_a_maturing_victim_and_a_return_are_wakeups() -> None:
     core = Scheduler(spec, policy, clock=clock)
     core.tick()
     core.submit(JobRequest("t", "p1", 2, JobKind.TRAINING))
-    assert core.next_wakeup() == T0 + 60.0  # "t" becomes a victim once past its min runtime
+    assert core.next_wakeup() == math.inf  # "t" matures at 60 s, but nobody waits for it
     clock.now = T0 + 60.0
     core.manual_rebalance("p0", 2, "op")
     assert core.job("t").state is JobState.PREEMPTING

@@ -115,11 +115,13 @@ def test_without_the_cycle_guard_a_preemption_is_reversed_at_once() -> None:
     assert seen[False] == (0, ["p0/burst-3"])
 
 
-def test_lower_classes_preempt_owners_only_when_asked() -> None:
+def test_under_strict_priority_every_class_preempts_lower_owners_and_no_one_reclaims_upwards() -> (
+    None
+):
     clock = Clock(T0)
     preempted = {}
     for lower in (False, True):
-        core = Scheduler(P1_P2, replace(FAST, lower_classes_preempt=lower), clock=clock)
+        core = Scheduler(P1_P2, replace(FAST, strict_priority=lower), clock=clock)
         core.seed([JobRequest(f"b{i}", "p2", 1, started_at=T0 - 3600) for i in range(2)])
         core.seed([JobRequest(f"a{i}", "p1", 1, started_at=T0 - 3600) for i in range(2)])
         ds = core.submit(JobRequest("more", "p1", 1))
