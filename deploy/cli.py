@@ -274,6 +274,12 @@ def cmd_silence(args: argparse.Namespace, stack: Stack) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace, stack: Stack) -> int:
+    from scheduler.sim.cli import run_simulate
+
+    return run_simulate(args, stack)
+
+
 def cmd_demo(args: argparse.Namespace, stack: Stack) -> int:
     from deploy.demo import run_demo
 
@@ -302,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep", action="store_true", help="do not delete the work dir at the end")
     p.set_defaults(func=cmd_demo, needs_stack=True)
+
+    p = add(
+        "simulate",
+        "replay job traces through the scheduler under several policies and report the trade-offs",
+    )
+    _stack_arg(p)
+    from scheduler.sim.cli import add_arguments as simulate_args
+
+    simulate_args(p)
+    p.set_defaults(func=cmd_simulate, needs_stack=True)
 
     p = add("gpu-exporter", "serve NVML GPU metrics on /metrics")
     _server_args(p, "gpu_exporter")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -139,7 +139,7 @@ class Replay:
         world: World,
         *,
         start: float,
-        p0: dict[str, tuple[Callable[[], Iterator[Demand]], Sequence[JobRequest]]],
+        p0: Mapping[str, tuple[Callable[[], Iterator[Demand]], Sequence[JobRequest]]],
         progress: Callable[[int], None] | None = None,
         on_decisions: Callable[[Sequence[Decision]], None] | None = None,
     ) -> None:

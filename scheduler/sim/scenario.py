@@ -88,7 +88,9 @@ def map_jobs(traces: Sequence[Trace], stack: Stack, start: float) -> tuple[list[
     )
     out: list[SimJob] = []
     for k, trace in enumerate(traces):
-        origin = trace.jobs[0].submit if trace.epoch and trace.jobs else 0.0
+        # A dated trace keeps its dates (``start`` is its first job unless --start moves
+        # it); one with relative times (often a slice of a longer trace) starts at ``start``.
+        origin = trace.jobs[0].submit if trace.jobs else 0.0
         prefix = f"t{k}-" if len(traces) > 1 else ""
         for j in trace.jobs:
             pool = j.pool
