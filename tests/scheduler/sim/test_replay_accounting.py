@@ -146,14 +146,13 @@ def test_the_summary_is_the_recorded_replay(result: Comparison) -> None:
 
 def test_lifetime_preemptions_match_the_cores_count() -> None:
     """The replay counts preemptions from decisions; the core's lifetime count agrees."""
-    from scheduler.sim.replay import Replay
-
     # Kept small: the core forgets finished jobs past a bound, the replay does not.
     import tempfile
 
     from scheduler.config import cluster_spec, policy_spec
     from scheduler.sim.policies import builtin
     from scheduler.sim.reader import read
+    from scheduler.sim.replay import Replay
     from scheduler.sim.scenario import map_jobs, p0_demand, world
 
     stack = load_stack(STACK)
