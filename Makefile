@@ -10,13 +10,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 STACK ?= deploy/stack.yaml
 
-.PHONY: help demo test lint typecheck layers pytest tools venv generate check-generated \
+.PHONY: help demo test lint typecheck layers pytest tools venv generate docs check-generated \
         dashboards rules deploy-dashboards bench clean wheel image
 
 help:
 	@echo "make demo               the closed loop on simulated GPUs with real Prometheus + Alertmanager"
 	@echo "make test               ruff, mypy, import-linter, generated-artefact check, pytest"
 	@echo "make generate           regenerate rules, Alertmanager/Prometheus config and dashboards"
+	@echo "make docs               regenerate docs/scheduling.md (a replay of the sample trace)"
 	@echo "make deploy-dashboards  push dashboards to the stack's Grafana (GRAFANA_TOKEN or token file)"
 	@echo "make bench              run every benchmark in benchmarks/"
 	@echo "make image              build the container image (Docker or Podman) from the wheel"
@@ -58,9 +59,13 @@ generate: venv
 
 rules dashboards: generate
 
+# docs/scheduling.md: the policy, its knobs, and a replay of the sample trace (no timings).
+docs: venv
+	$(PY) -m scheduler.sim.docs --stack $(STACK) --out docs/scheduling.md
+
 # Generated artefacts are committed; regenerating must not change them.
-check-generated: generate
-	@git diff --exit-code -- deploy/generated deploy/grafana docs/runbooks || \
+check-generated: generate docs
+	@git diff --exit-code -- deploy/generated deploy/grafana docs/runbooks docs/scheduling.md || \
 	  (echo "deploy/generated is stale: run 'make generate' and commit the result" && exit 1)
 	@test -z "$$(git ls-files --others --exclude-standard deploy/generated deploy/grafana docs/runbooks)" || \
 	  (echo "untracked files in deploy/generated: run 'make generate' and commit them" && exit 1)

@@ -191,7 +191,8 @@ def markdown(
                 f"{r['wall_seconds']:.2f} s ({r['jobs_per_second']:,.0f} jobs/s)"
             )
         lines.append("")
-    lines += ["## Figures", ""]
+    if figures:
+        lines += ["## Figures", ""]
     captions = {
         "held.png": "GPUs held per pool over time (market bell shaded)",
         "waits.png": "Waits per pool (CDF)",
@@ -199,7 +200,7 @@ def markdown(
         "lost.png": "GPU-hours lost to preemption",
     }
     lines += [f"![{captions.get(f, f)}]({f})" for f in figures]
-    lines += ["", "## How jobs were mapped to pools", ""]
+    lines += [*([""] if figures else []), "## How jobs were mapped to pools", ""]
     lines += [f"- {m}" for m in ctx.mapping]
     lines.append(
         "- replayed: " + ", ".join(f"{p} {n}" for p, n in sorted(ctx.jobs_by_pool.items()))

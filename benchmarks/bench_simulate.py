@@ -1,0 +1,133 @@
+"""Trace replay speed: event-driven (``Scheduler.next_wakeup``) beside the tick-stepping loop.
+
+Both loops replay the same trace through the same core with the same world; the
+tick-stepping one ticks every ``--tick`` seconds (60: the old simulator) instead of
+jumping from event to event. Printed per policy: jobs replayed per second (wall and
+process CPU time, one core), the core's ticks and calls, and how far the two loops'
+results lie apart: every job's start and end, compared job by job (share within one
+tick, and the largest gap), and the headline figures side by side. A completion the
+tick loop sees up to a tick late starts the next job late too, so gaps can add up
+along a queue; on a grid where every time is a multiple of the tick the two take the
+very same decisions (tests/scheduler/core/test_next_wakeup.py proves that).
+
+    python benchmarks/bench_simulate.py                      # the sample, repeated to 10,000 jobs
+    python benchmarks/bench_simulate.py --trace cluster04.csv --policies novabrain
+
+The machine is shared: run it twice and compare within one run. Exit 2 on a bad trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deploy.stack import load_stack  # noqa: E402
+from scheduler.config import cluster_spec, policy_spec  # noqa: E402
+from scheduler.sim import metrics  # noqa: E402
+from scheduler.sim.errors import SimError  # noqa: E402
+from scheduler.sim.policies import BUILTIN, policy_runs  # noqa: E402
+from scheduler.sim.reader import Trace, TraceJob, read  # noqa: E402
+from scheduler.sim.replay import Recorder, Replay  # noqa: E402
+from scheduler.sim.scenario import map_jobs, p0_demand, start_of, world  # noqa: E402
+
+SAMPLE = ROOT / "scheduler" / "sim" / "traces" / "elasticflow-sample.csv"
+
+
+def repeated(trace: Trace, jobs: int) -> Trace:
+    """The trace again and again, each copy after the last (ids suffixed), to ``jobs`` jobs."""
+    if not trace.jobs or len(trace.jobs) >= jobs:
+        return trace
+    first = trace.jobs[0].submit
+    span = trace.jobs[-1].submit - first + 3600.0
+    out: list[TraceJob] = []
+    k = 0
+    while len(out) < jobs:
+        out += [
+            replace(j, id=f"{j.id}~{k}", submit=j.submit + k * span)
+            for j in trace.jobs[: jobs - len(out)]
+        ]
+        k += 1
+    return Trace(out, trace.epoch, f"{trace.source} x{k}", rows=len(out))
+
+
+def replay(stack, run, jobs, start, tick):  # type: ignore[no-untyped-def]
+    w = world(stack, tick_seconds=tick)
+    r = Replay(run, jobs, w, start=start, p0=p0_demand(stack, start))
+    c0 = time.process_time()
+    rec = r.run()
+    return rec, time.process_time() - c0
+
+
+def agreement(a: Recorder, b: Recorder, tick: float) -> tuple[float, float, float]:
+    """(share of jobs whose start and end agree within one tick, largest start gap, end gap)."""
+    within = 0
+    start_gap = end_gap = 0.0
+    for job_id, ra in a.jobs.items():
+        rb = b.jobs[job_id]
+        sa = ra.runs[0][0] if ra.runs else 0.0
+        sb = rb.runs[0][0] if rb.runs else 0.0
+        ds, de = abs(sa - sb), abs((ra.end or 0.0) - (rb.end or 0.0))
+        start_gap, end_gap = max(start_gap, ds), max(end_gap, de)
+        within += ds <= tick and de <= tick
+    return within / max(1, len(a.jobs)), start_gap, end_gap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--trace", type=Path, default=SAMPLE)
+    ap.add_argument("--jobs", type=int, default=10_000, help="repeat a smaller trace to this many")
+    ap.add_argument("--policies", default=",".join(BUILTIN))
+    ap.add_argument("--tick", type=float, default=60.0, help="the tick-stepping loop's tick")
+    ap.add_argument("--stack", type=Path, default=ROOT / "deploy" / "stack.yaml")
+    args = ap.parse_args(argv)
+    stack = load_stack(args.stack)
+    try:
+        trace = repeated(read(args.trace, timezone=stack.alerting.timezone), args.jobs)
+    except SimError as e:
+        print(f"bench_simulate: {e}", file=sys.stderr)
+        return 2
+    start = start_of([trace], stack, None)
+    jobs, _ = map_jobs([trace], stack, start)
+    days = (jobs[-1].submit - jobs[0].submit) / 86400 if jobs else 0.0
+    print(f"trace: {trace.source}: {len(jobs):,} jobs over {days:.1f} days of submissions")
+    print(
+        f"{'policy':<10} {'loop':<12} {'jobs/s':>9} {'jobs/s cpu':>10} {'wall s':>7} "
+        f"{'ticks':>9} {'calls':>9} {'preempt':>8} {'lost GPU-h':>10} {'P1 p50':>8} "
+        f"{'P2 p95':>8} {'longest':>8}"
+    )
+    runs = policy_runs(args.policies.split(","), [], cluster_spec(stack), policy_spec(stack))
+    for run in runs:
+        recs = {}
+        for loop, tick in (("event", None), (f"tick {args.tick:.0f}s", args.tick)):
+            t0 = time.perf_counter()
+            rec, cpu = replay(stack, run, jobs, start, tick)
+            wall = time.perf_counter() - t0
+            recs[loop] = rec
+            s = metrics.summarise(rec, stack.alerting.timezone)
+            w = s["waits"]
+            print(
+                f"{run.name:<10} {loop:<12} {len(jobs) / wall:>9,.0f} {len(jobs) / cpu:>10,.0f} "
+                f"{wall:>7.2f} {rec.ticks:>9,} {len(rec.call_seconds):>9,} "
+                f"{s['preemptions']['count']:>8,} {s['preemptions']['gpu_hours_lost']:>10,.1f} "
+                f"{w.get('p1-train', {}).get('p50', 0) / 60:>7.0f}m "
+                f"{w.get('p2-batch', {}).get('p95', 0) / 60:>7.0f}m "
+                f"{s['longest_wait_seconds'] / 3600:>7.1f}h"
+            )
+        a, b = recs.values()
+        share, sgap, egap = agreement(a, b, args.tick)
+        print(
+            f"{'':<10} {'agreement':<12} {100 * share:.1f}% of jobs start and end within one "
+            f"tick of each other; largest gap: start {sgap:,.0f}s, end {egap:,.0f}s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
