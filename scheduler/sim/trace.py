@@ -1,7 +1,7 @@
 """Trace-driven simulation of the scheduler on real job traces.
 
-Reads ElasticFlow-style traces (``job_id,submission_time,duration,num_gpu``,
-e.g. ../shared/traces/elasticflow/cluster01..10.csv beside the checkout) and replays them
+Reads ElasticFlow-style traces (``job_id,submission_time,duration,num_gpu``;
+``SAMPLE_TRACE`` is 300 jobs of one, shipped with the package) and replays them
 through the pure core on a simulated clock: jobs of ``training_min_gpus`` GPUs
 or more go to the training pool, the rest to the batch pool; training jobs
 checkpoint every ``checkpoint_interval_seconds`` (``training_share_percent`` of the
@@ -21,6 +21,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 
 from scheduler.core.engine import Scheduler
@@ -35,6 +36,9 @@ from scheduler.core.model import (
     PolicySpec,
     Result,
 )
+
+# 300 jobs of Microsoft's ElasticFlow traces (MIT), package data: see traces/README.md.
+SAMPLE_TRACE = Path(str(files("scheduler.sim") / "traces" / "elasticflow-sample.csv"))
 
 
 @dataclass(frozen=True)
