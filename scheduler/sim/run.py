@@ -209,7 +209,10 @@ def compare(
     w = world(stack, tick_seconds=opts.tick_seconds)
     for run in runs:
         bar = _Progress(progress, run.name, len(jobs))
-        replay = Replay(run, jobs, w, start=t0, p0=p0_demand(stack, t0, scale), progress=bar)
+        nominal = {p.name: p.nominal_gpus for p in spec.pools}
+        replay = Replay(
+            run, jobs, w, start=t0, p0=p0_demand(stack, t0, scale, nominal), progress=bar
+        )
         rec = replay.run()
         bar.done(rec.wall_seconds)
         result.recorders[run.name] = rec

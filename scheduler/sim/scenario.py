@@ -131,9 +131,12 @@ def map_jobs(traces: Sequence[Trace], stack: Stack, start: float) -> tuple[list[
 
 
 def p0_demand(
-    stack: Stack, start: float, scale: float = 1.0
+    stack: Stack, start: float, scale: float = 1.0, nominal: dict[str, int] | None = None
 ) -> dict[str, tuple[Callable[[], Iterator[Demand]], list[JobRequest]]]:
-    """Per P0 pool: its demand changes, and the replicas serving its base load at the start."""
+    """Per P0 pool: its demand changes, and the replicas serving its base load at the start.
+
+    ``scale`` and ``nominal`` (the pools' GPUs) for a cluster scaled by ``--gpus``.
+    """
     sim = _simulation(stack)
     models = {m.name: m for m in stack.models}
     loads: dict[str, list[ModelLoad]] = {}
@@ -162,13 +165,13 @@ def p0_demand(
     out: dict[str, tuple[Callable[[], Iterator[Demand]], list[JobRequest]]] = {}
     for pool, ls in loads.items():
         first = next(changes(ls, tz, start, sim.slo_margin, scale))
-        nominal = stack.pool(pool).nominal_gpus
+        own = (nominal or {}).get(pool, stack.pool(pool).nominal_gpus)
         per = ls[0].serving.gpus_per_replica
         replicas = [
             JobRequest(
                 f"{pool}/replica-{i}", pool, per, JobKind.INFERENCE, started_at=start - 86400
             )
-            for i in range(min(first.needed, nominal) // per)
+            for i in range(min(first.needed, own) // per)
         ]
 
         out[pool] = (partial(changes, ls, tz, start, sim.slo_margin, scale), replicas)
