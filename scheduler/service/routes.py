@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporters.exposition import CONTENT_TYPES
 from scheduler.service.auth import Permission
 from scheduler.service.errors import PayloadError
 from scheduler.service.payload import MAX_ALERTS, MAX_STRING, parse_time_ns
@@ -36,6 +37,9 @@ _OBJECT = {"type": "object"}
 # A place in the audit chain, SEQ:HASH: a published head, or where a purge left the chain.
 _CHAIN_POINT = {"type": "string", "pattern": r"^[0-9]{1,18}:[0-9a-f]{64}$"}
 _LIST = {"type": "array", "items": {"type": "object"}}
+# What /metrics answers, by the scraper's Accept header (exporters.exposition.negotiation):
+# the media types, without their version and charset parameters.
+METRICS_TYPES = tuple(t.split(";")[0] for t in CONTENT_TYPES.values())
 
 JOB_REQUEST = {
     "type": "object",
@@ -182,9 +186,9 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/metrics",
         None,
-        "Prometheus metrics",
+        "Prometheus metrics: the classic text format, or OpenMetrics when Accept asks for it",
         response={"type": "string"},
-        response_types=("text/plain",),
+        response_types=METRICS_TYPES,
         audited=False,
     ),
     Route("openapi", "GET", OPENAPI_PATH, None, "This OpenAPI document", audited=False),

@@ -141,3 +141,23 @@ def test_every_request_the_spec_allows_is_taken(case: Any, real: Server) -> None
         headers={"Authorization": f"Bearer {TOKENS[role]}"},
         checks=[*CHECKS, no_valid_request_refused],
     )
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "text/plain;version=0.0.4",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    ],
+)
+def test_metrics_answers_every_format_the_spec_names(accept: str | None, server: Server) -> None:
+    """/metrics negotiates its format (Prometheus asks for OpenMetrics first): whichever it
+    answers, the spec names that content type."""
+    case = schema["/metrics"]["GET"].Case(headers={"Accept": accept} if accept else {})
+    response = case.call_and_validate(base_url=server.url, checks=CHECKS)
+    expected = (
+        "application/openmetrics-text" if accept and "openmetrics" in accept else "text/plain"
+    )
+    (content_type,) = response.headers["content-type"]
+    assert content_type.split(";")[0] == expected
