@@ -8,7 +8,9 @@ comment. ``list`` shows active and pending silences; ``expire`` ends one.
 When the scheduler is configured (a scheduler URL and a token file), each call
 is written to its audit log before it is carried out, and its outcome after:
 a call that cannot be audited is not carried out. The audit record goes through
-the scheduler's REST API (``AUDIT_PATH``), authenticated with the token.
+the scheduler's REST API (``AUDIT_PATH``), authenticated with the token; what it
+takes (``scheduler.service.reports``) is checked here first, so that an over-long
+comment is a user mistake (exit 2), not a refused audit call.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from alerts.alertmanager import action_pools
 from alerts.errors import AlertsError
 from alerts.rules import build
 from deploy.stack import MATCHER, Stack
+from scheduler.service import reports
 
-AUDIT_PATH = "/api/v1/audit/records"
+AUDIT_PATH = reports.AUDIT_RECORDS_PATH
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION = timedelta(days=30)
@@ -71,8 +74,12 @@ class Matcher:
 def parse_matchers(texts: Sequence[str]) -> tuple[Matcher, ...]:
     if not texts:
         raise SilenceError('name at least one matcher, e.g. node="gpu-node-3"', 2)
+    if len(texts) > reports.MAX_MATCHERS:
+        raise SilenceError(f"at most {reports.MAX_MATCHERS} matchers", 2)
     out = []
     for t in texts:
+        if len(t) > reports.MAX_MATCHER:
+            raise SilenceError(f"a matcher has at most {reports.MAX_MATCHER} characters", 2)
         m = MATCHER.match(t)
         if m is None:
             raise SilenceError(f'bad matcher {t!r}: want label="value" (or !=, =~, !~)', 2)
@@ -182,6 +189,9 @@ def add(
     silence an alert the scheduler acts on."""
     if not author.strip() or not comment.strip():
         raise SilenceError("a silence needs an --author and a --comment saying why", 2)
+    check_author(author)
+    if len(comment) > reports.MAX_COMMENT:
+        raise SilenceError(f"--comment has at most {reports.MAX_COMMENT} characters", 2)
     refuse_if_action(stack, matchers)
     start = now or datetime.now(UTC)
     end = start + duration
@@ -213,9 +223,15 @@ def list_silences(alertmanager_url: str, *, everything: bool = False) -> list[di
     return sorted(keep, key=lambda s: (s["endsAt"], s["id"]))
 
 
+def check_author(author: str) -> None:
+    if not author.strip() or len(author) > reports.MAX_AUTHOR:
+        raise SilenceError(f"--author: a name of 1 to {reports.MAX_AUTHOR} characters", 2)
+
+
 def expire(alertmanager_url: str, silence_id: str, *, author: str, auditor: Auditor) -> None:
-    if not re.fullmatch(r"[0-9a-fA-F-]{8,64}", silence_id):
+    if not re.fullmatch(reports.SILENCE_ID, silence_id):
         raise SilenceError(f"bad silence id {silence_id!r}", 2)
+    check_author(author)
     auditor.record("silence.expire", silence_id, "requested", author=author)
     _request(alertmanager_url.rstrip("/") + f"/api/v2/silence/{silence_id}", "DELETE")
     auditor.record("silence.expire", silence_id, "ok", author=author)

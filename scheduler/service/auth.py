@@ -27,11 +27,19 @@ class Permission(StrEnum):
     POOLS_OPERATE = "pools:operate"  # manual rebalance and scale
     POLICY_WRITE = "policy:write"
     AUDIT_READ = "audit:read"
+    # Report an operator action done elsewhere (a silence) to the audit log, as oneself
+    AUDIT_RECORD = "audit:record"
     ALERTS_WRITE = "alerts:write"  # the Alertmanager webhook
 
 
 _OPERATOR = frozenset(
-    {Permission.READ, Permission.JOBS_WRITE, Permission.JOBS_REPORT, Permission.POOLS_OPERATE}
+    {
+        Permission.READ,
+        Permission.JOBS_WRITE,
+        Permission.JOBS_REPORT,
+        Permission.POOLS_OPERATE,
+        Permission.AUDIT_RECORD,
+    }
 )
 ROLE_PERMISSIONS: Mapping[str, frozenset[Permission]] = {
     "viewer": frozenset({Permission.READ}),

@@ -85,6 +85,9 @@ class Ctx:
     extra: list[AuditEntry] = field(default_factory=list)
     webhook_result: str = ""
     audited: bool = False  # its record is written already (the webhook writes its own)
+    # A reported action's record names that action, not the request (audit.record).
+    operation: str = ""
+    object: str = ""
 
     @property
     def user(self) -> str:
@@ -275,14 +278,14 @@ class Endpoints:
 
     async def _audit_request(self, ctx: Ctx, resp: web.StreamResponse) -> web.StreamResponse:
         route = ctx.route
-        obj = route.path
+        obj = ctx.object or route.path
         for k, v in ctx.args.items():
             obj = obj.replace("{" + k + "}", str(v))
         entry = AuditEntry(
             user=ctx.user,
             source_ip=ctx.source_ip,
             object=obj,
-            operation=route.name,
+            operation=ctx.operation or route.name,
             result=ctx.result,
             reason=ctx.reason or f"{resp.status}",
             params=ctx.params,

@@ -1,4 +1,5 @@
-"""The REST handlers: health, metrics, the spec, pools, jobs, queues, decisions, policy, audit.
+"""The REST handlers: health, metrics, the spec, pools, jobs, queues, decisions, policy, audit
+(query, export, verify, and actions done elsewhere recorded).
 
 Each takes the request and its ``Ctx`` (validated arguments and body) and
 answers; what it adds to ``ctx`` goes into the request's audit record.
@@ -20,6 +21,7 @@ from scheduler.service.caller import Runtime, RuntimeCaller
 from scheduler.service.endpoint import Ctx, json_response
 from scheduler.service.intents import IntentQueue
 from scheduler.service.records import decision_entry
+from scheduler.service.reports import REASON, audit_object
 from scheduler.service.routes import openapi
 from scheduler.service.worker import IntentWorker
 from scheduler.store.sqlite import Actor
@@ -160,6 +162,15 @@ class RestApi:
         text = "".join(iter_export(records, fmt))
         ctype = "text/csv" if fmt == "csv" else "application/x-ndjson"
         return web.Response(text=text, content_type=ctype)
+
+    async def audit_record(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        """The reported action becomes this request's audit record, under the caller's name
+        and address; the endpoint answers only once it is written (503 if it cannot be)."""
+        b = ctx.body
+        ctx.operation, ctx.object, ctx.result = b["operation"], audit_object(b), b["result"]
+        ctx.params = dict(b["params"])
+        ctx.reason = REASON
+        return json_response({"correlation_id": ctx.correlation_id}, ctx.route.status)
 
     async def audit_verify(self, request: web.Request, ctx: Ctx) -> web.StreamResponse:
         head, first = (ctx.args.get(k) for k in ("head", "first"))

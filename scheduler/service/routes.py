@@ -19,6 +19,7 @@ from exporters.exposition import CONTENT_TYPES
 from scheduler.service.auth import Permission
 from scheduler.service.errors import PayloadError
 from scheduler.service.payload import MAX_ALERTS, MAX_STRING, parse_time_ns
+from scheduler.service.reports import AUDIT_RECORDS_PATH, REPORT
 
 API = "/api/v1"
 ALERTS_PATH = f"{API}/alerts"
@@ -163,6 +164,7 @@ class Route:
     body: Mapping[str, Any] | None = None
     response: Mapping[str, Any] = field(default_factory=lambda: _OBJECT)
     response_types: tuple[str, ...] = ("application/json",)
+    status: int = 200  # of a success
     audited: bool = True  # health, metrics and the spec carry no data worth a record
 
     @property
@@ -332,6 +334,16 @@ ROUTES: tuple[Route, ...] = (
         response_types=("text/csv", "application/x-ndjson"),
     ),
     Route(
+        "audit.record",
+        "POST",
+        AUDIT_RECORDS_PATH,
+        Permission.AUDIT_RECORD,
+        "Record an operator action done outside the scheduler (a silence in Alertmanager), "
+        "as the caller; written to the audit log before the answer",
+        body=REPORT,
+        status=201,
+    ),
+    Route(
         "audit.verify",
         "GET",
         f"{API}/audit/verify",
@@ -395,6 +407,14 @@ def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
             raise PayloadError(f"{path}: must be >= {schema['minimum']}")
         if "maximum" in schema and value > schema["maximum"]:
             raise PayloadError(f"{path}: must be <= {schema['maximum']}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise PayloadError(f"{path}: must have at least {schema['minItems']} item(s)")
+        if len(value) > schema.get("maxItems", 1 << 30):
+            raise PayloadError(f"{path}: must have at most {schema['maxItems']} item(s)")
+        if "items" in schema:
+            for i, v in enumerate(value):
+                validate(v, schema["items"], f"{path}[{i}]")
     if isinstance(value, dict):
         props: Mapping[str, Any] = schema.get("properties", {})
         for k in schema.get("required", ()):
@@ -435,7 +455,7 @@ def _responses(r: Route) -> dict[str, Any]:
         "description": "Error",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
-    out: dict[str, Any] = {"200": ok}
+    out: dict[str, Any] = {str(r.status): ok}
     if r.body is not None or r.params:
         out["400"] = err
     if r.body is not None:

@@ -150,6 +150,7 @@ class Service:
             "policy.update": api.policy_update,
             "audit.query": api.audit_query,
             "audit.export": api.audit_export,
+            "audit.record": api.audit_record,
             "audit.verify": api.audit_verify,
         }
 

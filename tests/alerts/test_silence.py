@@ -1,18 +1,17 @@
 """Silences: matcher semantics as Alertmanager's, and the scheduler's alerts never silenced.
 
 The refusal is checked against the real Alertmanager: matchers that ``novabrain silence``
-refuses do silence the P0 action alert there, and matchers it accepts do not.
+refuses do silence the P0 action alert there, and matchers it accepts do not. The audit
+calls go to the real scheduler in tests/e2e/test_oncall_cli.py.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 import urllib.request
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,19 @@ import pytest
 from alerts.alertmanager import alertmanager_config
 from alerts.generate import templates
 from alerts.silence import (
-    AUDIT_PATH,
     Auditor,
     Matcher,
     SilenceError,
     action_alerts,
     add,
+    expire,
     parse_duration,
     parse_matchers,
     refuse_if_action,
 )
 from deploy.procs import AlertmanagerProcess
 from deploy.stack import Stack
+from scheduler.service.reports import MAX_AUTHOR, MAX_COMMENT, MAX_MATCHER, MAX_MATCHERS
 
 REFUSED = [
     ['alertname="NovabrainModelLatencyHigh"'],
@@ -132,77 +132,41 @@ def test_the_refusal_agrees_with_alertmanager(stack: Stack, tmp_path: Path) -> N
             urllib.request.urlopen(req, timeout=10).close()  # noqa: S310
 
 
-class _AuditStub(BaseHTTPRequestHandler):
-    """The scheduler's side of the audit call as ``alerts.silence`` sends it (see the report:
-    the endpoint is proposed for scheduler/service)."""
-
-    records: list[tuple[str, str, dict[str, Any]]] = []
-    status = 200
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.records.append((self.path, self.headers.get("Authorization", ""), body))
-        self.send_response(self.status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        pass
+# Nothing listens here: a check that fell through to the network would fail differently.
+UNREACHABLE = Auditor("http://127.0.0.1:9", None)
 
 
-@pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None, reason="no alertmanager")
-def test_add_is_audited_before_and_after_and_not_done_when_it_cannot_be(
-    stack: Stack, tmp_path: Path
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("author", "x" * (MAX_AUTHOR + 1)),
+        ("comment", "x" * (MAX_COMMENT + 1)),
+        ("matchers", [f'node="n{i}"' for i in range(MAX_MATCHERS + 1)]),
+        ("matchers", ['node="' + "x" * MAX_MATCHER + '"']),
+    ],
+    ids=["author", "comment", "matcher count", "matcher length"],
+)
+def test_what_the_scheduler_would_refuse_is_a_user_mistake(
+    stack: Stack, field: str, value: Any
 ) -> None:
-    token = tmp_path / "token"
-    token.write_text("operator-token\n")
-    server = HTTPServer(("127.0.0.1", 0), _AuditStub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    scheduler = f"http://127.0.0.1:{server.server_port}"
-    matchers = parse_matchers(['node="gpu-node-3"'])
-    try:
-        with AlertmanagerProcess(
-            alertmanager_config(stack), tmp_path / "am", files=templates(stack)
-        ) as am:
-            auditor = Auditor(scheduler, token)
-            sid = add(
-                stack,
-                am.url,
-                matchers,
-                author="li.wei",
-                comment="CHG-1234",
-                duration=timedelta(hours=2),
-                auditor=auditor,
-            )
-            (requested, done) = _AuditStub.records
-            assert [r[0] for r in (requested, done)] == [AUDIT_PATH, AUDIT_PATH]
-            assert requested[1] == "Bearer operator-token"
-            assert requested[2]["operation"] == "silence.add"
-            assert requested[2]["result"] == "requested"
-            assert requested[2]["params"]["matchers"] == ['node="gpu-node-3"']
-            assert (requested[2]["params"]["author"], requested[2]["params"]["comment"]) == (
-                "li.wei",
-                "CHG-1234",
-            )
-            assert (done[2]["object"], done[2]["result"]) == (sid, "ok")
-            (silence,) = am.get_json("/api/v2/silences")
-            assert (silence["createdBy"], silence["comment"]) == ("li.wei", "CHG-1234")
-
-            # The audit log refuses: nothing is done.
-            _AuditStub.status = 503
-            with pytest.raises(SilenceError, match="not audited, so not done"):
-                add(
-                    stack,
-                    am.url,
-                    matchers,
-                    author="li.wei",
-                    comment="again",
-                    duration=timedelta(hours=1),
-                    auditor=auditor,
-                )
-            assert len(am.get_json("/api/v2/silences")) == 1
-    finally:
-        server.shutdown()
-        _AuditStub.status = 200
-        _AuditStub.records.clear()
+    """The audit endpoint's limits, checked before any call: exit 2, not a refused audit."""
+    args: dict[str, Any] = {
+        "author": "li.wei",
+        "comment": "CHG-1234",
+        "matchers": ['node="gpu-node-3"'],
+        field: value,
+    }
+    with pytest.raises(SilenceError) as e:
+        add(
+            stack,
+            "http://127.0.0.1:9",
+            parse_matchers(args["matchers"]),
+            author=args["author"],
+            comment=args["comment"],
+            duration=timedelta(hours=1),
+            auditor=UNREACHABLE,
+        )
+    assert e.value.exit_code == 2, e.value
+    with pytest.raises(SilenceError) as e:
+        expire("http://127.0.0.1:9", "0" * 8, author="x" * (MAX_AUTHOR + 1), auditor=UNREACHABLE)
+    assert e.value.exit_code == 2

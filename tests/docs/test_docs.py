@@ -23,6 +23,8 @@ from scheduler.service.config import ServiceConfig
 from scheduler.service.denials import DEFAULT_WINDOW_SECONDS, MAX_GROUPS
 from scheduler.service.records import RECEIPTS
 from scheduler.service.reference import SECTIONS, render, sections
+from scheduler.service.reports import OPERATIONS
+from scheduler.service.reports import RESULTS as REPORT_RESULTS
 from scheduler.service.routes import ROUTES
 from scheduler.sim.workload import demo_workload
 
@@ -81,6 +83,7 @@ def test_every_operation_and_result_the_code_writes_is_documented(
     text = AUDIT.read_text()
     ops = [r.name for r in ROUTES if r.audited]
     ops += [*RECEIPTS, "alert.recovered", PURGE, *(f"alert.{a}" for a in ACTIONS)]
+    ops += list(OPERATIONS)  # actions done elsewhere, reported to POST /api/v1/audit/records
     for op in ops:
         assert f"`{op}`" in text, op
     seen = _decisions_in_a_scripted_run(stack, tmp_path)
@@ -88,7 +91,7 @@ def test_every_operation_and_result_the_code_writes_is_documented(
     for action, result in seen:
         assert f"`decision.{action}`" in text, action
         assert f"`{result}`" in text, result
-    for result in ("ok", "denied", "error", "queued", "ignored", "failed"):
+    for result in ("ok", "denied", "error", "queued", "ignored", "failed", *REPORT_RESULTS):
         assert f"`{result}`" in text, result
 
 

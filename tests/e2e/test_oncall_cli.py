@@ -4,13 +4,20 @@ script against a real Alertmanager, and against the real scheduler for its audit
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,34 +93,40 @@ def test_user_mistakes_exit_2_in_one_line(am: AlertmanagerProcess) -> None:
     assert r.returncode == 1 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_with_the_scheduler_configured_an_unaudited_silence_is_not_created(
-    am: AlertmanagerProcess, tmp_path: Path
-) -> None:
-    """The real scheduler has no endpoint for audit records yet (scheduler/service owns it):
-    the call fails closed, and nothing is silenced."""
-    token = "silence-test-operator-token"
-    digest = hashlib.sha256(token.encode()).hexdigest()
+@dataclass(frozen=True)
+class Scheduler:
+    url: str
+    audit_db: Path
+    stack_file: Path
+    token_files: dict[str, Path]  # role -> a file with that role's token
+
+
+TOKENS = {"platform-operator": "operator", "sre-viewer": "viewer"}
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path) -> Iterator[Scheduler]:
+    """The installed `novabrain scheduler`, its stack's operator and viewer holding tokens
+    this test knows."""
     text = (ROOT / "deploy/stack.yaml").read_text()
-    stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(
-        text.replace(
-            "{name: platform-operator, role: operator, token_sha256: cea9836fdde5854f11f3fd25356a17d6568abf55cb11b98299e406d798a320c0}",
-            f"{{name: platform-operator, role: operator, token_sha256: {digest}}}",
+    token_files = {}
+    for user, role in TOKENS.items():
+        token = f"silence-test-{role}-token"
+        text, n = re.subn(
+            rf"(name: {user}, role: {role}, token_sha256: )[0-9a-f]{{64}}",
+            lambda m, t=token: m[1] + hashlib.sha256(t.encode()).hexdigest(),
+            text,
         )
-    )
-    (tmp_path / "token").write_text(token)
+        assert n == 1, user
+        token_files[role] = tmp_path / f"{role}-token"
+        token_files[role].write_text(token + "\n")
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(text)
     port = free_port()
+    state = tmp_path / "state"
+    argv = [NOVABRAIN, "scheduler", "--port", str(port), "--stack", str(stack_file)]
     sched = subprocess.Popen(
-        [
-            NOVABRAIN,
-            "scheduler",
-            "--port",
-            str(port),
-            "--stack",
-            str(stack_file),
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
+        [*argv, "--state-dir", str(state)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -127,26 +140,139 @@ def test_with_the_scheduler_configured_an_unaudited_silence_is_not_created(
             except OSError:
                 assert time.monotonic() < deadline and sched.poll() is None
                 time.sleep(0.2)
-        r = _run(
-            "add",
-            "--stack",
-            str(stack_file),
-            f"--alertmanager-url={am.url}",
-            f"--scheduler-url=http://127.0.0.1:{port}",
-            "--token-file",
-            str(tmp_path / "token"),
-            "--author",
-            "li.wei",
-            "--comment",
-            "c",
-            'node="gpu-node-3"',
-        )
-        assert r.returncode == 1, r.stdout + r.stderr
-        assert "not audited, so not done" in r.stderr and "404" in r.stderr
-        assert am.get_json("/api/v2/silences") == []
+        yield Scheduler(f"http://127.0.0.1:{port}", state / "audit.db", stack_file, token_files)
     finally:
         sched.send_signal(signal.SIGTERM)
         assert sched.wait(timeout=30) == 0
+
+
+def _audited(s: Scheduler, am: AlertmanagerProcess, role: str, *args: str) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    sub, *rest = args
+    return _run(
+        sub,
+        "--stack",
+        str(s.stack_file),
+        f"--alertmanager-url={am.url}",
+        f"--scheduler-url={s.url}",
+        "--token-file",
+        str(s.token_files[role]),
+        *rest,
+    )
+
+
+def _export(db: Path, *args: str) -> list[dict[str, Any]]:
+    r = subprocess.run(
+        [NOVABRAIN, "audit", "export", "--db", str(db), "--format", "jsonl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def _ts(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+ADD = ("--author", "li.wei", "--comment", "CHG-1234 power upgrade", 'node="gpu-node-3"')
+
+
+def test_each_silence_call_is_in_the_schedulers_audit_log(
+    am: AlertmanagerProcess, scheduler: Scheduler
+) -> None:
+    """Installed `novabrain silence` -> real scheduler -> audit log -> `novabrain audit export`:
+    each call recorded before it is made and after, as the token's user from this host."""
+    r = _audited(scheduler, am, "operator", "add", *ADD)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # audited: no warning
+    sid = r.stdout.strip()
+    (silence,) = am.get_json("/api/v2/silences")
+    requested, done = _export(scheduler.audit_db, "--operation", "silence.add")
+    assert [(x["object"], x["result"]) for x in (requested, done)] == [
+        ("silence", "requested"),
+        (f"silence/{sid}", "ok"),
+    ]
+    # In that order around the silence Alertmanager created.
+    assert requested["ts"] <= _ts(silence["updatedAt"]) <= done["ts"]
+    for rec in (requested, done):
+        assert (rec["user"], rec["source_ip"]) == ("platform-operator", "127.0.0.1")
+    params = requested["params"]
+    assert params == done["params"]  # the same silence, before and after
+    assert params["matchers"] == ['node="gpu-node-3"']
+    assert (params["author"], params["comment"]) == ("li.wei", "CHG-1234 power upgrade")
+    # Alertmanager keeps milliseconds, and starts a silence no earlier than it created it.
+    assert abs(_ts(params["endsAt"]) - _ts(silence["endsAt"])) < 0.001
+    assert _ts(params["startsAt"]) <= _ts(silence["startsAt"])
+    gone = _audited(scheduler, am, "operator", "expire", "--author", "li.wei", sid)
+    assert gone.returncode == 0, gone.stderr
+    expired = _export(scheduler.audit_db, "--operation", "silence.expire")
+    assert [(x["object"], x["result"], x["user"]) for x in expired] == [
+        (f"silence/{sid}", "requested", "platform-operator"),
+        (f"silence/{sid}", "ok", "platform-operator"),
+    ]
+    verified = subprocess.run(
+        [NOVABRAIN, "audit", "verify", "--db", str(scheduler.audit_db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_with_the_scheduler_down_nothing_is_silenced(
+    am: AlertmanagerProcess, tmp_path: Path
+) -> None:
+    """Fails closed: a call that cannot be audited is not made."""
+    token = tmp_path / "token"
+    token.write_text("any-token")
+    r = _run(
+        "add",
+        f"--alertmanager-url={am.url}",
+        f"--scheduler-url=http://127.0.0.1:{free_port()}",
+        "--token-file",
+        str(token),
+        *ADD,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not audited, so not done" in r.stderr and "cannot reach" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert am.get_json("/api/v2/silences") == []
+
+
+def test_when_the_audit_log_cannot_be_written_nothing_is_silenced(
+    am: AlertmanagerProcess, scheduler: Scheduler
+) -> None:
+    """Another process holds the audit database's write lock: the scheduler answers 503
+    (not a 2xx) and the silence is not created; once the lock goes, the log says so."""
+    db = sqlite3.connect(scheduler.audit_db, isolation_level=None, timeout=30)
+    db.execute("BEGIN EXCLUSIVE")
+    try:
+        r = _audited(scheduler, am, "operator", "add", *ADD)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not audited, so not done" in r.stderr, r.stderr
+    assert am.get_json("/api/v2/silences") == []
+    deadline = time.monotonic() + 30
+    while not (recs := _export(scheduler.audit_db, "--operation", "silence.add")):
+        assert time.monotonic() < deadline, "the held record was never written"
+        time.sleep(0.2)
+    (rec,) = recs
+    assert (rec["result"], rec["reason"]) == ("error", "503 storage unavailable: audit log")
+
+
+def test_a_token_without_the_permission_is_refused_and_audited(
+    am: AlertmanagerProcess, scheduler: Scheduler
+) -> None:
+    r = _audited(scheduler, am, "viewer", "add", *ADD)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "not audited, so not done" in r.stderr and "403" in r.stderr
+    assert am.get_json("/api/v2/silences") == []
+    (denied,) = _export(scheduler.audit_db, "--operation", "audit.record")
+    assert (denied["user"], denied["result"]) == ("sre-viewer", "denied")
+    assert _export(scheduler.audit_db, "--operation", "silence.add") == []
 
 
 def test_alertmanager_config_writes_the_deployable_config(tmp_path: Path) -> None:
