@@ -42,7 +42,8 @@ from scheduler.service.metrics import ServiceMetrics
 from scheduler.service.payload import load_json
 from scheduler.service.ratelimit import RateLimiter
 from scheduler.service.records import ALERTMANAGER_ROLE, ANONYMOUS
-from scheduler.service.routes import Route, coerce_query, validate
+from scheduler.service.routes import Route
+from scheduler.service.validation import coerce_query, validate
 
 log = logging.getLogger("novabrain.scheduler.service")
 
