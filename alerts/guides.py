@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.service.config import DEFAULT_WEBHOOK_RATE as _LIMIT
+
 
 @dataclass(frozen=True)
 class Guide:
@@ -291,9 +293,38 @@ GUIDES: dict[str, Guide] = {
         automatic=_NOTHING + " It is the alarm that the automation is off.",
         not_helped=(
             "Check the result label: unauthorized means Alertmanager's token file does not "
-            "match the stack's hash; bad_request a changed payload; unavailable the "
-            "scheduler's storage. `curl {api}/healthz`."
+            "match the stack's hash; invalid a changed payload; unavailable the "
+            "scheduler's storage. `curl {api}/healthz`. Throttled notifications are not "
+            "counted here: Alertmanager retries them (`NovabrainWebhookThrottled`)."
         ),
         escalate="The platform on-call now: until fixed, P0 breaches need a human to act.",
+    ),
+    "NovabrainWebhookThrottled": Guide(
+        meaning=(
+            "Alertmanager sends the scheduler more notifications than its webhook takes "
+            f"({_LIMIT.rate:g} a second, bursts of {_LIMIT.burst:g}), and has done so without "
+            "a pause: each one over "
+            "the limit is answered 503 with Retry-After. Nothing is lost, Alertmanager retries "
+            "until it gets through, but every notification waits for its retries, so the "
+            "rebalance a P0 latency breach asks for comes late. A burst that clears within "
+            "minutes (every group of a market open at once) does not fire this."
+        ),
+        automatic=(
+            "The scheduler acts on each notification once it is taken in, exactly once "
+            "however often it was retried; Alertmanager retries with backoff. "
+            "The webhook panel shows results by kind: throttled against accepted."
+        ),
+        not_helped=(
+            "Find why so much is sent: alert groups too fine (`group_by`) or a group interval "
+            "too short in the generated alertmanager.yml, an alert flapping, or several "
+            "Alertmanager replicas each sending (they should form a cluster and deduplicate). "
+            "If P0 latency is high meanwhile and GPUs do not move, rebalance by hand "
+            '(`curl -X POST -H "Authorization: Bearer $TOKEN" -d \'{{"gpus": 8}}\' '
+            "{api}/api/v1/pools/<pool>/rebalance`, an operator token)."
+        ),
+        escalate=(
+            "The platform on-call within the hour; at once if `NovabrainModelLatencyHigh` "
+            "fires while this does."
+        ),
     ),
 }

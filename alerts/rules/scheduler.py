@@ -1,5 +1,13 @@
 """Scheduler alerts: starving queues, failed scale-ups, unmet reservations, preemption
-storms, and a failing Alertmanager webhook."""
+storms, a failing Alertmanager webhook, and one throttling Alertmanager for long.
+
+Throttling is not failing. Over its rate limit, Alertmanager gets 503 and Retry-After
+(result ``throttled``); it retries, and the retry is acted on, so a burst (every group of a
+market open at once) costs seconds and pages nobody. Throttling that does not stop means
+Alertmanager sends more than the limit all the time: every notification waits for its
+retries, and the rebalance a P0 breach asks for comes late. That is a warning of its own
+(``NovabrainWebhookThrottled``), not the page that says the automation is off.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,11 @@ from alerts.promql import by, dur, num, sel
 from alerts.rules.case import Builder, Text, Value, eval_seconds
 from alerts.rules.common import (
     CRITICAL,
+    FAST_WINDOW_SCRAPES,
     PLATFORM_TEAM,
     WARNING,
     dashboard_url,
+    fast_window,
     is_top_priority,
     series,
     sustain_seconds,
@@ -27,6 +37,9 @@ SCHEDULER_FILE = "scheduler.rules.yml"
 # Webhook results that mean the scheduler took the notification in (acted on,
 # recognised as a replay, or recorded as not actionable).
 WEBHOOK_OK_RESULTS = ("accepted", "duplicate", "ignored")
+# Refused for now, retried by Alertmanager (503 + Retry-After over the rate limit): not a
+# failure, but NovabrainWebhookThrottled when it does not stop.
+WEBHOOK_RETRIED_RESULTS = ("throttled",)
 SCALE_FAILED_RESULT = "failed"
 
 
@@ -173,7 +186,7 @@ def generate(b: Builder) -> None:
         quiet=((series(PREEMPTIONS.series, victim), "0x{late} 1x{n}"),),
         out=({},),
     )
-    bad = "!~" + "|".join(WEBHOOK_OK_RESULTS)
+    bad = "!~" + "|".join((*WEBHOOK_OK_RESULTS, *WEBHOOK_RETRIED_RESULTS))
     failing = f"sum(increase({sel(WEBHOOK_NOTIFICATIONS.series, {'result': bad})}[{dur(sustain)}]))"
     b.alert(
         file=SCHEDULER_FILE,
@@ -201,6 +214,47 @@ def generate(b: Builder) -> None:
         quiet=(
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}), "0+5x{n}"),
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "unauthorized"}), "2x{n}"),
+            # Throttled all along, and retried: not a failure.
+            (series(WEBHOOK_NOTIFICATIONS.series, {"result": "throttled"}), "0+2x{n}"),
         ),
+        out=({},),
+    )
+    throttled_alert(b)
+
+
+def throttled_alert(b: Builder) -> None:
+    """Throttled in every window of the fast window's length, for the sustain period: a burst
+    Alertmanager retries through stays quiet; a limit it is over all the time warns."""
+    stack = b.stack
+    sustain = sustain_seconds(stack)
+    window = fast_window(stack)
+    throttled = sel(WEBHOOK_NOTIFICATIONS.series, result=WEBHOOK_RETRIED_RESULTS[0])
+    count = f"sum(increase({throttled}[{window}]))"
+    fixture = series(WEBHOOK_NOTIFICATIONS.series, {"result": WEBHOOK_RETRIED_RESULTS[0]})
+    accepted = (series(WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}), "0+5x{n}")
+    b.alert(
+        file=SCHEDULER_FILE,
+        group="novabrain-scheduler",
+        name="NovabrainWebhookThrottled",
+        expr=f"{count} > 0",
+        signal=count,
+        for_seconds=sustain,
+        severity=WARNING,
+        labels={"team": PLATFORM_TEAM},
+        text=Text(
+            "Alertmanager is throttled by the scheduler's webhook",
+            "调度器的 Webhook 持续限流 Alertmanager",
+            f"For {dur(sustain)} the scheduler has answered Alertmanager 503 (over its rate "
+            f"limit) in every {window}. Alertmanager retries, so nothing is lost, but "
+            "notifications wait for their retries: a P0 rebalance comes late.",
+            f"过去 {dur(sustain)} 内调度器每 {window} 都以 503（超出速率限制）应答 Alertmanager。"
+            "Alertmanager 会重试，通知不会丢失，但需等待重试：P0 的调度会延迟。",
+        ),
+        value=Value("number", suffix=f" throttled / {window}"),
+        fired=2.0 * FAST_WINDOW_SCRAPES,  # two throttled every scrape
+        dashboard=dashboard_url(stack, "webhook"),
+        firing=(accepted, (fixture, "0+2x{n}")),
+        # A burst at a market open, retried within seconds: quiet.
+        quiet=(accepted, (fixture, "0x{late} 30x{n}")),
         out=({},),
     )
