@@ -311,6 +311,7 @@ class SimulatedStack:
         from exporters.nvml.sim import SimBackend
         from scheduler.runtime import SchedulerRuntime
         from scheduler.service.app import build_app as build_scheduler_app
+        from scheduler.service.app import service_config
         from scheduler.sim.workload import demo_workload
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +333,7 @@ class SimulatedStack:
                 self.runtime,
                 audit_path=self.workdir / "audit.db",
                 registry=self.scheduler_registry,
+                config=service_config(stack),
             ),
             self.ports["scheduler"],
         )

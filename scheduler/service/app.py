@@ -29,7 +29,15 @@ from scheduler.service.config import ServiceConfig
 from scheduler.service.routes import ROUTES
 from scheduler.service.service import Service
 
-__all__ = ["SERVICE", "Service", "ServiceConfig", "build_app", "serve", "tune_process"]
+__all__ = [
+    "SERVICE",
+    "Service",
+    "ServiceConfig",
+    "build_app",
+    "serve",
+    "service_config",
+    "tune_process",
+]
 
 log = logging.getLogger("novabrain.scheduler.service")
 
@@ -97,6 +105,15 @@ def build_app(
     return app
 
 
+def service_config(stack: Stack) -> ServiceConfig:
+    """What the stack sets of the service: the audit log's retention and off-box copy."""
+    return ServiceConfig(
+        audit_archive_after_seconds=stack.audit.online_days * DAY,
+        audit_purge_after_seconds=stack.audit.retention_days * DAY,
+        audit_forward=stack.audit.forward,
+    )
+
+
 def tune_process() -> None:
     """Process-wide settings for a long-running server; call once, after startup.
 
@@ -142,13 +159,12 @@ async def serve(
         stack, db_path=state_dir / "scheduler.db", registry=registry, actuator=chosen
     )
     try:
-        config = ServiceConfig(
-            audit_archive_after_seconds=stack.audit.online_days * DAY,
-            audit_purge_after_seconds=stack.audit.retention_days * DAY,
-            audit_forward=stack.audit.forward,
-        )
         app = build_app(
-            stack, runtime, audit_path=state_dir / "audit.db", registry=registry, config=config
+            stack,
+            runtime,
+            audit_path=state_dir / "audit.db",
+            registry=registry,
+            config=service_config(stack),
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -53,7 +53,7 @@ class AuditWatch:
                 cursor_path=audit.path.with_name(audit.path.stem + "-forward.cursor"),
                 archive=audit.archive_path,
             )
-            metrics.forwarded_seq.set(self.forwarder.cursor.seq)
+            self._show_forwarded()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._verify, name="audit-verify", daemon=True)]
         if self.forwarder is not None:
@@ -62,6 +62,10 @@ class AuditWatch:
             )
         self._published = 0.0
         self._alarmed = False
+
+    def _show_forwarded(self) -> None:
+        if self.forwarder is not None and self.metrics.forwarded_seq is not None:
+            self.metrics.forwarded_seq.set(self.forwarder.cursor.seq)
 
     def start(self) -> None:
         for t in self._threads:
@@ -139,4 +143,4 @@ class AuditWatch:
             if backoff:
                 log.info("audit forwarding resumed at record %d", self.forwarder.cursor.seq)
             backoff = 0.0
-            self.metrics.forwarded_seq.set(self.forwarder.cursor.seq)
+            self._show_forwarded()

@@ -33,11 +33,14 @@ class ServiceMetrics:
     chain_verified: Gauge
     verified_seq: Gauge
     head_seq: Gauge
-    forwarded_seq: Gauge
+    forwarded_seq: Gauge | None  # only with audit.forward
     forward_failures: Counter
 
     @classmethod
-    def register(cls, registry: CollectorRegistry) -> ServiceMetrics:
+    def register(cls, registry: CollectorRegistry, *, forwarding: bool) -> ServiceMetrics:
+        """``forwarding``: the stack sets ``audit.forward``. Without it there is no forwarded
+        sequence number to export: a 0 there would read as a copy lagging the whole log
+        behind, and NovabrainAuditForwardingBehind (head - forwarded) would fire."""
         return cls(
             notifications=Counter(
                 WEBHOOK_NOTIFICATIONS.name,
@@ -64,7 +67,7 @@ class ServiceMetrics:
             chain_verified=_gauge(AUDIT_CHAIN_VERIFIED, registry),
             verified_seq=_gauge(AUDIT_VERIFIED_SEQ, registry),
             head_seq=_gauge(AUDIT_HEAD_SEQ, registry),
-            forwarded_seq=_gauge(AUDIT_FORWARDED_SEQ, registry),
+            forwarded_seq=_gauge(AUDIT_FORWARDED_SEQ, registry) if forwarding else None,
             forward_failures=Counter(
                 AUDIT_FORWARD_FAILURES.name, AUDIT_FORWARD_FAILURES.help, registry=registry
             ),

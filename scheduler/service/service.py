@@ -68,7 +68,9 @@ class Service:
             busy_timeout=config.busy_timeout_seconds,
         )
         self.intents = IntentQueue(intents_path, busy_timeout=config.busy_timeout_seconds)
-        self.metrics = ServiceMetrics.register(registry)
+        self.metrics = ServiceMetrics.register(
+            registry, forwarding=config.audit_forward is not None
+        )
         self.watch = AuditWatch(self.audit, metrics=self.metrics, config=config)
         self.marks = Marks()
         self.call = RuntimeCaller()

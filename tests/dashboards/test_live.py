@@ -19,6 +19,7 @@ latency SLO threshold, which the SLO rules count.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from dashboards.build import build_all
 from dashboards.queries import BUILTINS, Query, queries
 from deploy.demo import SimulatedStack
 from deploy.procs import ProcessError
-from deploy.stack import Stack
+from deploy.stack import AuditForward, Stack
 from exporters.catalog import ALL, MetricKind
 from exporters.catalog.gpu import GPU_PROCESS_MEMORY, GPU_UTILIZATION, GPU_XID_LAST_SEEN
 from exporters.catalog.model import MODEL_REQUEST_DURATION, MODEL_REQUESTS
@@ -69,6 +70,10 @@ def _expressions(stack: Stack, rate_interval: str) -> list[Query]:
 
 
 async def test_every_expression_runs_on_the_live_stack(stack: Stack, tmp_path: Path) -> None:
+    # With the audit log's off-box copy (a file here), as a bank runs it: its position is
+    # exported only then, and the forwarding panel and alert read it.
+    copy = AuditForward("file", path=str(tmp_path / "audit-copy.jsonl"))
+    stack = dataclasses.replace(stack, audit=dataclasses.replace(stack.audit, forward=copy))
     async with SimulatedStack(stack, tmp_path, fast=True) as env:
         assert env.prometheus is not None
         prom = env.prometheus

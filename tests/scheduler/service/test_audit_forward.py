@@ -4,6 +4,7 @@ nothing repeated across restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -17,6 +18,7 @@ from service_testkit import auth, start_env
 from tamper_kit import StepClock, entry
 
 from deploy.stack import AuditForward
+from exporters.catalog.service import AUDIT_FORWARDED_SEQ, AUDIT_HEAD_SEQ
 from scheduler.audit import AuditLog, export
 from scheduler.audit.forward import FileSink, Forwarder, SyslogSink
 from scheduler.service.config import ServiceConfig
@@ -180,3 +182,35 @@ def test_a_batch_sent_into_a_connection_the_collector_closed_is_sent_again(
     while len(set(collector.seqs)) < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert set(collector.seqs) == set(range(1, 13))
+
+
+async def test_the_forwarded_position_is_exported_only_when_forwarding(tmp_path: Path) -> None:
+    """Without audit.forward there is no copy to lag: no forwarded series, so
+    NovabrainAuditForwardingBehind (head - forwarded > 0) has nothing to fire on."""
+    for forward in (None, AuditForward("file", path=str(tmp_path / "copy.jsonl"))):
+        cfg = ServiceConfig(
+            audit_forward=forward,
+            forward_interval_seconds=0.05,
+            audit_publish_interval_seconds=0.05,
+            audit_verify_interval_seconds=0.05,
+        )
+        (tmp_path / str(forward is None)).mkdir()
+        env = await start_env(tmp_path / str(forward is None), cfg)
+        try:
+            for _ in range(3):
+                r = await env.client.get("/api/v1/pools", headers=auth("viewer"))
+                assert r.status == 200
+            reg = env.service.registry
+            deadline = time.monotonic() + 10
+            while not reg.get_sample_value(AUDIT_HEAD_SEQ.series):
+                assert time.monotonic() < deadline, "no head published"
+                await asyncio.sleep(0.05)
+            forwarded = reg.get_sample_value(AUDIT_FORWARDED_SEQ.series)
+            if forward is None:
+                assert forwarded is None
+            else:
+                while reg.get_sample_value(AUDIT_FORWARDED_SEQ.series) < 3:
+                    assert time.monotonic() < deadline, "nothing forwarded"
+                    await asyncio.sleep(0.05)
+        finally:
+            await env.client.close()
