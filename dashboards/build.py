@@ -20,6 +20,7 @@ from typing import Any
 
 import grafanalib.core as G
 
+from dashboards.audit import audit_panels
 from dashboards.normalise import normalise, to_json
 from dashboards.panels import (
     DATASOURCE,
@@ -456,6 +457,7 @@ def scheduler(stack: Stack) -> dict[str, Any]:
             ],
             "reqps",
         ),
+        *audit_panels(),
     ]
     return _dashboard(
         stack, SCHEDULER_UID, "NovaBrain / Scheduler and pools", specs, [_pool_var(stack)]

@@ -75,7 +75,9 @@ def stat(
     w: int = 6,
     h: int = 4,
     description: str = "",
+    colors: Sequence[tuple[str, float]] = (),
 ) -> Spec:
+    """``colors``: (color, from value) steps, lowest first; the first covers everything below."""
     panel = G.Stat(
         title=title,
         description=description or None,
@@ -83,6 +85,11 @@ def stat(
         format=unit,
         dataSource=DATASOURCE,
         reduceCalc="lastNotNull",
+        **(
+            {"thresholds": [G.Threshold(c, i, v) for i, (c, v) in enumerate(colors)]}
+            if colors
+            else {}
+        ),
     )
     return Spec(panel, w, h)
 

@@ -28,9 +28,6 @@ _TARGET = {"instance": "scheduler:9470", "job": "novabrain-scheduler"}
 def generate(b: Builder) -> None:
     stack = b.stack
     labels = {"team": PLATFORM_TEAM}
-    # No audit panel of its own yet: the scheduler service's webhook panel, where its
-    # own health shows.
-    dashboard = dashboard_url(stack, "webhook")
     verified = AUDIT_CHAIN_VERIFIED.series
     b.alert(
         file=AUDIT_FILE,
@@ -53,7 +50,7 @@ def generate(b: Builder) -> None:
         ),
         value=Value("text", "the chain no longer verifies"),
         fired=0.0,
-        dashboard=dashboard,
+        dashboard=dashboard_url(stack, "audit_chain"),
         firing=((sel(verified, **_TARGET), "1x{late} 0x{n}"),),
         quiet=((sel(verified, **_TARGET), "1x{n}"),),
         out=(_TARGET,),
@@ -85,7 +82,7 @@ def generate(b: Builder) -> None:
         value=Value("number", suffix=" records behind"),
         # The head grows ten a scrape in the fixture, the copy not at all.
         fired=10.0 * eval_seconds(stack, behind_for) / stack.prometheus.scrape_interval_seconds,
-        dashboard=dashboard,
+        dashboard=dashboard_url(stack, "audit_forwarding"),
         firing=pair("100+10x{n}", "100x{n}"),
         quiet=pair("100+10x{n}", "100+10x{n}"),
         out=(_TARGET,),

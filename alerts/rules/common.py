@@ -68,6 +68,8 @@ PANELS: dict[str, tuple[str, int, str]] = {
     "scale": ("scheduler", 8, "Scale events"),
     "reservations": ("scheduler", 9, "Reservations"),
     "webhook": ("scheduler", 12, "Webhook notifications"),
+    "audit_chain": ("scheduler", 13, "Audit chain verified"),
+    "audit_forwarding": ("scheduler", 15, "Audit forwarding lag"),
 }
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from alerts.promql import le, sel
 from alerts.rules import TRITON_FILE, build, fast_window, p0_models, rule_files
+from dashboards.audit import CHAIN_TITLE, LAG_TITLE, SEQ_TITLE
 from dashboards.build import build_all
 from dashboards.queries import BUILTINS, Query, queries
 from deploy.demo import SimulatedStack
@@ -39,6 +40,7 @@ from exporters.catalog.model import MODEL_REQUEST_DURATION, MODEL_REQUESTS
 from exporters.catalog.scheduler import GPU_POOL_INFO
 
 pytestmark = pytest.mark.e2e
+AUDIT_TITLES = (CHAIN_TITLE, SEQ_TITLE, LAG_TITLE)
 
 _SAMPLES: dict[str, str] = {}
 for _m in ALL:
@@ -133,11 +135,17 @@ async def test_every_expression_runs_on_the_live_stack(stack: Stack, tmp_path: P
         assert len(exprs) > 80
         problems: list[str] = []
         with_data = 0
+        answered = set()
         for q in exprs:
             found, had_data = await check(q)
             problems += found
             with_data += had_data
+            if had_data:
+                answered.add(q.where)
         assert problems == [], "\n".join(problems)
+        # The audit log's panels always have data on a running scheduler that forwards.
+        audit = [q.where for q in exprs if any(f" / {t} / " in q.where for t in AUDIT_TITLES)]
+        assert len(audit) == 4 and set(audit) <= answered, set(audit) - answered
         # The check can fail: a join on a label value no series has, a syntax error.
         wrong_pool = f'{GPU_UTILIZATION.series} * on(uuid) group_left(pool) {GPU_POOL_INFO.series}{{pool="nope"}}'
         assert (await check(Query("probe", wrong_pool)))[0]
