@@ -16,7 +16,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from exporters.catalog import Metric as CatalogMetric
 from exporters.catalog import scheduler as cat
 from exporters.exposition import Buckets, FamilySpec, HistogramSeries, Series
-from scheduler.core.model import Action, Decision, Result
+from scheduler.core.model import Action, Decision, PoolView, ReservationView, Result
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
@@ -33,11 +33,11 @@ DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e
 @dataclass(frozen=True)
 class MetricsSnapshot:
     pool_names: tuple[str, ...]
-    pools: tuple[dict[str, Any], ...]
+    pools: tuple[PoolView, ...]
     assignments: dict[str, tuple[str, str]]
     queues: dict[tuple[str, str], tuple[int, float]]  # (pool, priority) -> (length, oldest wait)
     jobs: dict[tuple[str, str], int]  # (pool, state) -> count
-    reservations: tuple[dict[str, Any], ...]
+    reservations: tuple[ReservationView, ...]
     cycles_refused: int
 
 
@@ -115,19 +115,25 @@ class SchedulerCollector(Collector):
         for uuid, (node, pool) in sorted(snap.assignments.items()):
             rows[cat.GPU_POOL_INFO].append((s(cat.GPU_POOL_INFO, uuid, node, pool), 1.0))
         for p in snap.pools:
-            for state in ("owned", "borrowed", "lent", "idle"):
-                rows[cat.POOL_GPUS].append((s(cat.POOL_GPUS, p["name"], state), float(p[state])))
-            rows[cat.POOL_NODES].append((s(cat.POOL_NODES, p["name"]), float(p["nodes"])))
+            gpus = (
+                ("owned", p.owned),
+                ("borrowed", p.borrowed),
+                ("lent", p.lent),
+                ("idle", p.idle),
+            )
+            for state, n in gpus:
+                rows[cat.POOL_GPUS].append((s(cat.POOL_GPUS, p.name, state), float(n)))
+            rows[cat.POOL_NODES].append((s(cat.POOL_NODES, p.name), float(p.nodes)))
         for (pool, prio), (n, oldest_wait) in sorted(snap.queues.items()):
             rows[cat.QUEUE_LENGTH].append((s(cat.QUEUE_LENGTH, pool, prio), float(n)))
             rows[cat.QUEUE_OLDEST_WAIT].append((s(cat.QUEUE_OLDEST_WAIT, pool, prio), oldest_wait))
         for (pool, state), n in sorted(snap.jobs.items()):
             rows[cat.JOBS].append((s(cat.JOBS, pool, state), float(n)))
         for r in snap.reservations:
-            key = (r["name"], r["pool"])
-            active = 1.0 if r["active"] else 0.0
+            key = (r.name, r.pool)
+            active = 1.0 if r.active else 0.0
             rows[cat.RESERVATION_ACTIVE].append((s(cat.RESERVATION_ACTIVE, *key), active))
-            satisfied = 1.0 if r["satisfied"] else 0.0
+            satisfied = 1.0 if r.satisfied else 0.0
             rows[cat.RESERVATION_SATISFIED].append((s(cat.RESERVATION_SATISFIED, *key), satisfied))
         rows[cat.CYCLES_REFUSED].append((s(cat.CYCLES_REFUSED), float(snap.cycles_refused)))
 

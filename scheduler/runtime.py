@@ -53,6 +53,8 @@ from scheduler.core.model import (
     JobRequest,
     JobState,
     PolicySpec,
+    PoolView,
+    ReservationView,
 )
 from scheduler.metrics import Accumulator, MetricsSnapshot, SchedulerCollector
 from scheduler.store.sqlite import Actor, Store
@@ -269,14 +271,14 @@ class SchedulerRuntime:
         with self._lock:
             return self._core.gpu_assignments()
 
-    def pools(self) -> list[dict[str, Any]]:
+    def pools(self) -> list[PoolView]:
         with self._lock:
-            return [self._core.pool_state(p) for p in self._core.pool_names()]
+            return [self._core.pool_view(p) for p in self._core.pool_names()]
 
     def jobs(self, pool: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             if pool is not None:
-                self._core.pool_state(pool)  # UnknownPool
+                self._core.pool_view(pool)  # UnknownPool
             if state is not None and state not in {s.value for s in JobState}:
                 raise InvalidRequest(f"unknown state {state!r}")
             return [
@@ -322,9 +324,9 @@ class SchedulerRuntime:
         with self._lock:
             return [d.to_dict() for d in self._store.decisions(min(limit, 10_000))]
 
-    def reservations(self) -> list[dict[str, Any]]:
+    def reservations(self) -> list[ReservationView]:
         with self._lock:
-            return self._core.reservation_states()
+            return self._core.reservation_views()
 
     def submit_job(self, req: JobRequest, *, correlation_id: str = "") -> dict[str, Any]:
         return self.submit(req, correlation_id=correlation_id)[0]
@@ -423,11 +425,11 @@ class SchedulerRuntime:
             jobs.update(core.job_counts())
             return MetricsSnapshot(
                 pool_names=names,
-                pools=tuple(core.pool_state(p) for p in names),
+                pools=tuple(core.pool_view(p) for p in names),
                 assignments=core.gpu_assignments(),
                 queues=queues,
                 jobs=dict(jobs),
-                reservations=tuple(core.reservation_states()),
+                reservations=tuple(core.reservation_views()),
                 cycles_refused=core.cycles_refused,
             )
 

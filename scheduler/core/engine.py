@@ -355,10 +355,6 @@ class Scheduler:
     def pool_view(self, pool: str) -> PoolView:
         return self._views.pool(pool)
 
-    def pool_state(self, pool: str) -> dict[str, Any]:
-        """``pool_view`` as a dict, for the runtime's JSON and metrics (until they take the view)."""
-        return self._views.pool(pool).to_dict()
-
     def job(self, job_id: str) -> JobView:
         return self._cluster.job(job_id).view()
 
@@ -379,10 +375,6 @@ class Scheduler:
 
     def reservation_views(self) -> list[ReservationView]:
         return self._reservations.views(self._clock())
-
-    def reservation_states(self) -> list[dict[str, Any]]:
-        """``reservation_views`` as dicts, for the runtime's JSON and metrics (until they take them)."""
-        return [v.to_dict() for v in self.reservation_views()]
 
     # ------------------------------------------------------------------ persistence
 

@@ -58,7 +58,7 @@ def test_the_demo_loop_moves_gpus_within_seconds_and_back(stack: Stack, tmp_path
     pool = "p0-risk"
     own = rt.serving_gpus(pool)
     assert own == 8
-    assert {p["name"]: p["idle"] for p in rt.pools()} == {
+    assert {p.name: p.idle for p in rt.pools()} == {
         "p0-risk": 0,
         "p1-train": 0,
         "p2-batch": 0,
@@ -128,7 +128,7 @@ def test_api_views_and_errors(stack: Stack, tmp_path: Path) -> None:
     assert [(d.result, d.dry_run, d.gpus) for d in ds] == [("dry_run", True, 4)]
     assert rt.serving_gpus("p0-risk") == 8
     (res,) = rt.reservations()
-    assert res["name"] == "market-bell" and res["next_start"] > clock.now - 86400
+    assert res.name == "market-bell" and (res.next_start or 0) > clock.now - 86400
     scale = rt.manual_scale("p2-batch", 1, "op")
     assert scale[0].action == "scale_up"
     rt.close()

@@ -19,6 +19,7 @@ from exporters.catalog.model import MODEL_REQUESTS
 from exporters.modelserver.errors import PoolsUnavailable
 from exporters.modelserver.server import PoolGpus, parse_pools, serve
 from scheduler.runtime import SchedulerRuntime
+from scheduler.service.endpoint import json_response
 from scheduler.sim.workload import demo_workload
 
 
@@ -46,7 +47,7 @@ def test_parse_pools_reads_the_scheduler_runtime(stack: Stack, tmp_path: Path) -
     rt = SchedulerRuntime.from_stack(stack, db_path=tmp_path / "s.db", registry=CollectorRegistry())
     try:
         rt.seed(demo_workload(stack))
-        counts = parse_pools(json.loads(json.dumps(rt.pools())))
+        counts = parse_pools(json.loads(json_response(rt.pools()).text or "null"))
         assert counts == {p.name: rt.serving_gpus(p.name) for p in stack.pools}
     finally:
         rt.close()

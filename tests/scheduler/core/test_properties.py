@@ -129,16 +129,16 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
         for u in j.held_gpu_ids:
             claim[u] = j.pool
     for p in spec.pools:
-        s = core.pool_state(p.name)
+        s = core.pool_view(p.name)
         own = sum(1 for u, c in claim.items() if c == p.name and home[u] == p.name)
         borrowed = sum(1 for u, c in claim.items() if c == p.name and home[u] != p.name)
         lent = sum(1 for u, c in claim.items() if c != p.name and home[u] == p.name)
-        assert (s["owned"], s["borrowed"], s["lent"]) == (own, borrowed, lent)
-        assert own + lent + s["idle"] == p.nominal_gpus
+        assert (s.owned, s.borrowed, s.lent) == (own, borrowed, lent)
+        assert own + lent + s.idle == p.nominal_gpus
         assert borrowed <= p.borrowing_limit
         assert lent <= p.lending_limit <= p.nominal_gpus - p.guaranteed_gpus
         running = sum(j.gpus for j in jobs if j.pool == p.name and j.state is JobState.RUNNING)
-        assert s["serving_gpus"] == running
+        assert s.serving_gpus == running
     # 3. Budget: never more preemptions inside the window than allowed.
     for j in jobs:
         recent = [t for t in j.preemptions if t > now - policy.preemption_budget_window_seconds]
@@ -149,7 +149,7 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
     if queue and not queue[0][0].pending_victims:
         head = queue[0][0]
         need = head.gpus - len(head.held_gpu_ids)
-        free_own = core.pool_state("p0")["idle"]
+        free_own = core.pool_view("p0").idle
         lendable: dict[str, int] = {}
         already_lent = 0
         for j in jobs:
@@ -172,13 +172,12 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
                     already_lent += 1
         for p in spec.pools:
             if p.name != "p0":
-                lendable[p.name] = lendable.get(p.name, 0) + core.pool_state(p.name)["idle"]
-        room = p0.borrowing_limit - core.pool_state("p0")["borrowed"]
+                lendable[p.name] = lendable.get(p.name, 0) + core.pool_view(p.name).idle
+        room = p0.borrowing_limit - core.pool_view("p0").borrowed
         lend_total = sum(
             min(
                 n,
-                next(q for q in spec.pools if q.name == y).lending_limit
-                - core.pool_state(y)["lent"],
+                next(q for q in spec.pools if q.name == y).lending_limit - core.pool_view(y).lent,
             )
             for y, n in lendable.items()
         )

@@ -141,13 +141,13 @@ def test_night_training_burst_borrows_idle_batch_gpus_then_batch_reclaims(world:
     for i in range(3):
         core.submit(JobRequest(f"train-{i}", "p1", 4, JobKind.TRAINING, checkpointable=True))
     assert all(core.job(f"train-{i}").state is JobState.RUNNING for i in range(3))
-    p1, p2 = core.pool_state("p1"), core.pool_state("p2")
-    assert (p1["owned"], p1["borrowed"]) == (8, 4)
-    assert (p2["lent"], p2["idle"]) == (4, 0)
+    p1, p2 = core.pool_view("p1"), core.pool_view("p2")
+    assert (p1.owned, p1.borrowed) == (8, 4)
+    assert (p2.lent, p2.idle) == (4, 0)
     # A fourth exceeds P1's borrowing limit (4): it waits, and P0 is untouched.
     core.submit(JobRequest("train-3", "p1", 4, JobKind.TRAINING))
     assert core.job("train-3").state is JobState.QUEUED
-    assert core.pool_state("p0")["lent"] == 0
+    assert core.pool_view("p0").lent == 0
 
     # Morning: batch arrives and reclaims its own GPUs from the borrower, which
     # is past its cooldown; it was checkpointing, so little is lost.
@@ -159,7 +159,7 @@ def test_night_training_burst_borrows_idle_batch_gpus_then_batch_reclaims(world:
     assert preempt[0].cause == "reclaim"
     core.ack_preemption("train-2")
     assert core.job("batch-morning").state is JobState.RUNNING
-    assert core.pool_state("p1")["borrowed"] == 0
+    assert core.pool_view("p1").borrowed == 0
 
 
 def test_only_the_top_class_borrows_by_preemption(world: World) -> None:
@@ -231,8 +231,8 @@ def test_grace_expiry_releases_without_an_ack_and_cancel_frees_holds(world: Worl
     core.tick()
     # The victims were released and, nothing holding their GPUs, resumed at home.
     assert core.job("batch-plain").state is JobState.RUNNING
-    assert core.pool_state("p2")["idle"] == 0
-    assert core.pool_state("p0")["borrowed"] == 0
+    assert core.pool_view("p2").idle == 0
+    assert core.pool_view("p0").borrowed == 0
 
 
 def test_queue_scale_up_then_idle_scale_down(world: World) -> None:
@@ -253,14 +253,14 @@ def test_queue_scale_up_then_idle_scale_down(world: World) -> None:
     # The node arrives (the actuator reports it): the queued job runs on it.
     core.add_node("p2", "p2-scaled-1", [f"GPU-new-{i}" for i in range(4)])
     assert core.job("waiting").state is JobState.RUNNING
-    assert core.pool_state("p2")["nodes"] == 2
+    assert core.pool_view("p2").nodes == 2
     core.cancel("waiting")
     world.clock.advance(119)
     assert not [d for d in core.tick() if d.action == "scale_down"]
     world.clock.advance(1)
     downs = [d for d in core.tick() if d.action == "scale_down"]
     assert [(d.result, d.nodes) for d in downs] == [("ok", ("p2-scaled-1",))]
-    assert core.pool_state("p2")["nominal_gpus"] == 4
+    assert core.pool_view("p2").nominal_gpus == 4
 
 
 def test_reservation_drains_borrowers_before_the_bell(world: World) -> None:
@@ -287,10 +287,10 @@ def test_reservation_drains_borrowers_before_the_bell(world: World) -> None:
     assert all(d.cause == "reservation" for d in ds if d.action == "preempt")
     world.clock.now = bell - 300 + FAST.default_grace_seconds
     core.tick()
-    (state,) = core.reservation_states()
-    assert state["active"] and state["satisfied"] and not state["open"]
+    (state,) = core.reservation_views()
+    assert state.active and state.satisfied and not state.open
     world.clock.now = bell
-    assert core.reservation_states()[0]["open"]
+    assert core.reservation_views()[0].open
     assert core.serving_gpus("p0") == 8  # at the bell P0 already holds the reserved GPUs
     world.clock.now = bell + 30 * 60
     ds = core.tick()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack, User, load_stack
 from scheduler.core.errors import StoreUnavailable, UnknownJob, UnknownPool
-from scheduler.core.model import Decision, JobRequest
+from scheduler.core.model import Decision, JobRequest, PoolView, ReservationView
 from scheduler.service.app import SERVICE, Service, ServiceConfig, build_app
 from scheduler.service.auth import hash_token
 from scheduler.store.sqlite import Actor
@@ -86,8 +86,11 @@ class FakeRuntime:
     def checkpoint(self) -> None:
         return None
 
-    def pools(self) -> Any:
-        return [{"name": n} for n in sorted(self.pool_names)]
+    def pools(self) -> list[PoolView]:
+        return [
+            PoolView(n, "P2", 100, *([0] * 14), gpu_seconds_lost=0.0, firing=False, return_at=None)
+            for n in sorted(self.pool_names)
+        ]
 
     def jobs(self, pool: str | None = None, state: str | None = None) -> Any:
         return [{"id": j.id, "pool": j.pool} for j in self.jobs_by_id.values()]
@@ -98,7 +101,7 @@ class FakeRuntime:
     def decisions(self, limit: int = 100) -> Any:
         return [d.to_dict() for d in self._decisions[-limit:]]
 
-    def reservations(self) -> Any:
+    def reservations(self) -> list[ReservationView]:
         return []
 
     def submit(self, req: JobRequest, *, correlation_id: str = "") -> tuple[Any, list[Decision]]:

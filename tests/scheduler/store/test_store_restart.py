@@ -197,7 +197,7 @@ def test_decisions_the_actuator_does_nothing_for_are_stored_done(
 
 
 def _nodes(rt: SchedulerRuntime, pool: str) -> int:
-    return int(next(p for p in rt.pools() if p["name"] == pool)["nodes"])
+    return next(p for p in rt.pools() if p.name == pool).nodes
 
 
 def test_a_node_that_joined_survives_a_restart(stack: Stack, tmp_path: Path) -> None:
