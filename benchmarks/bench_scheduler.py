@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from scheduler.core import (
+    Action,
     ClusterSpec,
     GpuSpec,
     JobKind,
@@ -158,12 +159,12 @@ def bench_rebalance(gpus: int, jobs: int, samples: int) -> dict[str, float]:
         cpu.append(time.thread_time() - c0)
         # Literals, not Action members: this also runs on checkouts from before the
         # enums (--against), and Action is a StrEnum, equal to its value.
-        assert ds and ds[-1].action == "rebalance", ds[-1]
+        assert ds and ds[-1].action == Action.REBALANCE, ds[-1]
         moved += ds[-1].gpus
         # Untimed: give the GPUs back so the next sample sees a full cluster again.
         burst = ds[-1].job
         assert burst is not None
-        victims = [d.job for d in ds if d.action == "preempt" and d.job]
+        victims = [d.job for d in ds if d.action == Action.PREEMPT and d.job]
         core.cancel(burst)
         for v in victims:
             core.ack_preemption(v)
@@ -208,10 +209,10 @@ def bench_throughput(gpus: int, jobs: int) -> tuple[float, float]:
                     duration_seconds=rnd.uniform(1, 4),
                 )
             )
-            placed += sum(1 for d in ds if d.action == "place")
+            placed += sum(1 for d in ds if d.action == Action.PLACE)
             n += 1
         clock.now += 1.0
-        placed += sum(1 for d in core.tick() if d.action == "place")
+        placed += sum(1 for d in core.tick() if d.action == Action.PLACE)
     wall = time.perf_counter() - t0
     return placed / wall, placed / (time.thread_time() - c0)
 

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.stack import Stack, load_stack
 from exporters.catalog import scheduler as cat
-from scheduler.core.model import JobKind, JobRequest
+from scheduler.core.model import Action, JobKind, JobRequest, Result
 from scheduler.runtime import Conflict, InvalidRequest, SchedulerRuntime, UnknownJob, UnknownPool
 from scheduler.sim.workload import demo_workload
 
@@ -65,7 +65,7 @@ def test_the_demo_loop_moves_gpus_within_seconds_and_back(stack: Stack, tmp_path
     }
 
     ds = rt.on_alert(pool=pool, action="rebalance", firing=True, correlation_id="grp-1")
-    assert ds[-1].action == "rebalance" and ds[-1].gpus == stack.policy.rebalance_step_gpus
+    assert ds[-1].action == Action.REBALANCE and ds[-1].gpus == stack.policy.rebalance_step_gpus
     seconds = 0.0
     while rt.serving_gpus(pool) == own and seconds < 10:
         clock.now += 0.5
@@ -125,12 +125,12 @@ def test_api_views_and_errors(stack: Stack, tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest):
         rt.set_policy(no_such_field=1)
     ds = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="s")
-    assert [(d.result, d.dry_run, d.gpus) for d in ds] == [("dry_run", True, 4)]
+    assert [(d.result, d.dry_run, d.gpus) for d in ds] == [(Result.DRY_RUN, True, 4)]
     assert rt.serving_gpus("p0-risk") == 8
     (res,) = rt.reservations()
     assert res.name == "market-bell" and (res.next_start or 0) > clock.now - 86400
     scale = rt.manual_scale("p2-batch", 1, "op")
-    assert scale[0].action == "scale_up"
+    assert scale[0].action == Action.SCALE_UP
     rt.close()
 
 

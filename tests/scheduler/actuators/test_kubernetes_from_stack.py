@@ -9,7 +9,7 @@ from test_kubernetes_recorded import Exchange, Replayer, decision, scale, view
 
 from deploy.stack import load_stack
 from scheduler.actuators.kubernetes import from_stack
-from scheduler.core.model import JobKind
+from scheduler.core.model import Action, JobKind
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -43,5 +43,5 @@ def test_p0_growth_acts_on_the_stacks_namespace_deployment_and_nodes() -> None:
     api.rest_client.pool_manager = replayer
     act = from_stack(stack, clock=lambda: 1_800_000_000.0, api_client=api)
     burst = view("p0-risk/burst-1", JobKind.INFERENCE, pool="p0-risk", elastic=True)
-    act.apply(decision("place", "p0-risk", job=burst.id, gpus=2, gpu_ids=uuids), burst)
+    act.apply(decision(Action.PLACE, "p0-risk", job=burst.id, gpus=2, gpu_ids=uuids), burst)
     assert not replayer.recording

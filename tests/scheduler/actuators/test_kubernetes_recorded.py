@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from scheduler.actuators.base import FeedbackKind
 from scheduler.actuators.kubernetes import KubernetesActuator
 from scheduler.core.errors import ActuatorError
-from scheduler.core.model import Decision, JobKind, JobState, JobView
+from scheduler.core.model import Action, Decision, JobKind, JobState, JobView, Result
 
 NS = "novabrain"
 
@@ -109,9 +109,15 @@ def view(
     )
 
 
-def decision(action: str, pool: str, **kw: Any) -> Decision:
+def decision(action: Action, pool: str, **kw: Any) -> Decision:
     return Decision(
-        id="d-1", at=0.0, action=action, pool=pool, result=kw.pop("result", "ok"), reason="", **kw
+        id="d-1",
+        at=0.0,
+        action=action,
+        pool=pool,
+        result=kw.pop("result", Result.OK),
+        reason="",
+        **kw,
     )
 
 
@@ -143,7 +149,7 @@ def test_preempting_a_training_job_suspends_it_never_deletes() -> None:
         ]
     )
     act.apply(
-        decision("preempt", "p1-train", job="train-7", grace_seconds=30),
+        decision(Action.PREEMPT, "p1-train", job="train-7", grace_seconds=30),
         view("train-7", JobKind.TRAINING),
     )
     assert rep.seen == [("PATCH", JOB_PATH)] and not rep.recording
@@ -166,7 +172,7 @@ def test_preempting_an_inference_replica_evicts_it_with_its_grace() -> None:
         ]
     )
     act.apply(
-        decision("preempt", "p2-batch", job="p2-batch-replica-1", grace_seconds=30),
+        decision(Action.PREEMPT, "p2-batch", job="p2-batch-replica-1", grace_seconds=30),
         view("p2-batch-replica-1", JobKind.INFERENCE),
     )
     assert not rep.recording
@@ -193,7 +199,9 @@ def test_p0_growth_raises_the_deployment_replicas_and_labels_the_nodes() -> None
         ]
     )
     burst = view("p0-risk/burst-17", JobKind.INFERENCE, pool="p0-risk", elastic=True)
-    act.apply(decision("place", "p0-risk", job=burst.id, gpus=2, gpu_ids=("GPU-a", "GPU-b")), burst)
+    act.apply(
+        decision(Action.PLACE, "p0-risk", job=burst.id, gpus=2, gpu_ids=("GPU-a", "GPU-b")), burst
+    )
     assert not rep.recording
     # And back down when the borrowed GPUs are returned.
     act2, rep2 = actuator(
@@ -202,7 +210,7 @@ def test_p0_growth_raises_the_deployment_replicas_and_labels_the_nodes() -> None
             Exchange("PATCH", SCALE_PATH, {"spec": {"replicas": 8}}, response=scale(8)),
         ]
     )
-    act2.apply(decision("return", "p0-risk", job=burst.id, gpus=2), None)
+    act2.apply(decision(Action.RETURN, "p0-risk", job=burst.id, gpus=2), None)
     assert not rep2.recording
 
 
@@ -229,7 +237,7 @@ def test_resuming_a_job_unsuspends_it() -> None:
         ]
     )
     act.apply(
-        decision("place", "p1-train", job="train-7", gpus=2, gpu_ids=("GPU-a", "GPU-b")),
+        decision(Action.PLACE, "p1-train", job="train-7", gpus=2, gpu_ids=("GPU-a", "GPU-b")),
         view("train-7", JobKind.TRAINING, pool="p1-train"),
     )
     assert not rep.recording
@@ -290,8 +298,8 @@ def test_scale_up_creates_a_negative_priority_balloon_and_scale_down_removes_it(
             Exchange("DELETE", f"{pods}/{name}", response={"metadata": {"name": name}}),
         ]
     )
-    act.apply(decision("scale_up", "p1-train", gpus=8), None)
-    act.apply(decision("scale_down", "p1-train", nodes=("gpu-node-9",)), None)
+    act.apply(decision(Action.SCALE_UP, "p1-train", gpus=8), None)
+    act.apply(decision(Action.SCALE_DOWN, "p1-train", nodes=("gpu-node-9",)), None)
     assert not rep.recording
 
 
@@ -353,10 +361,12 @@ def test_api_errors_become_actuator_errors_and_a_gone_victim_is_fine() -> None:
             ),
         ]
     )
-    act.apply(decision("preempt", "p1-train", job="train-7"), view("train-7", JobKind.TRAINING))
+    act.apply(
+        decision(Action.PREEMPT, "p1-train", job="train-7"), view("train-7", JobKind.TRAINING)
+    )
     with pytest.raises(ActuatorError):
         act.apply(
-            decision("place", "p1-train", job="train-7", gpus=2),
+            decision(Action.PLACE, "p1-train", job="train-7", gpus=2),
             view("train-7", JobKind.TRAINING, pool="p1-train"),
         )
 
@@ -364,7 +374,7 @@ def test_api_errors_become_actuator_errors_and_a_gone_victim_is_fine() -> None:
 def test_dry_run_decisions_send_nothing() -> None:
     act, rep = actuator([])
     act.apply(
-        decision("preempt", "p1-train", job="train-7", dry_run=True, result="dry_run"),
+        decision(Action.PREEMPT, "p1-train", job="train-7", dry_run=True, result=Result.DRY_RUN),
         view("train-7", JobKind.TRAINING),
     )
     assert rep.seen == []

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from core_testkit import FAST, T0, bank
 
-from scheduler.core import Decision, JobKind, JobRequest, Scheduler
+from scheduler.core import Action, Decision, JobKind, JobRequest, Scheduler
 
 
 class CountingClock:
@@ -61,7 +61,7 @@ def test_every_public_call_reads_the_clock_once_and_stamps_its_decisions_alike()
         clock, lambda: core.alert(pool="p0", action="rebalance", firing=True, correlation_id="a")
     )
     assert isinstance(ds, list)
-    victims = [d.job for d in ds if d.action == "preempt"]
+    victims = [d.job for d in ds if d.action == Action.PREEMPT]
     assert len(victims) >= 2
     once(clock, lambda: core.report_checkpoint(victims[0]))
     once(clock, lambda: core.ack_preemption(victims[0]))

@@ -7,10 +7,18 @@ from zoneinfo import ZoneInfo
 
 from core_testkit import FAST, World, bank
 
-from scheduler.core import Decision, JobKind, JobRequest, JobState, ReservationSpec
+from scheduler.core import (
+    Action,
+    Decision,
+    JobKind,
+    JobRequest,
+    JobState,
+    ReservationSpec,
+    Result,
+)
 
 
-def actions(ds: list[Decision]) -> list[tuple[str, str | None]]:
+def actions(ds: list[Decision]) -> list[tuple[Action, str | None]]:
     return [(d.action, d.job) for d in ds]
 
 
@@ -57,13 +65,17 @@ def test_market_open_p0_borrows_from_batch_first_and_gives_back(world: World) ->
     assert core.serving_gpus("p0") == 4
 
     ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="am-1")
-    preempted = [d.job for d in ds if d.action == "preempt"]
+    preempted = [d.job for d in ds if d.action == Action.PREEMPT]
     # P2 before P1; the checkpointed batch job loses least, so it goes first.
     assert preempted == ["batch-ckpt", "batch-plain"]
     rebalance = ds[-1]
-    assert (rebalance.action, rebalance.result, rebalance.gpus) == ("rebalance", "pending", 4)
+    assert (rebalance.action, rebalance.result, rebalance.gpus) == (
+        Action.REBALANCE,
+        Result.PENDING,
+        4,
+    )
     assert rebalance.correlation_id == "am-1"
-    assert all(d.correlation_id == "am-1" for d in ds if d.action == "preempt")
+    assert all(d.correlation_id == "am-1" for d in ds if d.action == Action.PREEMPT)
     # Freed GPUs are held for the preemptor: nobody else may take them meanwhile.
     assert core.serving_gpus("p0") == 4
     world.clock.advance(1)
@@ -73,27 +85,27 @@ def test_market_open_p0_borrows_from_batch_first_and_gives_back(world: World) ->
     # The checkpointed victim acks at once; the other runs out its grace.
     core.report_checkpoint("batch-ckpt")
     ds = core.ack_preemption("batch-ckpt")
-    assert [d.action for d in ds] == ["release"]
+    assert [d.action for d in ds] == [Action.RELEASE]
     assert ds[0].gpu_seconds_lost == 0
     world.clock.advance(FAST.default_grace_seconds)
     ds = core.tick()
-    assert ("release", "batch-plain") in actions(ds)
-    assert ("place", rebalance.job) in actions(ds)
+    assert (Action.RELEASE, "batch-plain") in actions(ds)
+    assert (Action.PLACE, rebalance.job) in actions(ds)
     assert core.serving_gpus("p0") == 8
-    lost = next(d for d in ds if d.action == "release").gpu_seconds_lost
+    lost = next(d for d in ds if d.action == Action.RELEASE).gpu_seconds_lost
     assert lost == 2 * (3600 - 600 + 1 + FAST.default_grace_seconds)
     assert core.job("batch-ckpt").state is JobState.REQUEUED
 
     # Resolved: nothing moves until the stabilization window has passed.
     core.alert(pool="p0", action="rebalance", firing=False, correlation_id="am-2")
     world.clock.advance(FAST.return_stabilization_seconds - 1)
-    assert not [d for d in core.tick() if d.action == "return"]
+    assert not [d for d in core.tick() if d.action == Action.RETURN]
     world.clock.advance(1)
     ds = core.tick()
-    assert [d.action for d in ds if d.action == "return"] == ["return"]
+    assert [d.action for d in ds if d.action == Action.RETURN] == [Action.RETURN]
     assert core.serving_gpus("p0") == 4
     # The victims resume; the checkpointed one from its checkpoint.
-    placed = {d.job for d in ds if d.action == "place"}
+    placed = {d.job for d in ds if d.action == Action.PLACE}
     assert {"batch-ckpt", "batch-plain"} <= placed
     job = core.job("batch-ckpt")
     assert job.resume_count == 1 and job.progress_seconds == 3600 + 1  # checkpointed at the ack
@@ -111,10 +123,10 @@ def test_min_runtime_protects_fresh_jobs(world: World) -> None:
     core = world.make()
     core.seed(seed_full(world, core_started_ago=FAST.min_runtime_seconds - 1))
     ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="x")
-    assert [(d.action, d.result) for d in ds] == [("rebalance", "noop")]
+    assert [(d.action, d.result) for d in ds] == [(Action.REBALANCE, Result.NOOP)]
     world.clock.advance(1)
     ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="y")
-    assert ds[-1].result == "pending"
+    assert ds[-1].result == Result.PENDING
 
 
 def test_preemption_budget_protects_a_job_after_n_preemptions(world: World) -> None:
@@ -124,14 +136,14 @@ def test_preemption_budget_protects_a_job_after_n_preemptions(world: World) -> N
     core.seed([JobRequest("fixed", "p1", 8, preemptible=False, started_at=world.clock.now)])
     for i in range(FAST.preemption_budget):
         ds = core.manual_rebalance("p0", 4, f"op-{i}")
-        assert ("preempt", "victim") in actions(ds)
+        assert (Action.PREEMPT, "victim") in actions(ds)
         core.ack_preemption("victim")
         world.clock.advance(FAST.return_stabilization_seconds)
         core.tick()  # burst returns, victim resumes
         assert core.job("victim").state is JobState.RUNNING
         world.clock.advance(FAST.min_runtime_seconds)
     ds = core.manual_rebalance("p0", 4, "op-last")
-    assert [(d.action, d.result) for d in ds] == [("rebalance", "noop")]
+    assert [(d.action, d.result) for d in ds] == [(Action.REBALANCE, Result.NOOP)]
     assert core.job("victim").state is JobState.RUNNING
 
 
@@ -154,7 +166,7 @@ def test_night_training_burst_borrows_idle_batch_gpus_then_batch_reclaims(world:
     world.clock.advance(FAST.min_runtime_seconds)
     core.report_checkpoint("train-2")
     ds = core.submit(JobRequest("batch-morning", "p2", 4))
-    preempt = [d for d in ds if d.action == "preempt"]
+    preempt = [d for d in ds if d.action == Action.PREEMPT]
     assert [d.job for d in preempt] == ["train-2"]
     assert preempt[0].cause == "reclaim"
     core.ack_preemption("train-2")
@@ -170,7 +182,7 @@ def test_only_the_top_class_borrows_by_preemption(world: World) -> None:
     # preempting an owner (which would only be reclaimed back).
     core.submit(JobRequest("more-training", "p1", 2))
     world.clock.advance(1)
-    assert not [d for d in core.tick() if d.action == "preempt"]
+    assert not [d for d in core.tick() if d.action == Action.PREEMPT]
     assert core.job("batch").state is JobState.RUNNING
 
 
@@ -204,7 +216,7 @@ def test_cycle_detector_refuses_the_reversal_and_counts_it(world: World) -> None
     # After the window the reclaim goes through.
     world.clock.advance(FAST.cycle_window_seconds)
     ds = core.tick()
-    assert [(d.job, d.cause) for d in ds if d.action == "preempt"] == [("A", "reclaim")]
+    assert [(d.job, d.cause) for d in ds if d.action == Action.PREEMPT] == [("A", "reclaim")]
 
 
 def test_dry_run_records_but_changes_nothing(world: World) -> None:
@@ -214,7 +226,9 @@ def test_dry_run_records_but_changes_nothing(world: World) -> None:
     core.seed(seed_full(world))
     before = core.gpu_assignments()
     ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="shadow")
-    assert [(d.action, d.result, d.dry_run) for d in ds] == [("rebalance", "dry_run", True)]
+    assert [(d.action, d.result, d.dry_run) for d in ds] == [
+        (Action.REBALANCE, Result.DRY_RUN, True)
+    ]
     assert ds[0].victims == ("batch-ckpt", "batch-plain")
     assert core.gpu_assignments() == before
     assert core.job("batch-ckpt").state is JobState.RUNNING
@@ -248,18 +262,18 @@ def test_queue_scale_up_then_idle_scale_down(world: World) -> None:
     core.seed(seed_full(world))
     core.submit(JobRequest("waiting", "p2", 4))
     world.clock.advance(30)
-    ups = [d for d in core.tick() if d.action == "scale_up"]
-    assert [(d.result, d.gpus) for d in ups] == [("ok", 4)]
+    ups = [d for d in core.tick() if d.action == Action.SCALE_UP]
+    assert [(d.result, d.gpus) for d in ups] == [(Result.OK, 4)]
     # The node arrives (the actuator reports it): the queued job runs on it.
     core.add_node("p2", "p2-scaled-1", [f"GPU-new-{i}" for i in range(4)])
     assert core.job("waiting").state is JobState.RUNNING
     assert core.pool_view("p2").nodes == 2
     core.cancel("waiting")
     world.clock.advance(119)
-    assert not [d for d in core.tick() if d.action == "scale_down"]
+    assert not [d for d in core.tick() if d.action == Action.SCALE_DOWN]
     world.clock.advance(1)
-    downs = [d for d in core.tick() if d.action == "scale_down"]
-    assert [(d.result, d.nodes) for d in downs] == [("ok", ("p2-scaled-1",))]
+    downs = [d for d in core.tick() if d.action == Action.SCALE_DOWN]
+    assert [(d.result, d.nodes) for d in downs] == [(Result.OK, ("p2-scaled-1",))]
     assert core.pool_view("p2").nominal_gpus == 4
 
 
@@ -279,12 +293,12 @@ def test_reservation_drains_borrowers_before_the_bell(world: World) -> None:
     core = world.make(bank((res,)))
     core.seed(seed_full(world))
     world.clock.now = bell - 301
-    assert not [d for d in core.tick() if d.action in ("reserve", "preempt")]
+    assert not [d for d in core.tick() if d.action in (Action.RESERVE, Action.PREEMPT)]
     world.clock.now = bell - 300
     ds = core.tick()
-    assert ("reserve", f"reservation/bell/{int(bell)}") in actions(ds)
-    assert [d.job for d in ds if d.action == "preempt"] == ["batch-ckpt", "batch-plain"]
-    assert all(d.cause == "reservation" for d in ds if d.action == "preempt")
+    assert (Action.RESERVE, f"reservation/bell/{int(bell)}") in actions(ds)
+    assert [d.job for d in ds if d.action == Action.PREEMPT] == ["batch-ckpt", "batch-plain"]
+    assert all(d.cause == "reservation" for d in ds if d.action == Action.PREEMPT)
     world.clock.now = bell - 300 + FAST.default_grace_seconds
     core.tick()
     (state,) = core.reservation_views()
@@ -294,6 +308,6 @@ def test_reservation_drains_borrowers_before_the_bell(world: World) -> None:
     assert core.serving_gpus("p0") == 8  # at the bell P0 already holds the reserved GPUs
     world.clock.now = bell + 30 * 60
     ds = core.tick()
-    assert [d.cause for d in ds if d.action == "reserve"] == ["window_end"]
+    assert [d.cause for d in ds if d.action == Action.RESERVE] == ["window_end"]
     assert core.serving_gpus("p0") == 4
     assert core.job("batch-ckpt").state is JobState.RUNNING

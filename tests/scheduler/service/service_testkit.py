@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from deploy.stack import Stack, User, load_stack
 from scheduler.core.errors import StoreUnavailable, UnknownJob, UnknownPool
-from scheduler.core.model import Decision, JobRequest, PoolView, ReservationView
+from scheduler.core.model import Action, Decision, JobRequest, PoolView, ReservationView, Result
 from scheduler.service.app import SERVICE, Service, ServiceConfig, build_app
 from scheduler.service.auth import hash_token
 from scheduler.store.sqlite import Actor
@@ -59,8 +59,8 @@ class FakeRuntime:
         self.actors: dict[str, Actor] = {}
         self.audited: set[str] = set()
 
-    def _decide(self, action: str, pool: str, cid: str) -> Decision:
-        d = Decision(f"d{next(self._ids)}", time.time(), action, pool, "ok", "test", 8, correlation_id=cid)  # fmt: skip
+    def _decide(self, action: Action, pool: str, cid: str) -> Decision:
+        d = Decision(f"d{next(self._ids)}", time.time(), action, pool, Result.OK, "test", 8, correlation_id=cid)  # fmt: skip
         self._decisions.append(d)
         if self.actor is not None:
             self.actors[d.id] = self.actor
@@ -78,7 +78,9 @@ class FakeRuntime:
         self.alerts.append(
             {"pool": pool, "action": action, "firing": firing, "cid": correlation_id}
         )
-        return [self._decide(action if firing else "return", pool, correlation_id)]
+        # The real runtime's decisions for an alert's action: grow the pool, or scale it.
+        kind = Action.SCALE_UP if action == "scale" else Action.REBALANCE
+        return [self._decide(kind if firing else Action.RETURN, pool, correlation_id)]
 
     def tick(self) -> list[Decision]:
         return []
@@ -108,7 +110,9 @@ class FakeRuntime:
         self._pool(req.pool)
         self.jobs_by_id[req.id] = req
         self.calls.append(("submit", req.id))
-        return {"id": req.id, "state": "queued"}, [self._decide("place", req.pool, correlation_id)]
+        return {"id": req.id, "state": "queued"}, [
+            self._decide(Action.PLACE, req.pool, correlation_id)
+        ]
 
     @contextlib.contextmanager
     def acting_as(self, actor: Actor | None) -> Iterator[None]:
@@ -135,7 +139,7 @@ class FakeRuntime:
         if job_id not in self.jobs_by_id:
             raise UnknownJob(job_id)
         self.calls.append(("cancel", job_id))
-        return [self._decide("cancel", self.jobs_by_id[job_id].pool, correlation_id)]
+        return [self._decide(Action.CANCEL, self.jobs_by_id[job_id].pool, correlation_id)]
 
     def report_checkpoint(self, job_id: str, at: float | None = None) -> None:
         if job_id not in self.jobs_by_id:
@@ -151,12 +155,16 @@ class FakeRuntime:
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
         self._pool(pool)
         self.calls.append(("rebalance", pool))
-        return [self._decide("rebalance", pool, correlation_id)]
+        return [self._decide(Action.REBALANCE, pool, correlation_id)]
 
     def manual_scale(self, pool: str, delta_nodes: int, correlation_id: str) -> list[Decision]:
         self._pool(pool)
         self.calls.append(("scale", pool))
-        return [self._decide("scale_up" if delta_nodes > 0 else "scale_down", pool, correlation_id)]
+        return [
+            self._decide(
+                Action.SCALE_UP if delta_nodes > 0 else Action.SCALE_DOWN, pool, correlation_id
+            )
+        ]
 
     def set_policy(self, **fields: Any) -> list[Decision]:
         self._policy.update(fields)

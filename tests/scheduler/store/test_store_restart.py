@@ -12,7 +12,7 @@ from deploy.stack import Stack, load_stack
 from exporters.catalog.scheduler import SCALE_EVENTS
 from scheduler.actuators.base import Feedback, FeedbackKind
 from scheduler.actuators.simulated import SimulatedActuator
-from scheduler.core.model import Decision, JobView
+from scheduler.core.model import Action, Decision, JobView, Result
 from scheduler.metrics import SchedulerCollector
 from scheduler.runtime import ActuatorError, SchedulerRuntime, StoreUnavailable
 from scheduler.sim.workload import demo_workload
@@ -34,7 +34,7 @@ class Crashing(SimulatedActuator):
     """Refuses to preempt: the process 'dies' between recording and actuating."""
 
     def apply(self, decision: Decision, job: JobView | None) -> None:
-        if decision.action == "preempt":
+        if decision.action == Action.PREEMPT:
             raise ActuatorError("connection reset")
         super().apply(decision, job)
 
@@ -70,11 +70,11 @@ def test_in_flight_preemptions_resume_once_after_a_restart(stack: Stack, tmp_pat
     rt = runtime(stack, db, clock, Crashing(clock))
     rt.seed(demo_workload(stack, now=clock.now))
     ds = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="am-1")
-    victims = sorted(d.job for d in ds if d.action == "preempt" and d.job)
+    victims = sorted(d.job for d in ds if d.action == Action.PREEMPT and d.job)
     assert victims
     # Recorded before actuation: the preemptions are in the store, unactuated.
     store = Store(db)
-    pending = [d for d in store.unactuated() if d.action == "preempt"]
+    pending = [d for d in store.unactuated() if d.action == Action.PREEMPT]
     assert sorted(d.job for d in pending if d.job) == victims
     deadline = {v: rt.job(v)["deadline"] for v in victims}
     rt.close()  # the crash
@@ -86,9 +86,9 @@ def test_in_flight_preemptions_resume_once_after_a_restart(stack: Stack, tmp_pat
     assert {v: rt2.job(v)["deadline"] for v in victims} == deadline
     assert all(rt2.job(v)["state"] == "preempting" for v in victims)
     # The recorded preemptions were replayed through the actuator, exactly once.
-    replayed = [d.job for d in actuator.log if d.action == "preempt"]
+    replayed = [d.job for d in actuator.log if d.action == Action.PREEMPT]
     assert sorted(j for j in replayed if j) == victims
-    assert not [d for d in store.unactuated() if d.action == "preempt"]
+    assert not [d for d in store.unactuated() if d.action == Action.PREEMPT]
     clock.now += 1
     rt2.tick()
     assert rt2.serving_gpus("p0-risk") == 16
@@ -98,7 +98,7 @@ def test_in_flight_preemptions_resume_once_after_a_restart(stack: Stack, tmp_pat
     # A second restart replays nothing and keeps the allocation.
     actuator3 = SimulatedActuator(clock)
     rt3 = runtime(stack, db, clock, actuator3)
-    assert [d for d in actuator3.log if d.action == "preempt"] == []
+    assert [d for d in actuator3.log if d.action == Action.PREEMPT] == []
     assert rt3.serving_gpus("p0-risk") == 16
     assert rt3.gpu_assignments() == rt2.gpu_assignments()
     allocations = store.allocations()
@@ -128,7 +128,7 @@ def test_a_store_failure_raises_and_leaves_memory_as_stored(
     # Nothing was actuated and memory was rebuilt from the store: as if it never happened.
     assert (rt.gpu_assignments(), rt.jobs()) == before
     ds = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="x")
-    assert any(d.action == "preempt" for d in ds)  # Alertmanager's retry goes through
+    assert any(d.action == Action.PREEMPT for d in ds)  # Alertmanager's retry goes through
     rt.close()
 
 
@@ -158,7 +158,7 @@ class Flaky(SimulatedActuator):
     failed = False
 
     def apply(self, decision: Decision, job: JobView | None) -> None:
-        if decision.action == "preempt" and not self.failed:
+        if decision.action == Action.PREEMPT and not self.failed:
             self.failed = True
             raise ActuatorError("503 from the API server")
         super().apply(decision, job)
@@ -170,10 +170,10 @@ def test_a_failed_actuation_is_retried_on_the_next_tick(stack: Stack, tmp_path: 
     rt = runtime(stack, tmp_path / "s.db", clock, actuator)
     rt.seed(demo_workload(stack, now=clock.now))
     ds = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="am")
-    victims = {d.job for d in ds if d.action == "preempt"}
-    assert {d.job for d in actuator.log if d.action == "preempt"} == victims - {ds[0].job}
+    victims = {d.job for d in ds if d.action == Action.PREEMPT}
+    assert {d.job for d in actuator.log if d.action == Action.PREEMPT} == victims - {ds[0].job}
     rt.tick()
-    assert {d.job for d in actuator.log if d.action == "preempt"} == victims
+    assert {d.job for d in actuator.log if d.action == Action.PREEMPT} == victims
     store = Store(tmp_path / "s.db")
     assert not store.unactuated()
     store.close()
@@ -189,10 +189,10 @@ def test_decisions_the_actuator_does_nothing_for_are_stored_done(
     rt.seed(demo_workload(stack, clock.now))
     clock.now += 60
     decisions = rt.on_alert(pool="p0-risk", action="rebalance", firing=True, correlation_id="c1")
-    assert {d.action for d in decisions} >= {"rebalance", "preempt"}
+    assert {d.action for d in decisions} >= {Action.REBALANCE, Action.PREEMPT}
     unconfirmed = {d.id for d in Store(tmp_path / "s.db").unactuated()}
     # The refused preemptions wait for a retry; the rebalance record itself never does.
-    assert unconfirmed == {d.id for d in decisions if d.action == "preempt"}
+    assert unconfirmed == {d.id for d in decisions if d.action == Action.PREEMPT}
     rt.close()
 
 
@@ -207,7 +207,7 @@ def test_a_node_that_joined_survives_a_restart(stack: Stack, tmp_path: Path) -> 
     rt = runtime(stack, db, clock)
     before = _nodes(rt, "p2-batch")
     (up,) = rt.manual_scale("p2-batch", 1, "op-1")
-    assert up.action == "scale_up" and up.result == "ok"
+    assert up.action == Action.SCALE_UP and up.result == Result.OK
     clock.now += 1
     assert rt.tick() == []  # the node joins; nothing waits for it
     assert _nodes(rt, "p2-batch") == before + 1
