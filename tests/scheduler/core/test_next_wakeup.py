@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from scheduler.core import (
+    Action,
     ClusterSpec,
     Decision,
     JobKind,
@@ -191,7 +192,7 @@ def test_nothing_pending_is_never_and_a_completion_is_its_time() -> None:
     core.tick()
     assert core.next_wakeup() == T0 + 90.0
     clock.now = T0 + 90.0
-    assert [d.action for d in core.tick()][:2] == ["complete", "place"]
+    assert [d.action for d in core.tick()][:2] == [Action.COMPLETE, Action.PLACE]
     assert core.next_wakeup() == math.inf  # nothing waits, nothing ends
 
 
