@@ -39,7 +39,8 @@ SCHEDULER_FILE = "scheduler.rules.yml"
 WEBHOOK_OK_RESULTS = ("accepted", "duplicate", "ignored")
 # Refused for now, retried by Alertmanager (503 + Retry-After over the rate limit): not a
 # failure, but NovabrainWebhookThrottled when it does not stop.
-WEBHOOK_RETRIED_RESULTS = ("throttled",)
+THROTTLED = "throttled"
+WEBHOOK_RETRIED_RESULTS = (THROTTLED,)
 SCALE_FAILED_RESULT = "failed"
 
 
@@ -215,26 +216,26 @@ def generate(b: Builder) -> None:
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}), "0+5x{n}"),
             (series(WEBHOOK_NOTIFICATIONS.series, {"result": "unauthorized"}), "2x{n}"),
             # Throttled all along, and retried: not a failure.
-            (series(WEBHOOK_NOTIFICATIONS.series, {"result": "throttled"}), "0+2x{n}"),
+            (series(WEBHOOK_NOTIFICATIONS.series, {"result": THROTTLED}), "0+2x{n}"),
         ),
         out=({},),
     )
-    throttled_alert(b)
+    throttled_alert(b, group)
 
 
-def throttled_alert(b: Builder) -> None:
+def throttled_alert(b: Builder, group: str) -> None:
     """Throttled in every window of the fast window's length, for the sustain period: a burst
     Alertmanager retries through stays quiet; a limit it is over all the time warns."""
     stack = b.stack
     sustain = sustain_seconds(stack)
     window = fast_window(stack)
-    throttled = sel(WEBHOOK_NOTIFICATIONS.series, result=WEBHOOK_RETRIED_RESULTS[0])
+    throttled = sel(WEBHOOK_NOTIFICATIONS.series, result=THROTTLED)
     count = f"sum(increase({throttled}[{window}]))"
-    fixture = series(WEBHOOK_NOTIFICATIONS.series, {"result": WEBHOOK_RETRIED_RESULTS[0]})
+    fixture = series(WEBHOOK_NOTIFICATIONS.series, {"result": THROTTLED})
     accepted = (series(WEBHOOK_NOTIFICATIONS.series, {"result": "accepted"}), "0+5x{n}")
     b.alert(
         file=SCHEDULER_FILE,
-        group="novabrain-scheduler",
+        group=group,
         name="NovabrainWebhookThrottled",
         expr=f"{count} > 0",
         signal=count,
