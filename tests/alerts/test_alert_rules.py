@@ -23,7 +23,6 @@ from alerts.rules import (
     fast_window,
     latency_alert_name,
     p0_models,
-    p99_expr,
     quantile_name,
     render,
     rule_files,
@@ -130,9 +129,7 @@ def test_p0_latency_alert_reads_the_stack(any_stack: Stack) -> None:
     assert len(rules) == 1
     rule = rules[0]
     assert rule["for"] == dur(any_stack.alerting.latency_alert_for_seconds)
-    assert (
-        rule["expr"] == f"{p99_expr(any_stack, model)} > {num(model.slo.latency_threshold_seconds)}"
-    )
+    # Where the threshold lies is behaviour, checked by promtool in test_alert_boundaries.
     assert f"[{fast_window(any_stack)}]" in rule["expr"]
     assert rule["labels"]["action"] == "rebalance"
     assert rule["labels"]["severity"] == CRITICAL
