@@ -6,7 +6,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from gpu_testlib import STACK_FILE, scrape
+from prometheus_client import CollectorRegistry
 
+from deploy.stack import load_stack
+from exporters.catalog import gpu as cat
 from exporters.gpu.attribution import (
     Attribution,
     Attributor,
@@ -14,7 +18,10 @@ from exporters.gpu.attribution import (
     PodRef,
     parse_cgroup,
 )
+from exporters.gpu.exporter import GpuExporter
+from exporters.nvml.sim import SimBackend
 
+GIB = 1024**3
 UID = "0b5a6b8e-8d5c-4f0e-9c8a-1234567890ab"
 CID = "4f1c2d3e" * 8
 
@@ -107,4 +114,34 @@ def test_host_process_on_a_dedicated_gpu_is_not_the_pods(tmp_path: Path) -> None
     assert got == {
         ("GPU-a", 20): Attribution(),  # a host daemon: in no pod
         ("GPU-a", 21): Attribution("risk", "scorer-7d9", "triton"),  # /proc hides it: the holder
+    }
+
+
+def test_the_exporters_process_series_carry_the_attribution(tmp_path: Path) -> None:
+    """Each label of the per-process series holds its own value: the kubelet's namespace, pod
+    and container for a dedicated GPU, the cgroup's pod uid and short container id otherwise,
+    and the scheduler's job."""
+    stack = load_stack(STACK_FILE)
+    sim = SimBackend.from_stack(stack)
+    dedicated, unlisted = sim.gpus[0].uuid, sim.gpus[1].uuid
+    sim.set_processes(dedicated, [(10, 1 * GIB)])
+    sim.set_processes(unlisted, [(11, 3 * GIB)])
+    proc = files(
+        tmp_path, {10: f"0::/kubepods/pod{UID}/{CID}\n", 11: f"0::/kubepods/pod{UID}/{CID}\n"}
+    )
+    kubelet = Kubelet({dedicated: [PodRef("risk", "scorer-7d9", "triton")]})
+    registry = CollectorRegistry()
+    GpuExporter(
+        sim,
+        registry,
+        attributor=Attributor(proc_root=proc, pod_resources=kubelet),
+        job_resolver={10: "p0-risk-replica-0"}.get,
+    ).collect_once()
+    got = {
+        (lab["uuid"], lab["pid"]): (lab["namespace"], lab["pod"], lab["container"], lab["job"], v)
+        for lab, v in scrape(registry)[cat.GPU_PROCESS_MEMORY.series]
+    }
+    assert got == {
+        (dedicated, "10"): ("risk", "scorer-7d9", "triton", "p0-risk-replica-0", 1.0 * GIB),
+        (unlisted, "11"): ("", UID, CID[:12], "", 3.0 * GIB),
     }
