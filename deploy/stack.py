@@ -19,23 +19,43 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
+from deploy.stack_fields import MAX_NUMBER, Fields, show, url_problem, user_name_problem
+from deploy.stack_fields import Bound as Bound  # re-exported: the API reads POLICY_BOUNDS
+from deploy.stack_fields import StackError as StackError  # re-exported: what load_stack raises
+from deploy.stack_yaml import read_document
 
 DEFAULT_STACK_PATH = Path("deploy/stack.yaml")
 ROLES = ("viewer", "operator", "admin", "alertmanager")
 ACTIONS = ("rebalance", "scale")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Patterns match the whole value (fullmatch): "$" alone would accept a trailing newline.
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a DNS label, as Kubernetes names
+_CLASS = re.compile(r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# The fast alert window, in scrapes (alerts.rules): rules must be evaluated at least
+# once per window, or what happens between two evaluations is missed.
+FAST_WINDOW_SCRAPES = 4
 
-
-class StackError(ValueError):
-    """A stack file that cannot be used; ``path`` names the offending field."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
-        self.path = path
-        self.message = message
+# Every numeric policy setting: the stack's ``scheduler`` section and
+# ``PATCH /api/v1/policy`` take the same values.
+POLICY_BOUNDS: Mapping[str, Bound] = {
+    # Aging is how nothing starves: it cannot be switched off (and the starvation
+    # alert fires after fairness_cap / fairness_factor_per_hour hours).
+    "fairness_factor_per_hour": Bound(1, MAX_NUMBER),
+    "fairness_cap": Bound(1, MAX_NUMBER),
+    "min_runtime_seconds": Bound(0, MAX_NUMBER),
+    "preemption_budget": Bound(1, 1000, integer=True),
+    "preemption_budget_window_seconds": Bound(1, MAX_NUMBER),
+    "cycle_window_seconds": Bound(1, MAX_NUMBER),  # also the preemption-storm alert's window
+    "default_grace_seconds": Bound(0, MAX_NUMBER),
+    "rebalance_step_gpus": Bound(1, 4096, integer=True),
+    "return_stabilization_seconds": Bound(0, MAX_NUMBER),
+    "scale_up_stabilization_seconds": Bound(0, MAX_NUMBER),
+    "scale_down_stabilization_seconds": Bound(0, MAX_NUMBER),
+    "scale_down_unneeded_seconds": Bound(0, MAX_NUMBER),
+    "scale_up_wait_seconds": Bound(0, MAX_NUMBER),
+}
 
 
 @dataclass(frozen=True)
@@ -500,107 +520,17 @@ class Stack:
 T = TypeVar("T")
 
 
-class _Node:
-    """A mapping in the YAML document, with its path, that records which keys were read."""
-
-    def __init__(self, value: Any, path: str) -> None:
-        if not isinstance(value, dict):
-            raise StackError(path, f"must be a mapping, got {type(value).__name__}")
-        self.value: dict[str, Any] = value
-        self.path = path
-        self._read: set[str] = set()
-
-    def _p(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def raw(self, key: str, default: Any = ..., *, required: bool = True) -> Any:
-        self._read.add(key)
-        if key not in self.value:
-            if default is ... and required:
-                raise StackError(self._p(key), "is required")
-            return None if default is ... else default
-        return self.value[key]
-
-    def text(self, key: str, default: Any = ..., *, pattern: re.Pattern[str] | None = None) -> str:
-        v = self.raw(key, default)
-        if not isinstance(v, str) or not v:
-            raise StackError(self._p(key), f"must be a non-empty string, got {v!r}")
-        if pattern is not None and not pattern.match(v):
-            raise StackError(self._p(key), f"{v!r} must match {pattern.pattern}")
-        return v
-
-    def integer(self, key: str, default: Any = ..., *, min: int = 0, max: int | None = None) -> int:
-        v = self.raw(key, default)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise StackError(self._p(key), f"must be an integer, got {v!r}")
-        if v < min or (max is not None and v > max):
-            bound = f">= {min}" if max is None else f"between {min} and {max}"
-            raise StackError(self._p(key), f"must be {bound}, got {v}")
-        return v
-
-    def number(
-        self,
-        key: str,
-        default: Any = ...,
-        *,
-        min: float = 0.0,
-        max: float | None = None,
-        exclusive_min: bool = False,
-    ) -> float:
-        v = self.raw(key, default)
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise StackError(self._p(key), f"must be a number, got {v!r}")
-        low_bad = v <= min if exclusive_min else v < min
-        if low_bad or (max is not None and v > max):
-            op = ">" if exclusive_min else ">="
-            bound = f"{op} {min}" + ("" if max is None else f" and <= {max}")
-            raise StackError(self._p(key), f"must be {bound}, got {v}")
-        return float(v)
-
-    def flag(self, key: str, default: Any = ...) -> bool:
-        v = self.raw(key, default)
-        if not isinstance(v, bool):
-            raise StackError(self._p(key), f"must be true or false, got {v!r}")
-        return v
-
-    def child(self, key: str, default: Any = ...) -> _Node:
-        return _Node(self.raw(key, default), self._p(key))
-
-    def items(self, key: str, build: Callable[[_Node], T], default: Any = ...) -> tuple[T, ...]:
-        v = self.raw(key, default)
-        if not isinstance(v, list):
-            raise StackError(self._p(key), f"must be a list, got {type(v).__name__}")
-        out = []
-        for i, item in enumerate(v):
-            node = _Node(item, f"{self._p(key)}[{i}]")
-            out.append(build(node))
-            node.done()
-        return tuple(out)
-
-    def str_list(self, key: str, default: Any = ...) -> tuple[str, ...]:
-        v = self.raw(key, default)
-        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
-            raise StackError(self._p(key), "must be a list of strings")
-        return tuple(v)
-
-    def done(self) -> None:
-        """Unknown keys are errors: a misspelt field must not silently fall back to a default."""
-        for key in self.value:
-            if key not in self._read:
-                raise StackError(self._p(str(key)), "unknown field")
-
-
-def _node_group(n: _Node) -> NodeGroup:
+def _node_group(n: Fields) -> NodeGroup:
     return NodeGroup(
         name=n.text("name", pattern=_NAME),
         count=n.integer("count", min=1, max=10_000),
         gpus_per_node=n.integer("gpus_per_node", min=1, max=16),
         gpu_model=n.text("gpu_model", "NVIDIA H100 80GB HBM3"),
-        gpu_memory_bytes=n.integer("gpu_memory_bytes", 80 * 1024**3, min=1),
+        gpu_memory_bytes=n.integer("gpu_memory_bytes", 80 * 1024**3, min=1, max=1 << 50),
     )
 
 
-def _pool(n: _Node) -> Pool:
+def _pool(n: Fields) -> Pool:
     nominal = n.integer("nominal_gpus", min=0)
     pool = Pool(
         name=n.text("name", pattern=_NAME),
@@ -615,22 +545,22 @@ def _pool(n: _Node) -> Pool:
         max_nodes=n.integer("max_nodes", 0, min=0),
     )
     if pool.guaranteed_gpus > nominal:
-        raise StackError(n._p("guaranteed_gpus"), f"must be <= nominal_gpus ({nominal})")
+        raise StackError(n.at("guaranteed_gpus"), f"must be <= nominal_gpus ({nominal})")
     if pool.lending_limit > nominal - pool.guaranteed_gpus:
         raise StackError(
-            n._p("lending_limit"),
+            n.at("lending_limit"),
             f"must be <= nominal_gpus - guaranteed_gpus ({nominal - pool.guaranteed_gpus}): "
             "the guaranteed floor is never lent",
         )
     if pool.max_nodes < pool.min_nodes:
-        raise StackError(n._p("max_nodes"), f"must be >= min_nodes ({pool.min_nodes})")
+        raise StackError(n.at("max_nodes"), f"must be >= min_nodes ({pool.min_nodes})")
     return pool
 
 
-def _model(n: _Node) -> Model:
+def _model(n: Fields) -> Model:
     s = n.child("slo")
     slo = Slo(
-        latency_threshold_seconds=s.number("latency_threshold_seconds", min=0, exclusive_min=True),
+        latency_threshold_seconds=s.number("latency_threshold_seconds", min=0.001, max=600),
         latency_quantile=s.number("latency_quantile", 0.99, min=0.5, max=0.999),
         latency_target=s.number("latency_target", 0.99, min=0.5, max=0.99999),
         availability_target=s.number("availability_target", 0.999, min=0.5, max=0.99999),
@@ -639,7 +569,7 @@ def _model(n: _Node) -> Model:
     action = n.raw("action", None)
     if action is not None and action not in ACTIONS:
         raise StackError(
-            n._p("action"), f"must be one of {', '.join(ACTIONS)} or absent, got {action!r}"
+            n.at("action"), f"must be one of {', '.join(ACTIONS)} or absent, got {show(action)}"
         )
     serving = None
     if n.raw("serving", None) is not None:
@@ -654,58 +584,65 @@ def _model(n: _Node) -> Model:
         sv.done()
     return Model(
         name=n.text("name", pattern=_NAME),
-        version=n.text("version", "v1"),
+        version=n.text("version", "v1", pattern=_VERSION),
         pool=n.text("pool"),
         slo=slo,
         action=action,
-        min_qps=n.number("min_qps", 0.0),
+        min_qps=n.number("min_qps", 0.0, max=1e6),
         llm=n.flag("llm", False),
         serving=serving,
     )
 
 
-def _policy(n: _Node) -> Policy:
-    return Policy(
-        fairness_factor_per_hour=n.number("fairness_factor_per_hour", 100.0),
-        fairness_cap=n.number("fairness_cap", 400.0),
-        min_runtime_seconds=n.number("min_runtime_seconds", 300.0),
-        preemption_budget=n.integer("preemption_budget", 3, min=1),
-        preemption_budget_window_seconds=n.number(
-            "preemption_budget_window_seconds", 3600.0, min=1
-        ),
-        cycle_window_seconds=n.number("cycle_window_seconds", 900.0),
-        default_grace_seconds=n.number("default_grace_seconds", 30.0),
-        rebalance_step_gpus=n.integer("rebalance_step_gpus", 8, min=1),
-        return_stabilization_seconds=n.number("return_stabilization_seconds", 300.0),
-        scale_up_stabilization_seconds=n.number("scale_up_stabilization_seconds", 0.0),
-        scale_down_stabilization_seconds=n.number("scale_down_stabilization_seconds", 300.0),
-        scale_down_unneeded_seconds=n.number("scale_down_unneeded_seconds", 600.0),
-        scale_up_wait_seconds=n.number("scale_up_wait_seconds", 60.0),
-        dry_run=n.flag("dry_run", False),
-    )
+_POLICY_DEFAULTS: Mapping[str, float] = {
+    "fairness_factor_per_hour": 100.0,
+    "fairness_cap": 400.0,
+    "min_runtime_seconds": 300.0,
+    "preemption_budget": 3,
+    "preemption_budget_window_seconds": 3600.0,
+    "cycle_window_seconds": 900.0,
+    "default_grace_seconds": 30.0,
+    "rebalance_step_gpus": 8,
+    "return_stabilization_seconds": 300.0,
+    "scale_up_stabilization_seconds": 0.0,
+    "scale_down_stabilization_seconds": 300.0,
+    "scale_down_unneeded_seconds": 600.0,
+    "scale_up_wait_seconds": 60.0,
+}
+
+
+def _policy(n: Fields) -> Policy:
+    values: dict[str, Any] = {
+        key: n.bounded(key, _POLICY_DEFAULTS[key], bound) for key, bound in POLICY_BOUNDS.items()
+    }
+    return Policy(**values, dry_run=n.flag("dry_run", False))
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
-def _reservation(n: _Node) -> Reservation:
+def _reservation(n: Fields) -> Reservation:
     tz = n.text("timezone")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise StackError(n._p("timezone"), f"unknown IANA timezone {tz!r}") from None
+        raise StackError(n.at("timezone"), f"unknown IANA timezone {show(tz)}") from None
     days = n.str_list("days", list(DAYS[:5]))
     for i, d in enumerate(days):
         if d not in DAYS:
-            raise StackError(f"{n._p('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {d!r}")
+            raise StackError(
+                f"{n.at('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {show(d)}"
+            )
     windows = []
     for i, w in enumerate(n.str_list("windows")):
-        m = _WINDOW.match(w)
+        m = _WINDOW.fullmatch(w)
         if not m:
-            raise StackError(f"{n._p('windows')}[{i}]", f"must look like 09:15-09:45, got {w!r}")
+            raise StackError(
+                f"{n.at('windows')}[{i}]", f"must look like 09:15-09:45, got {show(w)}"
+            )
         start, end = time(int(m[1]), int(m[2])), time(int(m[3]), int(m[4]))
         if end <= start:
-            raise StackError(f"{n._p('windows')}[{i}]", "must end after it starts")
+            raise StackError(f"{n.at('windows')}[{i}]", "must end after it starts")
         windows.append((start, end))
     return Reservation(
         name=n.text("name", pattern=_NAME),
@@ -714,16 +651,19 @@ def _reservation(n: _Node) -> Reservation:
         timezone=tz,
         days=days,
         windows=tuple(windows),
-        drain_lead_seconds=n.number("drain_lead_seconds", 300.0),
+        drain_lead_seconds=n.seconds("drain_lead_seconds", 300.0, max=86400),
     )
 
 
-def _user(n: _Node) -> User:
+def _user(n: Fields) -> User:
     role = n.text("role")
     if role not in ROLES:
-        raise StackError(n._p("role"), f"must be one of {', '.join(ROLES)}, got {role!r}")
+        raise StackError(n.at("role"), f"must be one of {', '.join(ROLES)}, got {show(role)}")
+    name = n.text("name")
+    if (problem := user_name_problem(name)) is not None:
+        raise StackError(n.at("name"), f"{problem}, got {show(name)}")
     return User(
-        name=n.text("name"),
+        name=name,
         role=role,
         # Only the hash is ever stored: the file can be committed and read by
         # anyone who may read the configuration.
@@ -754,53 +694,53 @@ _DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) ([01]\d|2[0-3]):([0-5]\d)$")
 _TIMES = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 
-def _no_inline_secrets(n: _Node) -> None:
+def _no_inline_secrets(n: Fields) -> None:
     """A secret written in the stack would be committed with it: refuse it, naming the field."""
     for key in _SECRET_FIELDS:
         if key in n.value:
             raise StackError(
-                n._p(key),
+                n.at(key),
                 "secrets are never written in the stack file: put it in a file only "
                 f"Alertmanager can read and name that file in {key}_file",
             )
 
 
-def _url(n: _Node, key: str, default: Any = ...) -> str:
+def _url(n: Fields, key: str, default: Any = ...) -> str:
     """An http(s) URL that carries no secret (no password, no key or token in its query)."""
     v = n.text(key, default)
+    if (problem := url_problem(v)) is not None:
+        raise StackError(n.at(key), f"{show(v)} {problem}")
     parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise StackError(n._p(key), f"must be an http(s) URL, got {v!r}")
     if parts.password is not None:
         raise StackError(
-            n._p(key), "secrets are never written in the stack file: the URL has a password"
+            n.at(key), "secrets are never written in the stack file: the URL has a password"
         )
     for q, _ in parse_qsl(parts.query, keep_blank_values=True):
         if q.lower() in _SECRET_QUERY:
             raise StackError(
-                n._p(key),
-                f"secrets are never written in the stack file: the URL's {q!r} parameter is one "
+                n.at(key),
+                f"secrets are never written in the stack file: the URL's {show(q)} parameter is one "
                 "(Alertmanager 0.25 reads no URL from a file; use a bearer credentials_file)",
             )
     return v
 
 
-def _optional(n: _Node, key: str, **kw: Any) -> str | None:
+def _optional(n: Fields, key: str, **kw: Any) -> str | None:
     return None if n.raw(key, None) is None else n.text(key, **kw)
 
 
-def _email(n: _Node) -> EmailChannel:
+def _email(n: Fields) -> EmailChannel:
     to = n.str_list("to")
     if not to:
-        raise StackError(n._p("to"), "must name at least one address")
+        raise StackError(n.at("to"), "must name at least one address")
     for i, addr in enumerate(to):
-        if not _EMAIL.match(addr):
-            raise StackError(f"{n._p('to')}[{i}]", f"not an email address: {addr!r}")
+        if not _EMAIL.fullmatch(addr):
+            raise StackError(f"{n.at('to')}[{i}]", f"not an email address: {show(addr)}")
     user = _optional(n, "auth_username")
     password_file = _optional(n, "auth_password_file")
     if (user is None) != (password_file is None):
         missing = "auth_password_file" if password_file is None else "auth_username"
-        raise StackError(n._p(missing), "is required with auth_username and auth_password_file")
+        raise StackError(n.at(missing), "is required with auth_username and auth_password_file")
     return EmailChannel(
         to=to,
         sender=n.text("from", pattern=_EMAIL),
@@ -812,13 +752,13 @@ def _email(n: _Node) -> EmailChannel:
     )
 
 
-def _wechat(n: _Node) -> WechatChannel:
+def _wechat(n: Fields) -> WechatChannel:
     agent = n.raw("agent_id")
     if isinstance(agent, int) and not isinstance(agent, bool):
         agent = str(agent)
-    if not isinstance(agent, str) or not _DIGITS.match(agent):
+    if not isinstance(agent, str) or not _DIGITS.fullmatch(agent):
         raise StackError(
-            n._p("agent_id"), f"must be the WeCom application's numeric id, got {agent!r}"
+            n.at("agent_id"), f"must be the WeCom application's numeric id, got {show(agent)}"
         )
     ch = WechatChannel(
         corp_id=n.text("corp_id"),
@@ -830,22 +770,22 @@ def _wechat(n: _Node) -> WechatChannel:
         api_url=None if n.raw("api_url", None) is None else _url(n, "api_url"),
     )
     if ch.to_user is None and ch.to_party is None and ch.to_tag is None:
-        raise StackError(n._p("to_party"), "name at least one of to_user, to_party, to_tag")
+        raise StackError(n.at("to_party"), "name at least one of to_user, to_party, to_tag")
     return ch
 
 
-def _webhook_channel(n: _Node) -> WebhookChannel:
+def _webhook_channel(n: Fields) -> WebhookChannel:
     return WebhookChannel(url=_url(n, "url"), credentials_file=_optional(n, "credentials_file"))
 
 
-def _pagerduty(n: _Node) -> PagerDutyChannel:
+def _pagerduty(n: Fields) -> PagerDutyChannel:
     return PagerDutyChannel(
         routing_key_file=n.text("routing_key_file"),
         url=None if n.raw("url", None) is None else _url(n, "url"),
     )
 
 
-_CHANNELS: dict[str, Callable[[_Node], Channel]] = {
+_CHANNELS: dict[str, Callable[[Fields], Channel]] = {
     "email": _email,
     "wechat": _wechat,
     "webhook": _webhook_channel,
@@ -853,54 +793,54 @@ _CHANNELS: dict[str, Callable[[_Node], Channel]] = {
 }
 
 
-def _channel(n: _Node) -> Channel:
+def _channel(n: Fields) -> Channel:
     kind = n.raw("type")
-    if kind not in _CHANNELS:
-        raise StackError(n._p("type"), f"must be one of {', '.join(_CHANNELS)}, got {kind!r}")
+    if not isinstance(kind, str) or kind not in _CHANNELS:
+        raise StackError(n.at("type"), f"must be one of {', '.join(_CHANNELS)}, got {show(kind)}")
     _no_inline_secrets(n)
     return _CHANNELS[kind](n)
 
 
-def _receiver(n: _Node) -> Receiver:
+def _receiver(n: Fields) -> Receiver:
     language = n.text("language", "en")
     if language not in LANGUAGES:
         raise StackError(
-            n._p("language"), f"must be one of {', '.join(LANGUAGES)}, got {language!r}"
+            n.at("language"), f"must be one of {', '.join(LANGUAGES)}, got {show(language)}"
         )
     channels = n.items("channels", _channel)
     if not channels:
-        raise StackError(n._p("channels"), "must list at least one channel")
+        raise StackError(n.at("channels"), "must list at least one channel")
     return Receiver(
         name=n.text("name", pattern=_NAME),
-        teams=n.str_list("teams", []),
+        teams=n.str_list("teams", [], pattern=_NAME),
         channels=channels,
         language=language,
     )
 
 
-def _matchers(n: _Node, key: str) -> tuple[str, ...]:
+def _matchers(n: Fields, key: str) -> tuple[str, ...]:
     out = n.str_list(key)
     if not out:
-        raise StackError(n._p(key), 'must list at least one matcher, e.g. node=~"gpu-node-3"')
+        raise StackError(n.at(key), 'must list at least one matcher, e.g. node=~"gpu-node-3"')
     for i, m in enumerate(out):
-        found = MATCHER.match(m)
+        found = MATCHER.fullmatch(m)
         if not found:
             raise StackError(
-                f"{n._p(key)}[{i}]", f'must look like label="value" (or !=, =~, !~), got {m!r}'
+                f"{n.at(key)}[{i}]", f'must look like label="value" (or !=, =~, !~), got {show(m)}'
             )
         if found[2] in ("=~", "!~"):
             try:
                 re.compile(found[3])
             except re.error as e:
-                raise StackError(f"{n._p(key)}[{i}]", f"bad regular expression: {e}") from None
+                raise StackError(f"{n.at(key)}[{i}]", f"bad regular expression: {e}") from None
     return out
 
 
 def _local(value: Any, path: str) -> datetime:
-    m = _DATETIME.match(value) if isinstance(value, str) else None
+    m = _DATETIME.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         raise StackError(
-            path, f'must be a quoted local time like "2025-07-12 22:00", got {value!r}'
+            path, f'must be a quoted local time like "2025-07-12 22:00", got {show(value)}'
         )
     try:
         return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]))
@@ -908,33 +848,37 @@ def _local(value: Any, path: str) -> datetime:
         raise StackError(path, str(e)) from None
 
 
-def _once(n: _Node) -> tuple[datetime, datetime]:
-    start = _local(n.raw("start"), n._p("start"))
-    end = _local(n.raw("end"), n._p("end"))
+def _once(n: Fields) -> tuple[datetime, datetime]:
+    start = _local(n.raw("start"), n.at("start"))
+    end = _local(n.raw("end"), n.at("end"))
     if end <= start:
-        raise StackError(n._p("end"), "must be after start")
+        raise StackError(n.at("end"), "must be after start")
     return start, end
 
 
-def _weekly(n: _Node) -> WeeklyWindow:
+def _weekly(n: Fields) -> WeeklyWindow:
     days = n.str_list("days")
     if not days:
-        raise StackError(n._p("days"), "must name at least one day")
+        raise StackError(n.at("days"), "must name at least one day")
     for i, d in enumerate(days):
         if d not in DAYS:
-            raise StackError(f"{n._p('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {d!r}")
+            raise StackError(
+                f"{n.at('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {show(d)}"
+            )
     w = n.text("times")
-    m = _TIMES.match(w)
+    m = _TIMES.fullmatch(w)
     if not m or (m[3] == "24" and m[4] != "00"):
-        raise StackError(n._p("times"), f"must look like 02:00-04:00 (end up to 24:00), got {w!r}")
+        raise StackError(
+            n.at("times"), f"must look like 02:00-04:00 (end up to 24:00), got {show(w)}"
+        )
     start = time(int(m[1]), int(m[2]))
     end = None if m[3] == "24" else time(int(m[3]), int(m[4]))
     if end == start:
-        raise StackError(n._p("times"), "must not start and end at the same time")
+        raise StackError(n.at("times"), "must not start and end at the same time")
     return WeeklyWindow(days=days, start=start, end=end)
 
 
-def _maintenance(n: _Node) -> Maintenance:
+def _maintenance(n: Fields) -> Maintenance:
     mw = Maintenance(
         name=n.text("name", pattern=_NAME),
         matchers=_matchers(n, "matchers"),
@@ -942,23 +886,26 @@ def _maintenance(n: _Node) -> Maintenance:
         weekly=n.items("weekly", _weekly, []),
     )
     if not mw.once and not mw.weekly:
-        raise StackError(n._p("once"), "a maintenance window needs once or weekly times")
+        raise StackError(n.at("once"), "a maintenance window needs once or weekly times")
     return mw
 
 
-def _alerting(n: _Node) -> Alerting:
+def _alerting(n: Fields) -> Alerting:
     tz = n.text("timezone", "UTC")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise StackError(n._p("timezone"), f"unknown IANA timezone {tz!r}") from None
+        raise StackError(n.at("timezone"), f"unknown IANA timezone {show(tz)}") from None
     alerting = Alerting(
-        scheduler_webhook_url=n.text("scheduler_webhook_url"),
+        scheduler_webhook_url=_url(n, "scheduler_webhook_url"),
         webhook_credentials_file=n.text("webhook_credentials_file"),
-        latency_alert_for_seconds=n.number("latency_alert_for_seconds", 60.0),
-        group_wait_seconds=n.number("group_wait_seconds", 10.0),
-        group_interval_seconds=n.number("group_interval_seconds", 30.0),
-        repeat_interval_seconds=n.number("repeat_interval_seconds", 4 * 3600.0),
+        latency_alert_for_seconds=n.seconds("latency_alert_for_seconds", 60.0, max=86400),
+        # Alertmanager refuses a zero group_wait, group_interval or repeat_interval.
+        group_wait_seconds=n.seconds("group_wait_seconds", 10.0, min=0.001, max=86400),
+        group_interval_seconds=n.seconds("group_interval_seconds", 30.0, min=0.001, max=86400),
+        repeat_interval_seconds=n.seconds(
+            "repeat_interval_seconds", 4 * 3600.0, min=0.001, max=30 * 86400
+        ),
         runbook_base_url=n.text("runbook_base_url", DEFAULT_RUNBOOK_BASE_URL),
         oncall=n.items("oncall", _receiver),
         timezone=tz,
@@ -967,9 +914,9 @@ def _alerting(n: _Node) -> Alerting:
         prometheus_url=_url(n, "prometheus_url", "http://127.0.0.1:9090"),
     )
     if not alerting.oncall:
-        raise StackError(n._p("oncall"), "must list at least one receiver")
-    _unique(alerting.oncall, n._p("oncall"))
-    _unique(alerting.maintenance, n._p("maintenance"))
+        raise StackError(n.at("oncall"), "must list at least one receiver")
+    _unique(alerting.oncall, n.at("oncall"))
+    _unique(alerting.maintenance, n.at("maintenance"))
     return alerting
 
 
@@ -991,36 +938,38 @@ _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
-def _string_map(n: _Node, key: str, default: Mapping[str, str]) -> dict[str, str]:
+def _string_map(n: Fields, key: str, default: Mapping[str, str]) -> dict[str, str]:
     """A mapping of Kubernetes label keys to label values (selectors, extra labels)."""
     m = n.child(key, dict(default))
     out: dict[str, str] = {}
     for k in list(m.value):
-        path = m._p(str(k))
-        if not isinstance(k, str) or not _LABEL_KEY.match(k):
-            raise StackError(path, f"{k!r} is not a Kubernetes label key")
+        path = m.at(str(k))
+        if not isinstance(k, str) or not _LABEL_KEY.fullmatch(k):
+            raise StackError(path, f"{show(k)} is not a Kubernetes label key")
         v = m.raw(k)
         if not isinstance(v, str):
             # YAML reads true, 1 or 1.30 unquoted as a boolean or a number.
-            raise StackError(path, f"must be a string (quote it), got {v!r}")
-        if not _LABEL_VALUE.match(v):
-            raise StackError(path, f"{v!r} is not a Kubernetes label value")
+            raise StackError(path, f"must be a string (quote it), got {show(v)}")
+        if not _LABEL_VALUE.fullmatch(v):
+            raise StackError(path, f"{show(v)} is not a Kubernetes label value")
         out[k] = v
     m.done()
     return out
 
 
-def _quantity(n: _Node, key: str, default: str) -> tuple[str, float]:
+def _quantity(n: Fields, key: str, default: str) -> tuple[str, float]:
     v = n.raw(key, default)
     if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise StackError(n._p(key), f"must be a Kubernetes quantity like 500m or 256Mi, got {v!r}")
-    m = _QUANTITY.match(str(v))
+        raise StackError(
+            n.at(key), f"must be a Kubernetes quantity like 500m or 256Mi, got {show(v)}"
+        )
+    m = _QUANTITY.fullmatch(str(v))
     if m is None:
-        raise StackError(n._p(key), f"{v!r} is not a Kubernetes quantity (e.g. 500m, 2, 256Mi)")
+        raise StackError(n.at(key), f"{show(v)} is not a Kubernetes quantity (e.g. 500m, 2, 256Mi)")
     return str(v), float(m[1]) * _QUANTITY_SCALE[m[2]]
 
 
-def _resources(parent: _Node, key: str, default: Resources) -> Resources:
+def _resources(parent: Fields, key: str, default: Resources) -> Resources:
     """requests and limits for cpu and memory; a limit below its request is refused."""
     n = parent.child(key, {})
     parsed: dict[str, dict[str, tuple[str, float]]] = {}
@@ -1035,7 +984,7 @@ def _resources(parent: _Node, key: str, default: Resources) -> Resources:
     for r, (text, value) in parsed["limits"].items():
         request = parsed["requests"].get(r)
         if request is not None and value < request[1]:
-            raise StackError(f"{n._p('limits')}.{r}", f"{text} is below the request ({request[0]})")
+            raise StackError(f"{n.at('limits')}.{r}", f"{text} is below the request ({request[0]})")
     n.done()
     return Resources(
         requests={r: t for r, (t, _) in parsed["requests"].items()},
@@ -1043,27 +992,28 @@ def _resources(parent: _Node, key: str, default: Resources) -> Resources:
     )
 
 
-def _toleration(n: _Node) -> Toleration:
+def _toleration(n: Fields) -> Toleration:
     op = n.text("operator", "Exists")
     if op not in ("Exists", "Equal"):
-        raise StackError(n._p("operator"), f"must be Exists or Equal, got {op!r}")
+        raise StackError(n.at("operator"), f"must be Exists or Equal, got {show(op)}")
     value = n.raw("value", None)
     if op == "Equal" and not isinstance(value, str):
-        raise StackError(n._p("value"), "is required (a string) with operator Equal")
+        raise StackError(n.at("value"), "is required (a string) with operator Equal")
     if op == "Exists" and value is not None:
-        raise StackError(n._p("value"), "must be absent with operator Exists")
+        raise StackError(n.at("value"), "must be absent with operator Exists")
     effect = n.raw("effect", None)
     if effect is not None and effect not in _TAINT_EFFECTS:
         raise StackError(
-            n._p("effect"), f"must be one of {', '.join(_TAINT_EFFECTS)} or absent, got {effect!r}"
+            n.at("effect"),
+            f"must be one of {', '.join(_TAINT_EFFECTS)} or absent, got {show(effect)}",
         )
     key = n.text("key")
-    if not _LABEL_KEY.match(key):
-        raise StackError(n._p("key"), f"{key!r} is not a Kubernetes taint key")
+    if not _LABEL_KEY.fullmatch(key):
+        raise StackError(n.at("key"), f"{show(key)} is not a Kubernetes taint key")
     return Toleration(key=key, operator=op, value=value, effect=effect)
 
 
-def _peer(n: _Node) -> Peer:
+def _peer(n: Fields) -> Peer:
     return Peer(
         name=n.text("name", pattern=_NAME),
         namespace=n.text("namespace", pattern=_NAME),
@@ -1071,7 +1021,7 @@ def _peer(n: _Node) -> Peer:
     )
 
 
-def _monitoring(n: _Node, d: Monitoring) -> Monitoring:
+def _monitoring(n: Fields, d: Monitoring) -> Monitoring:
     namespace = n.text("namespace", d.namespace, pattern=_NAME)
     return Monitoring(
         namespace=namespace,
@@ -1083,13 +1033,13 @@ def _monitoring(n: _Node, d: Monitoring) -> Monitoring:
     )
 
 
-def _gpu_nodes(n: _Node, d: GpuNodes) -> GpuNodes:
+def _gpu_nodes(n: Fields, d: GpuNodes) -> GpuNodes:
     runtime_class = n.raw("runtime_class", d.runtime_class)
     if runtime_class is not None:
         runtime_class = n.text("runtime_class", runtime_class, pattern=_NAME)
     pod_resources_dir = n.text("pod_resources_dir", d.pod_resources_dir)
     if not pod_resources_dir.startswith("/"):
-        raise StackError(n._p("pod_resources_dir"), "must be an absolute path")
+        raise StackError(n.at("pod_resources_dir"), "must be an absolute path")
     default_tolerations = [
         {k: v for k, v in vars(t).items() if v is not None} for t in d.tolerations
     ]
@@ -1103,10 +1053,10 @@ def _gpu_nodes(n: _Node, d: GpuNodes) -> GpuNodes:
     )
 
 
-def _scheduler_pod(n: _Node, d: SchedulerPod) -> SchedulerPod:
+def _scheduler_pod(n: Fields, d: SchedulerPod) -> SchedulerPod:
     storage, size = _quantity(n, "storage", d.storage)
     if size < 2**20:
-        raise StackError(n._p("storage"), f"{storage} is too small for the state volume")
+        raise StackError(n.at("storage"), f"{storage} is too small for the state volume")
     storage_class = n.raw("storage_class", d.storage_class)
     if storage_class is not None:
         storage_class = n.text("storage_class", storage_class, pattern=_NAME)
@@ -1118,7 +1068,7 @@ def _scheduler_pod(n: _Node, d: SchedulerPod) -> SchedulerPod:
     )
 
 
-def _section(parent: _Node, key: str, parse: Callable[[_Node], T]) -> T:
+def _section(parent: Fields, key: str, parse: Callable[[Fields], T]) -> T:
     """An optional sub-mapping, parsed, with its unknown keys refused."""
     node = parent.child(key, {})
     out = parse(node)
@@ -1126,30 +1076,35 @@ def _section(parent: _Node, key: str, parse: Callable[[_Node], T]) -> T:
     return out
 
 
-def _kubernetes(k: _Node, pool_names: set[str]) -> Kubernetes:
+def _kubernetes(k: Fields, pool_names: set[str]) -> Kubernetes:
     d = Kubernetes()
     dep_node = k.child("deployments", {})
     deployments: dict[str, str] = {}
     for pool_name in list(dep_node.value):
-        if pool_name not in pool_names:
-            raise StackError(f"kubernetes.deployments.{pool_name}", f"unknown pool {pool_name!r}")
+        if not isinstance(pool_name, str) or pool_name not in pool_names:
+            raise StackError(
+                f"kubernetes.deployments.{pool_name}", f"unknown pool {show(pool_name)}"
+            )
         deployments[str(pool_name)] = dep_node.text(str(pool_name), pattern=_NAME)
     dep_node.done()
 
     version = k.raw("version", d.version)
     if not isinstance(version, str):
         # 1.30 unquoted is the number 1.3 to YAML.
-        raise StackError(k._p("version"), f'must be a quoted string like "1.30", got {version!r}')
-    m = _K8S_VERSION.match(version)
+        raise StackError(
+            k.at("version"), f'must be a quoted string like "1.30", got {show(version)}'
+        )
+    m = _K8S_VERSION.fullmatch(version)
     if m is None or int(m[1]) < _MIN_K8S_MINOR:
         raise StackError(
-            k._p("version"),
-            f'must be a Kubernetes minor version "1.{_MIN_K8S_MINOR}" or newer, got {version!r}',
+            k.at("version"),
+            f'must be a Kubernetes minor version "1.{_MIN_K8S_MINOR}" or newer, got {show(version)}',
         )
     pull = k.text("image_pull_policy", d.image_pull_policy)
     if pull not in _PULL_POLICIES:
         raise StackError(
-            k._p("image_pull_policy"), f"must be one of {', '.join(_PULL_POLICIES)}, got {pull!r}"
+            k.at("image_pull_policy"),
+            f"must be one of {', '.join(_PULL_POLICIES)}, got {show(pull)}",
         )
     kubernetes = Kubernetes(
         namespace=k.text("namespace", d.namespace, pattern=_NAME),
@@ -1184,21 +1139,21 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
 FORWARD_TO = ("syslog", "file")
 
 
-def _audit_forward(n: _Node) -> AuditForward:
+def _audit_forward(n: Fields) -> AuditForward:
     to = n.text("to")
     if to not in FORWARD_TO:
-        raise StackError(n._p("to"), f"must be one of {', '.join(FORWARD_TO)}, got {to!r}")
+        raise StackError(n.at("to"), f"must be one of {', '.join(FORWARD_TO)}, got {show(to)}")
     if to == "syslog":
         return AuditForward(to, address=n.text("address", pattern=_HOST_PORT))
     return AuditForward(to, path=n.text("path"))
 
 
-def _audit(n: _Node) -> Audit:
-    online = n.number("online_days", 90.0, min=1)
-    retention = n.number("retention_days", 365.0, min=1)
+def _audit(n: Fields) -> Audit:
+    online = n.number("online_days", 90.0, min=1, max=36500)
+    retention = n.number("retention_days", 365.0, min=1, max=36500)
     if retention < online:
         raise StackError(
-            n._p("retention_days"),
+            n.at("retention_days"),
             f"must be >= online_days ({online:g}): archived records are kept",
         )
     forward = None
@@ -1295,21 +1250,30 @@ def _unique(items: tuple[Any, ...], path: str, what: str = "name") -> None:
     for i, it in enumerate(items):
         key = getattr(it, what)
         if key in seen:
-            raise StackError(f"{path}[{i}].{what}", f"duplicate {what} {key!r}")
+            raise StackError(f"{path}[{i}].{what}", f"duplicate {what} {show(key)}")
         seen.add(key)
 
 
 def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     """Build a validated ``Stack`` from a parsed YAML document."""
-    root = _Node(doc, "")
+    if doc is None:
+        raise StackError("", "the stack file is empty")
+    if not isinstance(doc, dict):
+        raise StackError("", f"the stack file must be a mapping, got {type(doc).__name__}")
+    root = Fields(doc, "")
     version = root.raw("version")
-    if version != 1:
-        raise StackError("version", f"must be 1, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version != 1:
+        raise StackError("version", f"must be 1, got {show(version)}")
 
     pc_node = root.child("priority_classes")
     priority_classes: dict[str, int] = {}
     for key in list(pc_node.value):
-        priority_classes[str(key)] = pc_node.integer(str(key), min=0)
+        if not isinstance(key, str) or not _CLASS.fullmatch(key):
+            raise StackError(
+                f"priority_classes.{key}", f"class name {show(key)} must match {_CLASS.pattern}"
+            )
+        # Kubernetes' PriorityClass values are bounded the same way.
+        priority_classes[key] = pc_node.integer(key, min=0, max=1_000_000_000)
     pc_node.done()
     if not priority_classes:
         raise StackError("priority_classes", "must name at least one class")
@@ -1325,7 +1289,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
         if p.priority not in priority_classes:
             raise StackError(
                 f"pools[{i}].priority",
-                f"unknown priority class {p.priority!r} (known: {', '.join(priority_classes)})",
+                f"unknown priority class {show(p.priority)} (known: {', '.join(priority_classes)})",
             )
     total = sum(g.count * g.gpus_per_node for g in node_groups)
     nominal = sum(p.nominal_gpus for p in pools)
@@ -1339,7 +1303,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     _unique(models, "models")
     for i, m in enumerate(models):
         if m.pool not in pool_names:
-            raise StackError(f"models[{i}].pool", f"unknown pool {m.pool!r}")
+            raise StackError(f"models[{i}].pool", f"unknown pool {show(m.pool)}")
 
     policy_node = root.child("scheduler", {})
     policy = _policy(policy_node)
@@ -1349,7 +1313,7 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     _unique(reservations, "reservations")
     for i, r in enumerate(reservations):
         if r.pool not in pool_names:
-            raise StackError(f"reservations[{i}].pool", f"unknown pool {r.pool!r}")
+            raise StackError(f"reservations[{i}].pool", f"unknown pool {show(r.pool)}")
         if r.gpus > total:
             raise StackError(f"reservations[{i}].gpus", f"exceeds the cluster's {total} GPUs")
 
@@ -1373,14 +1337,25 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
 
     prom_node = root.child("prometheus", {})
     prometheus = Prometheus(
-        scrape_interval_seconds=prom_node.number("scrape_interval_seconds", 15.0, min=0.1),
-        evaluation_interval_seconds=prom_node.number("evaluation_interval_seconds", 15.0, min=0.1),
+        scrape_interval_seconds=prom_node.seconds(
+            "scrape_interval_seconds", 15.0, min=0.1, max=3600
+        ),
+        evaluation_interval_seconds=prom_node.seconds(
+            "evaluation_interval_seconds", 15.0, min=0.1, max=3600
+        ),
     )
     prom_node.done()
+    window = FAST_WINDOW_SCRAPES * prometheus.scrape_interval_seconds
+    if prometheus.evaluation_interval_seconds > window:
+        raise StackError(
+            "prometheus.evaluation_interval_seconds",
+            f"must be <= {FAST_WINDOW_SCRAPES} x scrape_interval_seconds ({window:g}): "
+            "the fast alert window; rules evaluated less often miss what happens between",
+        )
 
     g = root.child("grafana")
     grafana = Grafana(
-        url=g.text("url"),
+        url=_url(g, "url"),
         folder=g.text("folder", "NovaBrain"),
         datasource_uid=g.text("datasource_uid", "prometheus"),
         token_file=g.text("token_file", "/etc/novabrain/grafana-token"),
@@ -1424,14 +1399,4 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
 def load_stack(path: str | Path = DEFAULT_STACK_PATH) -> Stack:
     """Read and validate a stack file. Raises ``StackError`` naming the bad field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise StackError("", f"cannot read stack file {p}: {e.strerror}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise StackError("", f"{p} is not valid YAML{where}") from None
-    return parse_stack(doc, source=str(p))
+    return parse_stack(read_document(p), source=str(p))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.stack import POLICY_BOUNDS
 from exporters.exposition import CONTENT_TYPES
 from scheduler.service.auth import Permission
 from scheduler.service.payload import MAX_ALERTS, MAX_STRING
@@ -79,28 +80,22 @@ SCALE = {
         }
     },
 }
+# The bounds are the stack file's (deploy.stack.POLICY_BOUNDS): a value the API
+# takes, the stack takes too, and the other way round.
 POLICY_PATCH = {
     "type": "object",
     "additionalProperties": False,
     "minProperties": 1,
     "properties": {
         **{
-            k: {"type": "number", "minimum": 0, "maximum": 1e9}
-            for k in (
-                "fairness_factor_per_hour",
-                "fairness_cap",
-                "min_runtime_seconds",
-                "preemption_budget_window_seconds",
-                "cycle_window_seconds",
-                "default_grace_seconds",
-                "return_stabilization_seconds",
-                "scale_up_stabilization_seconds",
-                "scale_down_stabilization_seconds",
-                "scale_down_unneeded_seconds",
-            )
+            k: {
+                "type": "integer" if b.integer else "number",
+                "minimum": b.min,
+                "maximum": b.max,
+            }
+            for k, b in POLICY_BOUNDS.items()
+            if k != "scale_up_wait_seconds"  # set in the stack only
         },
-        "preemption_budget": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "rebalance_step_gpus": {"type": "integer", "minimum": 1, "maximum": 4096},
         "dry_run": {"type": "boolean"},
     },
 }
