@@ -141,7 +141,8 @@ def _request(url: str, method: str, body: Any = None, token: str | None = None) 
         raise SilenceError(f"{method} {url}: HTTP {e.code} {detail}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise SilenceError(f"cannot reach {url}: {reason}") from None
+        # The user's to fix (a wrong URL, a service down): exit 2, as every command.
+        raise SilenceError(f"cannot reach {url}: {reason}", 2) from None
     return json.loads(raw) if raw.strip() else None
 
 
@@ -171,7 +172,7 @@ class Auditor:
         try:
             _request(self.url, "POST", body, self.token)
         except SilenceError as e:
-            raise SilenceError(f"not audited, so not done: {e}") from None
+            raise SilenceError(f"not audited, so not done: {e}", e.exit_code) from None
 
 
 def add(

@@ -209,7 +209,8 @@ def deploy(
     err: TextIO | None = None,
     timeout: float = 10.0,
 ) -> int:
-    """Push every dashboard; the exit code is 0, 1 for a Grafana error, 2 for a missing token."""
+    """Push every dashboard; the exit code is 0, 1 for an error Grafana answered, 2 for a
+    missing token or a Grafana that cannot be reached."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -217,7 +218,8 @@ def deploy(
         client = GrafanaClient(url or stack.grafana.url, tok, timeout)
         message = f"novabrain generate from {stack.source} (stack {stack.name})"
         run(stack, client, dry_run=dry_run, out=out, message=message)
-    except MissingToken as e:
+    except (MissingToken, GrafanaUnreachable) as e:
+        # The user's to fix: a token to provide, a URL that is wrong or down.
         print(f"novabrain dashboards deploy: {e}", file=err)
         return EXIT_CONFIG
     except DashboardsError as e:

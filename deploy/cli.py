@@ -1,10 +1,12 @@
 """``novabrain``: one console script, one subcommand per job.
 
 Every server subcommand takes ``--host``, ``--port`` and ``--stack PATH``
-(default ``deploy/stack.yaml``). A stack file that does not validate exits 2
-with the offending field named; other usage errors also exit 2 (argparse).
-Component imports are deferred to the subcommand that needs them, so
-``novabrain --help`` and ``novabrain stack check`` stay fast.
+(default ``deploy/stack.yaml``), logs where it listens, and stops cleanly
+(exit 0) on SIGTERM or Ctrl-C. Every mistake of the user's (a bad flag value,
+an unusable path, an unreadable or invalid stack file, missing credentials, an
+unreachable URL) is one line on stderr and exit 2, never a traceback; the
+checks live in ``deploy.usage``. Component imports are deferred to the
+subcommand that needs them, so ``novabrain --help`` and ``stack check`` stay fast.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import logging
 import secrets
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import yaml
+
+from deploy import usage
 from deploy.stack import DEFAULT_STACK_PATH, Stack, StackError, load_stack
+from deploy.usage import UsageError
 
 if TYPE_CHECKING:
     from alerts.silence import Auditor
@@ -27,7 +35,16 @@ if TYPE_CHECKING:
 GENERATED_DIR = Path("deploy/generated")
 PROVISIONING_DIR = Path("deploy/grafana")
 RUNBOOKS_DIR = Path("docs/runbooks")
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # every user mistake: a bad flag, path, file, URL or credentials
+EXIT_INTERRUPTED = 130
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _stack_arg(p: argparse.ArgumentParser) -> None:
@@ -41,11 +58,19 @@ def _stack_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _server_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, default=None, help=f"port (default: the stack's ports.{what})"
+        "--host",
+        type=usage.host,
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=usage.port, default=None, help=f"port (default: the stack's ports.{what})"
     )
     _stack_arg(p)
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="log threshold (default: info)"
+    )
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -68,10 +93,41 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_generate, needs_stack=True)
 
 
-def _run_server(coro_factory: Callable[[], object]) -> int:
-    """Run a server until Ctrl-C or SIGTERM; a clean stop exits 0."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro_factory())  # type: ignore[arg-type]
+def _serve(
+    args: argparse.Namespace,
+    port: int,
+    server: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    user_errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run a server until SIGTERM or Ctrl-C; a clean stop exits 0.
+
+    The address is tried first, so a port in use or a foreign address is one
+    line and exit 2. ``user_errors`` raised while the server starts (a bad
+    --label, missing credentials) are the user's too.
+    """
+    usage.check_listen(args.host, port)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+    async def until_stopped() -> None:
+        # A server that handles the signals itself (the scheduler: it stops its
+        # worker first) replaces these handlers; the others are cancelled.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await server()
+
+    try:
+        asyncio.run(until_stopped())
+    except user_errors as e:
+        raise UsageError(str(e)) from None
     return 0
 
 
@@ -87,13 +143,23 @@ def cmd_stack_check(args: argparse.Namespace, stack: Stack) -> int:
     return 0
 
 
+def token_entry(name: str, role: str, digest: str) -> str:
+    """The stack file's ``rbac.users`` entry, as one line of YAML any name survives."""
+    entry = [{"name": name, "role": role, "token_sha256": digest}]
+    text = yaml.safe_dump(
+        entry, default_flow_style=None, sort_keys=False, allow_unicode=True, width=1 << 20
+    )
+    return text.strip()
+
+
 def cmd_token_new(args: argparse.Namespace) -> int:
     token = secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
     # The token is shown once, to the operator; only the hash goes in the stack file.
     print(f"token:        {token}")
     print(f"token_sha256: {digest}")
-    print(f"stack entry:  {{name: {args.name}, role: {args.role}, token_sha256: {digest}}}")
+    print("add to rbac.users in the stack file:")
+    print(f"  {token_entry(args.name, args.role, digest)}")
     return 0
 
 
@@ -104,15 +170,20 @@ def cmd_generate(args: argparse.Namespace, stack: Stack) -> int:
     from dashboards.provisioning import write as write_provisioning
     from deploy.manifests.kustomize import write_all as write_manifests
 
-    out: Path = args.out
-    written = [
-        *write_alerts(stack, out),
-        *write_dashboards(stack, out / "dashboards"),
-        *write_provisioning(stack, args.provisioning_out),
-        # The stack file's own text goes into the cluster's ConfigMap.
-        *write_manifests(stack, args.stack.read_text(encoding="utf-8"), out / "kubernetes"),
-        *write_runbooks(stack, args.runbooks_out),
-    ]
+    out = usage.writable_dir(args.out, "--out")
+    provisioning = usage.writable_dir(args.provisioning_out, "--provisioning-out")
+    runbooks = usage.writable_dir(args.runbooks_out, "--runbooks-out")
+    try:
+        written = [
+            *write_alerts(stack, out),
+            *write_dashboards(stack, out / "dashboards"),
+            *write_provisioning(stack, provisioning),
+            # The stack file's own text goes into the cluster's ConfigMap.
+            *write_manifests(stack, args.stack.read_text(encoding="utf-8"), out / "kubernetes"),
+            *write_runbooks(stack, runbooks),
+        ]
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     for p in written:
         print(p)
     return 0
@@ -122,9 +193,12 @@ def cmd_alertmanager_config(args: argparse.Namespace, stack: Stack) -> int:
     from alerts.errors import AlertsError
     from alerts.generate import write_deployable
 
+    out = usage.writable_dir(args.out, "--out")
     try:
-        for p in write_deployable(stack, args.out):
+        for p in write_deployable(stack, out):
             print(p)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     except AlertsError as e:
         print(f"novabrain: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -138,20 +212,20 @@ def cmd_dashboards_deploy(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def cmd_gpu_exporter(args: argparse.Namespace, stack: Stack) -> int:
+    from exporters.gpu.errors import ConfigError
     from exporters.gpu.server import serve
 
     port = args.port or stack.ports.gpu_exporter
-    labels: dict[str, str] = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"novabrain: --label wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            return EXIT_CONFIG
-        labels[key] = value
-    return _run_server(
+    labels = dict(args.label)
+    if len(labels) < len(args.label):
+        raise UsageError("--label: each KEY may be given once")
+    return _serve(
+        args,
+        port,
         lambda: serve(
             stack, args.host, port, backend=args.backend, node=args.node, extra_labels=labels
-        )
+        ),
+        user_errors=(ConfigError,),
     )
 
 
@@ -159,26 +233,44 @@ def cmd_model_server(args: argparse.Namespace, stack: Stack) -> int:
     from exporters.modelserver.server import serve
 
     port = args.port or stack.ports.model_server
-    return _run_server(
+    if args.token_file is not None:
+        usage.readable_file(args.token_file, "--token-file")
+    return _serve(
+        args,
+        port,
         lambda: serve(
             stack, args.host, port, scheduler_url=args.scheduler_url, token_file=args.token_file
-        )
+        ),
     )
 
 
 def cmd_loadgen(args: argparse.Namespace) -> int:
     from exporters.modelserver.load import run_for
 
+    usage.check_reachable(args.url, "--url")
     print(asyncio.run(run_for(args.url, args.model, args.rate, args.seconds, seed=args.seed)))
     return 0
 
 
 def cmd_scheduler(args: argparse.Namespace, stack: Stack) -> int:
+    from scheduler.actuators.errors import ActuatorConfigError
     from scheduler.service.app import serve
 
     port = args.port or stack.ports.scheduler
-    return _run_server(
-        lambda: serve(stack, args.host, port, state_dir=args.state_dir, actuator=args.actuator)
+    state_dir = usage.writable_dir(args.state_dir, "--state-dir")
+    if args.actuator == "kubernetes":
+        try:
+            import scheduler.actuators.kubernetes  # noqa: F401 (is the client installed?)
+        except ImportError:
+            raise UsageError(
+                "--actuator kubernetes needs the Kubernetes client: "
+                "pip install 'novabrain-ops[kubernetes]'"
+            ) from None
+    return _serve(
+        args,
+        port,
+        lambda: serve(stack, args.host, port, state_dir=state_dir, actuator=args.actuator),
+        user_errors=(ActuatorConfigError,),
     )
 
 
@@ -282,7 +374,15 @@ def cmd_simulate(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_demo(args: argparse.Namespace, stack: Stack) -> int:
     from deploy.demo import run_demo
+    from deploy.procs import ALERTMANAGER_BIN, PROMETHEUS_BIN
 
+    usage.require_tools(
+        PROMETHEUS_BIN,
+        ALERTMANAGER_BIN,
+        hint="run 'make tools' (Debian's prometheus and prometheus-alertmanager)",
+    )
+    if args.workdir is not None:
+        usage.writable_dir(args.workdir, "--workdir")
     return run_demo(stack, workdir=args.workdir, keep=args.keep)
 
 
@@ -290,7 +390,7 @@ def cmd_demo(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="novabrain",
         description="GPU monitoring, alerting and self-healing GPU pools, as code.",
     )
@@ -325,14 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", choices=("nvml", "sim"), default="nvml", help="NVML or simulated GPUs"
     )
     p.add_argument(
-        "--node", default=None, help="node name on the GPU series (default: the hostname)"
+        "--node",
+        type=usage.node_name,
+        default=None,
+        help="node label of every series (default: the host name); with --backend sim, "
+        "serve only this node of the stack",
     )
     p.add_argument(
         "--label",
+        type=usage.label,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra label on every series (repeatable)",
+        help="a constant label on every series (repeatable), e.g. --label cluster=sh-prod",
     )
     p.set_defaults(func=cmd_gpu_exporter, needs_stack=True)
 
@@ -340,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(p, "model_server")
     p.add_argument(
         "--scheduler-url",
+        type=usage.http_url,
         default=None,
         help="poll the scheduler's pools for GPU counts (default: nominal)",
     )
@@ -349,11 +455,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_server, needs_stack=True)
 
     p = add("loadgen", "send open-loop (Poisson) load to a model server and print latencies")
-    p.add_argument("--url", required=True, help="model server base URL")
-    p.add_argument("--model", required=True)
-    p.add_argument("--rate", type=float, default=100.0, help="requests per second")
-    p.add_argument("--seconds", type=float, default=10.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--url", type=usage.http_url, required=True, help="model server base URL")
+    p.add_argument("--model", type=usage.printable, required=True)
+    p.add_argument(
+        "--rate",
+        type=usage.finite(0, 100_000),
+        default=100.0,
+        help="requests per second (default: 100)",
+    )
+    p.add_argument(
+        "--seconds", type=usage.finite(0, 86_400), default=10.0, help="duration (default: 10)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
     p.set_defaults(func=cmd_loadgen, needs_stack=False)
 
     p = add("scheduler", "serve the scheduler: Alertmanager webhook, REST API and /metrics")
@@ -408,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="push dashboards to Grafana (token: GRAFANA_TOKEN or the stack's grafana.token_file)",
     )
     _stack_arg(p)
-    p.add_argument("--url", default=None, help="Grafana URL (default: the stack's grafana.url)")
+    p.add_argument(
+        "--url",
+        type=usage.http_url,
+        default=None,
+        help="Grafana URL (default: the stack's grafana.url)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     p.set_defaults(func=cmd_dashboards_deploy, needs_stack=True)
 
@@ -421,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = tok.add_parser(
         "new", help="make a token and the hash for the stack file", description="make a token"
     )
-    p.add_argument("--name", default="new-user")
+    p.add_argument(
+        "--name",
+        type=usage.user_name,
+        default="new-user",
+        help="the user's name, as the audit log will show it",
+    )
     p.add_argument(
         "--role", default="viewer", choices=("viewer", "operator", "admin", "alertmanager")
     )
@@ -435,12 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
         _stack_arg(p)
         p.add_argument(
             "--alertmanager-url",
+            type=usage.http_url,
             default=None,
             help="Alertmanager (default: the stack's alerting.alertmanager_url)",
         )
         if audited:
             p.add_argument(
                 "--scheduler-url",
+                type=usage.http_url,
                 default=None,
                 help="scheduler whose audit log records the call (default: the stack's)",
             )
@@ -506,14 +631,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.needs_stack:
-        return int(args.func(args))
     try:
-        stack = load_stack(args.stack)
-    except StackError as e:
-        print(f"novabrain: invalid stack {args.stack}: {e}", file=sys.stderr)
+        if not args.needs_stack:
+            return int(args.func(args))
+        try:
+            stack = load_stack(args.stack)
+        except StackError as e:
+            print(f"novabrain: invalid stack {args.stack}: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        return int(args.func(args, stack))
+    except UsageError as e:
+        command = " ".join(c for c in (args.command, getattr(args, "sub", None)) if c)
+        print(f"novabrain {command}: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    return int(args.func(args, stack))
+    except KeyboardInterrupt:  # Ctrl-C before a server's own handler is in place
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -52,7 +52,14 @@ def make_backend(stack: Stack, backend: str, *, node: str | None = None) -> Nvml
     if backend == "sim":
         from exporters.nvml.sim import SimBackend
 
-        return SimBackend.from_stack(stack)
+        if node is None:
+            return SimBackend.from_stack(stack)
+        # One node of the stack's cluster, as the exporter on that node would see it.
+        slots = [g for g in stack.gpus() if g.node == node]
+        if not slots:
+            nodes = sorted({g.node for g in stack.gpus()})
+            raise ConfigError(f"--node {node}: not a node of the stack ({', '.join(nodes)})")
+        return SimBackend.from_slots(slots)
     if backend == "nvml":
         from exporters.nvml.real import NvmlBackend
 

@@ -106,7 +106,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    log.info("model server on http://%s:%d", host, port)
+    log.info("model server listening on http://%s:%d", host, port)
     try:
         await asyncio.Event().wait()  # until cancelled
     finally:

@@ -39,6 +39,7 @@ reacting to balloon pods, nodes joining with the pool's label), and the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ from kubernetes.client.exceptions import ApiException
 
 from deploy.stack import Stack
 from scheduler.actuators.base import Actuator, Feedback, FeedbackKind
+from scheduler.actuators.errors import ActuatorConfigError
 from scheduler.core.errors import ActuatorError
 from scheduler.core.model import Action, Decision, JobKind, JobView, Result
 
@@ -254,8 +256,16 @@ def from_stack(
     if api_client is None:
         try:
             k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as in_cluster:
+            try:
+                k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+            except (k8s_config.ConfigException, OSError, TypeError, ValueError) as e:
+                # The client raises TypeError on a kubeconfig that is not a mapping.
+                where = os.environ.get("KUBECONFIG", "~/.kube/config")
+                raise ActuatorConfigError(
+                    f"no Kubernetes credentials: not in a pod ({in_cluster}) and "
+                    f"no usable kubeconfig at {where} ({e})"
+                ) from None
         api_client = k8s.ApiClient()
     return KubernetesActuator(
         api_client,

@@ -117,7 +117,7 @@ async def test_401_403_412_and_refused_are_clear(
     assert code == EXIT_GRAFANA and "412" in err and "same name" in err
 
     code, _, err = await _deploy(stack, f"http://127.0.0.1:{free_port()}")
-    assert code == EXIT_GRAFANA and "cannot reach Grafana" in err
+    assert code == EXIT_CONFIG and "cannot reach Grafana" in err
 
 
 async def test_token_from_env_or_file(

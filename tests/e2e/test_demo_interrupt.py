@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from proc_testlib import NOVABRAIN, STACK, env
 
-ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.process]
 
 
 def _processes_using(workdir: Path) -> list[str]:
@@ -34,8 +33,9 @@ def _processes_using(workdir: Path) -> list[str]:
 def test_interrupted_demo_leaves_nothing_running(tmp_path: Path, sig: signal.Signals) -> None:
     workdir = tmp_path / "demo"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "demo", "--workdir", str(workdir)],
-        cwd=ROOT,
+        [str(NOVABRAIN), "demo", "--stack", str(STACK), "--workdir", str(workdir)],
+        cwd=tmp_path,
+        env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -90,7 +90,7 @@ def test_user_mistakes_exit_2_in_one_line(am: AlertmanagerProcess) -> None:
         r = _run("add", f"--alertmanager-url={am.url}", "--author", "a", "--comment", "c", *args)
         assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     r = _run("list", f"--alertmanager-url=http://127.0.0.1:{free_port()}")
-    assert r.returncode == 1 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "cannot reach" in r.stderr and "Traceback" not in r.stderr
 
 
 @dataclass(frozen=True)
