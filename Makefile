@@ -10,12 +10,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 STACK ?= deploy/stack.yaml
 
-.PHONY: help demo test lint typecheck layers pytest tools venv generate docs check-generated \
-        dashboards rules deploy-dashboards bench clean wheel image
+.PHONY: help demo test lint typecheck layers pytest installed tools venv generate docs \
+        check-generated dashboards rules deploy-dashboards bench clean wheel image
 
 help:
 	@echo "make demo               the closed loop on simulated GPUs with real Prometheus + Alertmanager"
-	@echo "make test               ruff, mypy, import-linter, generated-artefact check, pytest"
+	@echo "make test               ruff, mypy, import-linter, generated-artefact check, pytest,"
+	@echo "                         then the commands' tests against the wheel, installed"
 	@echo "make generate           regenerate rules, Alertmanager/Prometheus config and dashboards"
 	@echo "make docs               regenerate docs/scheduling.md (a replay of the sample trace)"
 	@echo "make deploy-dashboards  push dashboards to the stack's Grafana (GRAFANA_TOKEN or token file)"
@@ -70,10 +71,30 @@ check-generated: generate docs
 	@test -z "$$(git ls-files --others --exclude-standard deploy/generated deploy/grafana docs/runbooks)" || \
 	  (echo "untracked files in deploy/generated: run 'make generate' and commit them" && exit 1)
 
+# Every test but those that run the novabrain command as a process ("process"):
+# they run in `installed`, against the wheel.
 pytest: venv tools
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not process"
 
-test: lint typecheck layers check-generated pytest
+# The commands as an operator gets them: a wheel built from the checkout's files
+# (what a clone has: tracked and new, not ignored), installed with the
+# dependencies its metadata names into a clean venv outside the checkout. The
+# "process" tests run that venv's novabrain in a scratch directory, so a module
+# or data file missing from the package, or a file read relative to the
+# checkout, fails here. pip's cache keeps the install to seconds.
+installed: venv tools
+	@set -euo pipefail; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	mkdir "$$tmp/src"; \
+	git ls-files -z --cached --others --exclude-standard \
+	  | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$$tmp/src"; \
+	echo "building the wheel and installing it into $$tmp/venv"; \
+	$(PY) -m pip wheel -q --no-deps -w "$$tmp/dist" "$$tmp/src" 2> >(grep -v "is ignored" >&2); \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install -q "$$(ls "$$tmp"/dist/*.whl)[kubernetes]" \
+	  2> >(grep -v "is ignored" >&2); \
+	NOVABRAIN_BIN="$$tmp/venv/bin/novabrain" $(BIN)/pytest -m process
+
+test: lint typecheck layers check-generated pytest installed
 
 deploy-dashboards: venv
 	$(BIN)/novabrain dashboards deploy --stack $(STACK)

@@ -4,6 +4,9 @@ Hypothesis explores new random examples on developers' machines, where a new
 counterexample is a finding; in CI (``CI`` set, as ``.ci/run`` runs) it uses a
 fixed derandomized sequence, so a red CI always reproduces.
 
+In CI a skipped test fails: a test skipped for a missing file or tool is a
+test the user does not have (vendor the file; ``make test`` installs the tools).
+
 ``stack`` is the committed stack file (test modules that need a variant define
 their own); ``any_stack`` is it and the same stack on the demo's fast clock.
 """
@@ -11,6 +14,7 @@ their own); ``any_stack`` is it and the same stack on the demo's fast clock.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -20,10 +24,27 @@ from deploy.demo import FAST_TIMING
 from deploy.stack import Stack, load_stack
 
 ROOT = Path(__file__).resolve().parent
+pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file's hook on its own tests
 
+CI = bool(os.environ.get("CI"))
 settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
+if CI:
     settings.load_profile("ci")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    report = yield
+    rep = report.get_result()
+    if CI and rep.skipped and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = (
+            f"skipped in CI ({reason}): a test skipped for a missing file or tool is a test "
+            "the user does not have; vendor the file, or install the tool in `make tools`"
+        )
 
 
 @pytest.fixture(scope="session")
