@@ -57,11 +57,21 @@ def host(text: str) -> str:
     return text
 
 
-def http_url(text: str) -> str:
-    problem = url_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
-    return text
+def _refusing(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """An argparse type refusing a value ``problem_of`` finds a problem with (the stack's
+    own checks, so a flag and the stack file take the same values)."""
+
+    def parse(text: str) -> str:
+        problem = problem_of(text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+        return text
+
+    return parse
+
+
+http_url = _refusing(url_problem)
+user_name = _refusing(user_name_problem)
 
 
 def finite(low: float, high: float) -> Callable[[str], float]:
@@ -97,13 +107,6 @@ def node_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a node name (lower-case letters, digits, '-' and '.')"
         )
-    return text
-
-
-def user_name(text: str) -> str:
-    problem = user_name_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
     return text
 
 

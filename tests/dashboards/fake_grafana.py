@@ -13,10 +13,14 @@ schema tests cover that).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+
+from deploy.procs import free_port
 
 
 class FakeGrafana:
@@ -85,3 +89,17 @@ class FakeGrafana:
         return web.json_response(
             {"id": stored["id"], "uid": dash["uid"], "status": "success", "version": version}
         )
+
+
+@contextlib.asynccontextmanager
+async def serving(tokens: dict[str, str]) -> AsyncIterator[tuple[FakeGrafana, str]]:
+    """A ``FakeGrafana`` on a free loopback port, and its URL, until the block ends."""
+    fake = FakeGrafana(tokens)
+    runner = web.AppRunner(fake.app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield fake, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

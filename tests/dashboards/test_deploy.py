@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from fake_grafana import FakeGrafana
+from fake_grafana import FakeGrafana, serving
 
 from dashboards.build import build_all
 from dashboards.deploy import EXIT_CONFIG, EXIT_GRAFANA, EXIT_OK, TOKEN_ENV, deploy
@@ -30,15 +29,8 @@ EDITOR, VIEWER = "editor-token", "viewer-token"
 
 @pytest.fixture
 async def grafana() -> AsyncIterator[tuple[FakeGrafana, str]]:
-    fake = FakeGrafana({EDITOR: "editor", VIEWER: "viewer"})
-    runner = web.AppRunner(fake.app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serving({EDITOR: "editor", VIEWER: "viewer"}) as (fake, url):
+        yield fake, url
 
 
 async def _deploy(stack: Stack, url: str, **kw: Any) -> tuple[int, str, str]:

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from proc_testlib import ROOT, STACK, run
 
 from dashboards.build import build_all
-from deploy.procs import free_port
 from deploy.stack import load_stack
 
 pytestmark = pytest.mark.process
@@ -54,27 +52,20 @@ def test_stack_check_accepts_the_committed_stack(tmp_path: Path) -> None:
     assert r.stderr == ""
 
 
-def _fake_grafana(tokens: dict[str, str]) -> Any:
+def _fake_grafana_module() -> Any:
     # The stand-in the dashboards tests use (a module of theirs, loaded by path).
     path = ROOT / "tests/dashboards/fake_grafana.py"
     spec = importlib.util.spec_from_file_location("e2e_fake_grafana", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.FakeGrafana(tokens)
+    return module
 
 
 @pytest.fixture
 async def grafana() -> AsyncIterator[tuple[Any, str]]:
-    fake = _fake_grafana({"editor-token": "editor"})
-    runner = web.AppRunner(fake.app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with _fake_grafana_module().serving({"editor-token": "editor"}) as (fake, url):
+        yield fake, url
 
 
 async def test_dashboards_deploy_dry_run_changes_nothing(
