@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from alerts.promql import dur, le, num, sel
-from deploy.stack import Model, Pool, Stack
+from deploy.stack import FAST_WINDOW_SCRAPES, Model, Pool, Stack
 from exporters.catalog.model import MODEL_ERRORS, MODEL_REQUEST_DURATION, MODEL_REQUESTS
 
 # ----------------------------------------------------------------------------- constants
@@ -19,7 +19,6 @@ CRITICAL, WARNING, INFO = "critical", "warning", "info"
 # owning pool; they carry this team and reach the default on-call receiver.
 PLATFORM_TEAM = "platform"
 
-FAST_WINDOW_SCRAPES = 4
 SUSTAIN_SCRAPES = 20
 STALE_SCRAPES = 10
 

@@ -221,6 +221,10 @@ NAN, INF = float("nan"), float("inf")
         (["alerting", "scheduler_webhook_url"], "ftp://x/y", "", "http:// or https://"),
         (["alerting", "alertmanager_url"], "http://h:99999/x", "", "not a URL"),
         (["alerting", "group_interval_seconds"], 0, "", ">= 0.001"),
+        (["alerting", "latency_alert_for_seconds"], 0.0001, "", "0 or at least 0.001"),
+        (["scheduler", "fairness_factor_per_hour"], 0, "", ">= 1"),
+        (["scheduler", "cycle_window_seconds"], 0, "", ">= 1"),
+        (["prometheus", "evaluation_interval_seconds"], 61, "", "fast alert window"),
     ],
 )
 def test_values_the_api_or_later_steps_would_refuse(
