@@ -46,7 +46,7 @@ NESTED = b"version: 1\nname: " + b"[" * 100_000 + b"]" * 100_000 + b"\n"
 # fmt: off
 MISTAKES = [
     # Stack files that are not a stack.
-    Mistake("stack-latin1", ("stack", "check", "--stack", "{stack}"), "is not UTF-8: byte 0xe9", TEXT.replace("NovaBrain", "NovaBrain caf\u00e9").encode("latin-1")),
+    Mistake("stack-latin1", ("stack", "check", "--stack", "{stack}"), "is not UTF-8: byte 0xe9", TEXT.encode().replace(b"folder: NovaBrain", b"folder: NovaBrain caf\xe9")),
     Mistake("stack-utf16", ("stack", "check", "--stack", "{stack}"), "is UTF-16", TEXT.encode("utf-16")),
     Mistake("stack-nested", ("scheduler", "--stack", "{stack}"), "nested deeper than 32 levels", NESTED),
     Mistake("stack-missing-default", ("stack", "check"), "cannot read stack file deploy/stack.yaml"),
@@ -88,10 +88,15 @@ MISTAKES = [
     Mistake("rules-provisioning-a-file", ("rules", "build", "--stack", "{stack}", "--out", "out", "--provisioning-out", "{file}"), "--provisioning-out"),
     Mistake("dashboards-out-under-a-file", ("dashboards", "build", "--stack", "{stack}", "--out", "{file}/x"), "cannot create it"),
     Mistake("demo-workdir-a-file", ("demo", "--stack", "{stack}", "--workdir", "{file}"), "--workdir"),
+    Mistake("runbooks-out-a-file", ("generate", "--stack", "{stack}", "--out", "out", "--runbooks-out", "{file}"), "--runbooks-out"),
+    Mistake("alertmanager-config-out-a-file", ("alertmanager", "config", "--stack", "{stack}", "--out", "{file}"), "--out"),
     # URLs.
     Mistake("grafana-not-a-url", ("dashboards", "deploy", "--stack", "{stack}", "--url", "not a url"), "must be an http:// or https:// URL"),
     Mistake("grafana-unreachable", ("dashboards", "deploy", "--stack", "{stack}", "--url", "http://127.0.0.1:{closed}"), "cannot reach Grafana", env={"GRAFANA_TOKEN": "t"}),
     Mistake("grafana-no-token", ("dashboards", "deploy", "--stack", "{stack}", "--dry-run"), "no Grafana token", env={"GRAFANA_TOKEN": ""}),
+    Mistake("silence-not-a-url", ("silence", "list", "--stack", "{stack}", "--alertmanager-url", "am:9093"), "argument --alertmanager-url"),
+    Mistake("silence-unreachable", ("silence", "list", "--stack", "{stack}", "--alertmanager-url", "http://127.0.0.1:{closed}"), "cannot reach"),
+    Mistake("silence-token-file", ("silence", "expire", "--stack", "{stack}", "--token-file", "missing-token", "--author", "a", "x"), "cannot read token file"),
     Mistake("loadgen-rate-nan", ("loadgen", "--url", "http://127.0.0.1:{closed}", "--model", "m", "--rate", "nan"), "argument --rate"),
     Mistake("loadgen-rate-inf", ("loadgen", "--url", "http://127.0.0.1:{closed}", "--model", "m", "--rate", "inf"), "argument --rate"),
     Mistake("loadgen-rate-negative", ("loadgen", "--url", "http://127.0.0.1:{closed}", "--model", "m", "--rate", "-5"), "argument --rate"),
@@ -161,6 +166,9 @@ REQUIRED = {
     "loadgen": ["--url", "http://127.0.0.1:1", "--model", "m"],
     "audit verify": ["--db", "audit.db"],
     "audit export": ["--db", "audit.db"],
+    "alertmanager config": ["--out", "out"],
+    "silence add": ["--author", "a", "--comment", "c", 'node="x"'],
+    "silence expire": ["--author", "a", "some-id"],
 }
 
 

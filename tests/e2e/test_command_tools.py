@@ -37,12 +37,15 @@ def test_generate_writes_what_is_committed(tmp_path: Path) -> None:
         "generated",
         "--provisioning-out",
         "grafana",
+        "--runbooks-out",
+        "runbooks",
         cwd=tmp_path,
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines(), "generate lists what it wrote"
     assert _same_tree(tmp_path / "generated", ROOT / "deploy/generated") == []
     assert _same_tree(tmp_path / "grafana", ROOT / "deploy/grafana") == []
+    assert _same_tree(tmp_path / "runbooks", ROOT / "docs/runbooks") == []
 
 
 def test_stack_check_accepts_the_committed_stack(tmp_path: Path) -> None:

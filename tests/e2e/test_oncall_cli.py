@@ -10,7 +10,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import proc_testlib
 import pytest
 
 from alerts.alertmanager import alertmanager_config
@@ -27,9 +27,11 @@ from deploy.procs import AlertmanagerProcess, free_port
 from deploy.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
-NOVABRAIN = str(Path(sys.executable).parent / "novabrain")
+# The installed script under `make test` (see proc_testlib), the venv's otherwise.
+NOVABRAIN = str(proc_testlib.NOVABRAIN)
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.process,
     pytest.mark.skipif(shutil.which("prometheus-alertmanager") is None, reason="no alertmanager"),
 ]
 
