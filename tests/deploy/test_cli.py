@@ -37,9 +37,11 @@ def test_the_gpu_exporter_takes_node_and_repeated_labels() -> None:
     assert args.label == [("a", "1"), ("b", "x=y")]
 
 
-# Any name the stack accepts: printable text on one line, YAML's indicators included.
+# Any name the stack accepts (printable text on one line, YAML's indicators included)
+# that is not already a user's.
+TAKEN = {u.name for u in load_stack(ROOT / "deploy/stack.yaml").users}
 NAMES = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(
-    lambda n: user_name_problem(n) is None
+    lambda n: user_name_problem(n) is None and n not in TAKEN
 )
 
 
