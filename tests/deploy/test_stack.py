@@ -225,6 +225,8 @@ NAN, INF = float("nan"), float("inf")
         (["scheduler", "fairness_factor_per_hour"], 0, "", ">= 1"),
         (["scheduler", "cycle_window_seconds"], 0, "", ">= 1"),
         (["prometheus", "evaluation_interval_seconds"], 61, "", "fast alert window"),
+        # A list where a name is meant (the property test's find: a TypeError, not an error).
+        (["alerting", "oncall", 0, "channels", 0, "type"], ["email"], "", "must be one of"),
     ],
 )
 def test_values_the_api_or_later_steps_would_refuse(
