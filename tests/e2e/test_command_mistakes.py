@@ -40,6 +40,7 @@ class Mistake:
     env: dict[str, str] = field(default_factory=dict)
 
 
+CAP_LINE = TEXT[: TEXT.index("  fairness_cap: 400")].count("\n") + 1
 NESTED = b"version: 1\nname: " + b"[" * 100_000 + b"]" * 100_000 + b"\n"
 
 # One case per line: the table reads as a list of mistakes.
@@ -52,7 +53,7 @@ MISTAKES = [
     Mistake("stack-missing-default", ("stack", "check"), "cannot read stack file deploy/stack.yaml"),
     Mistake("stack-a-directory", ("stack", "check", "--stack", "."), "cannot read stack file ."),
     Mistake("stack-bad-field", ("stack", "check", "--stack", "{stack}"), "pools[1].lending_limit", edited("lending_limit: 12", "lending_limit: 99")),
-    Mistake("stack-duplicate-key", ("stack", "check", "--stack", "{stack}"), "duplicate key 'fairness_cap' (first given at line 69)", edited("  fairness_cap: 400  ", "  fairness_cap: 400\n  fairness_cap: 1  ")),
+    Mistake("stack-duplicate-key", ("stack", "check", "--stack", "{stack}"), f"duplicate key 'fairness_cap' (first given at line {CAP_LINE})", edited("  fairness_cap: 400  ", "  fairness_cap: 400\n  fairness_cap: 1  ")),
     Mistake("stack-nan-slo", ("generate", "--stack", "{stack}", "--out", "out"), "latency_threshold_seconds: must be a finite number", edited("latency_threshold_seconds: 0.05", "latency_threshold_seconds: .nan")),
     Mistake("stack-inf-policy", ("scheduler", "--stack", "{stack}"), "scheduler.fairness_cap: must be a finite number", edited("fairness_cap: 400", "fairness_cap: .inf")),
     Mistake("stack-nan-retention", ("stack", "check", "--stack", "{stack}"), "audit.retention_days: must be a finite", edited("retention_days: 400", "retention_days: .nan")),
