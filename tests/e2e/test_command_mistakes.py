@@ -10,6 +10,7 @@ test holds open.
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ MISTAKES = [
     Mistake("stack-duplicate-key", ("stack", "check", "--stack", "{stack}"), f"duplicate key 'fairness_cap' (first given at line {CAP_LINE})", edited("  fairness_cap: 400  ", "  fairness_cap: 400\n  fairness_cap: 1  ")),
     Mistake("stack-nan-slo", ("generate", "--stack", "{stack}", "--out", "out"), "latency_threshold_seconds: must be a finite number", edited("latency_threshold_seconds: 0.05", "latency_threshold_seconds: .nan")),
     Mistake("stack-inf-policy", ("scheduler", "--stack", "{stack}"), "scheduler.fairness_cap: must be a finite number", edited("fairness_cap: 400", "fairness_cap: .inf")),
-    Mistake("stack-nan-retention", ("stack", "check", "--stack", "{stack}"), "audit.retention_days: must be a finite", edited("retention_days: 400", "retention_days: .nan")),
+    Mistake("stack-nan-retention", ("stack", "check", "--stack", "{stack}"), "audit.retention_days: must be a finite", edited(re.search(r"retention_days: \d+", TEXT)[0], "retention_days: .nan")),
     Mistake("stack-version-true", ("stack", "check", "--stack", "{stack}"), "version: must be 1, got True", edited("version: 1", "version: true")),
     Mistake("stack-hash-newline", ("stack", "check", "--stack", "{stack}"), "rbac.users[0].token_sha256", edited("token_sha256: 927662d206d92ea57558a7f799671056748db7da9da6131a08c3e1851aec3ad3}", 'token_sha256: "927662d206d92ea57558a7f799671056748db7da9da6131a08c3e1851aec3ad3\\n"}')),
     Mistake("stack-name-newline", ("generate", "--stack", "{stack}", "--out", "out"), "models[0].name", edited("name: risk-scorer", 'name: "risk-scorer\\n"')),
