@@ -1167,11 +1167,11 @@ def _audit(n: Fields) -> Audit:
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-def _spike(n: _Node) -> Spike:
+def _spike(n: Fields) -> Spike:
     start = n.text("start")
-    m = _HHMM.match(start)
+    m = _HHMM.fullmatch(start)
     if m is None:
-        raise StackError(n._p("start"), f"must look like 09:15, got {start!r}")
+        raise StackError(n.at("start"), f"must look like 09:15, got {show(start)}")
     return Spike(
         start=time(int(m[1]), int(m[2])),
         minutes=n.number("minutes", min=1, max=24 * 60),
@@ -1180,21 +1180,23 @@ def _spike(n: _Node) -> Spike:
 
 
 def _load_profile(
-    n: _Node, models: Mapping[str, Model], reservations: tuple[Reservation, ...]
+    n: Fields, models: Mapping[str, Model], reservations: tuple[Reservation, ...]
 ) -> LoadProfile:
     name = n.text("model")
     model = models.get(name)
     if model is None:
-        raise StackError(n._p("model"), f"unknown model {name!r}")
+        raise StackError(n.at("model"), f"unknown model {show(name)}")
     if model.serving is None:
-        raise StackError(n._p("model"), f"{name} has no serving: its GPUs cannot be sized")
+        raise StackError(n.at("model"), f"{name} has no serving: its GPUs cannot be sized")
     days = n.str_list("days", list(DAYS[:5]))
     for i, d in enumerate(days):
         if d not in DAYS:
-            raise StackError(f"{n._p('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {d!r}")
+            raise StackError(
+                f"{n.at('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {show(d)}"
+            )
     if n.raw("spikes", None) is not None:
         if n.raw("spike_rps", None) is not None:
-            raise StackError(n._p("spike_rps"), "give spikes or spike_rps, not both")
+            raise StackError(n.at("spike_rps"), "give spikes or spike_rps, not both")
         spikes = n.items("spikes", _spike)
     else:
         # The market bell: a spike at each reservation window of the model's pool, as
@@ -1217,14 +1219,14 @@ def _load_profile(
 
 
 def _simulation(
-    n: _Node,
+    n: Fields,
     stack_tz: str,
     pools: tuple[Pool, ...],
     models: tuple[Model, ...],
     reservations: tuple[Reservation, ...],
 ) -> Simulation:
     names = [p.name for p in pools]
-    start = _local(n.raw("start", "2025-03-03 00:00"), n._p("start"))
+    start = _local(n.raw("start", "2025-03-03 00:00"), n.at("start"))
     by_name = {m.name: m for m in models}
     sim = Simulation(
         start=start.replace(tzinfo=ZoneInfo(stack_tz)),
@@ -1240,8 +1242,8 @@ def _simulation(
     )
     for key in ("training_pool", "batch_pool"):
         if getattr(sim, key) not in names:
-            raise StackError(n._p(key), f"unknown pool {getattr(sim, key)!r}")
-    _unique(sim.p0_load, n._p("p0_load"), "model")
+            raise StackError(n.at(key), f"unknown pool {getattr(sim, key)!r}")
+    _unique(sim.p0_load, n.at("p0_load"), "model")
     return sim
 
 

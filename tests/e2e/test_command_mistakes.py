@@ -89,6 +89,8 @@ MISTAKES = [
     Mistake("generate-out-a-file", ("generate", "--stack", "{stack}", "--out", "{file}"), "--out"),
     Mistake("rules-provisioning-a-file", ("rules", "build", "--stack", "{stack}", "--out", "out", "--provisioning-out", "{file}"), "--provisioning-out"),
     Mistake("dashboards-out-under-a-file", ("dashboards", "build", "--stack", "{stack}", "--out", "{file}/x"), "cannot create it"),
+    Mistake("simulate-trace-missing", ("simulate", "--stack", "{stack}", "--trace", "missing.csv"), "cannot read trace missing.csv"),
+    Mistake("simulate-out-a-file", ("simulate", "--stack", "{stack}", "--trace", "{file}", "--out", "{file}"), "--out"),
     Mistake("demo-workdir-a-file", ("demo", "--stack", "{stack}", "--workdir", "{file}"), "--workdir"),
     Mistake("runbooks-out-a-file", ("generate", "--stack", "{stack}", "--out", "out", "--runbooks-out", "{file}"), "--runbooks-out"),
     Mistake("alertmanager-config-out-a-file", ("alertmanager", "config", "--stack", "{stack}", "--out", "{file}"), "--out"),
@@ -171,6 +173,7 @@ REQUIRED = {
     "alertmanager config": ["--out", "out"],
     "silence add": ["--author", "a", "--comment", "c", 'node="x"'],
     "silence expire": ["--author", "a", "some-id"],
+    "simulate": ["--trace", "trace.csv"],
 }
 
 
