@@ -350,7 +350,8 @@ def test_any_printable_user_name_is_fine(doc: dict[str, Any], name: str) -> None
 def test_the_stack_and_the_policy_api_take_the_same_values(doc: dict[str, Any]) -> None:
     """At each bound of each policy setting, the stack file and PATCH /api/v1/policy agree."""
     from scheduler.service.errors import PayloadError
-    from scheduler.service.routes import POLICY_PATCH, validate
+    from scheduler.service.routes import POLICY_PATCH
+    from scheduler.service.validation import validate
 
     def stack_takes(key: str, value: Any) -> bool:
         try:

@@ -30,6 +30,7 @@ from dashboards.build import build_all
 from dashboards.provisioning import write as write_provisioning
 from deploy.stack import Stack, StackError, parse_stack
 from scheduler.runtime import SchedulerRuntime
+from scheduler.service.endpoint import jsonable
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = yaml.safe_load((ROOT / "deploy/stack.yaml").read_text())
@@ -107,8 +108,9 @@ def _generate_and_start(stack: Stack, out: Path) -> None:
         stack, db_path=out / "scheduler.db", registry=CollectorRegistry()
     )
     try:
-        json.dumps(runtime.policy(), allow_nan=False)  # GET /api/v1/policy
-        json.dumps(runtime.pools(), allow_nan=False)
+        # What GET /api/v1/policy and /api/v1/pools serve: JSON, so no NaN.
+        json.dumps(jsonable(runtime.policy()), allow_nan=False)
+        json.dumps(jsonable(runtime.pools()), allow_nan=False)
     finally:
         runtime.close()
 
