@@ -301,7 +301,8 @@ class Scheduler:
         """The earliest time at which ``tick`` may decide something (``inf``: nothing pending).
 
         The soonest of: now, if the last placement pass left work a next pass would do
-        (GPUs freed or jobs requeued during it, a pool's look-ahead used up); a victim's
+        (GPUs freed or jobs requeued during it, a pool's look-ahead used up, anything
+        decided at this instant after a plan had failed at it); a victim's
         grace period ends, a job's work is done, a job the
         guards held back becomes a victim or a reversal refusal runs out (while a job
         waits: for nobody else does that change anything), a reservation
@@ -325,7 +326,10 @@ class Scheduler:
         # A victim matures, or a refusal lapses, to the benefit of a waiting job only.
         waiting = any(p.waiting for p in self._cluster.pools.values())
         wakeup = min(
-            now if self._placement.unsettled else math.inf,
+            now
+            if self._placement.unsettled
+            or self._placement.stale_failures(now, self._numbering.next)
+            else math.inf,
             self._preemption.next_expiry(),
             self._jobs.next_completion(),
             self._victims.next_maturity() if waiting else math.inf,

@@ -61,6 +61,10 @@ class Placement:
         self._cut_short = False
         self._placed = 0  # jobs placed so far (a pass compares counts)
         self._placed_at_block = -1  # ... when the pass's first plan failed (-1: none did)
+        # A plan failed at ``_failed_at``, when the next decision was to be numbered
+        # ``_decided_at_failure``. Its failure is remembered until the clock moves on.
+        self._failed_at = -math.inf
+        self._decided_at_failure = 0
 
     def schedule(self, cycle: Cycle) -> None:
         """Place what fits, in effective-priority order across pools; plan preemptions for the rest."""
@@ -239,6 +243,8 @@ class Placement:
                 plan = self._preemption.plan(pool, need, job.id, now, best_effort=False)
                 if plan is None:
                     job.plan_failed_at = mark
+                    if self._failed_at != now:
+                        self._failed_at, self._decided_at_failure = now, cycle.next_decision
                     if pool.plan_failed_at != mark or need < pool.plan_failed_need:
                         pool.plan_failed_at, pool.plan_failed_need = mark, need
                     blocked += 1
@@ -252,6 +258,16 @@ class Placement:
         self._cut_short |= placed and seen >= limit
         if placed:
             self._queues.compact(pool)
+
+    def stale_failures(self, now: float, next_decision: int) -> bool:
+        """A plan failed at ``now`` and something was decided at ``now`` after it, in any call.
+
+        What was decided may have made the plan possible (a job started: a victim it did
+        not see; a preemption committed: a lender's lent count went down), but the failure
+        is remembered, not retried, until the clock moves on: the next tick, at a later
+        instant, plans again. ``unsettled`` covers starts within one pass only.
+        """
+        return self._failed_at == now and next_decision > self._decided_at_failure
 
     def _blocked(self) -> None:
         if self._placed_at_block < 0:
