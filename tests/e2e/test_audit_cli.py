@@ -7,21 +7,25 @@ from __future__ import annotations
 import re
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from proc_testlib import NOVABRAIN, TIMEOUT, env
 
 from scheduler.audit import AuditLog
 from tests.scheduler.service.tamper_kit import SCENARIOS, Scenario, StepClock, fill
 
-pytestmark = pytest.mark.e2e
-NOVABRAIN = Path(sys.executable).parent / "novabrain"
+pytestmark = [pytest.mark.e2e, pytest.mark.process]
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(NOVABRAIN), *argv], capture_output=True, text=True, timeout=60, check=False
+        [str(NOVABRAIN), *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env=env(),
     )
 
 

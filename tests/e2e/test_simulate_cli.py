@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from proc_testlib import NOVABRAIN, ROOT, STACK, env
 
-ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "scheduler" / "sim"))
-from simkit import write_trace  # noqa: E402
+from simkit import write_trace
 
-NOVABRAIN = os.environ.get("NOVABRAIN_BIN", str(ROOT / ".venv" / "bin" / "novabrain"))
-STACK = str(ROOT / "deploy" / "stack.yaml")
+pytestmark = pytest.mark.process
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [NOVABRAIN, "simulate", "--stack", STACK, *args],
+        [str(NOVABRAIN), "simulate", "--stack", str(STACK), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=240,
         check=False,
+        env=env(),
     )
 
 
