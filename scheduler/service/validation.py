@@ -9,6 +9,7 @@ is what the spec promises: types, ``enum``, string lengths, ``pattern`` and RFC 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -34,6 +35,18 @@ def _is_type(v: Any, t: str) -> bool:
     raise ValueError(f"schema type {t!r} not supported")
 
 
+@functools.cache
+def _pattern(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as JSON Schema (ECMA-262) means it: ``$`` ends the string.
+
+    Python's ``$`` also matches before a final newline, so ``^[a-z]+$`` would let
+    ``"p0-risk\n"`` through; a trailing ``$`` becomes ``\\Z``.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
 def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
     """Check ``value`` against the JSON Schema subset the table uses; ``PayloadError`` names the field."""
     if "anyOf" in schema:
@@ -56,7 +69,7 @@ def validate(value: Any, schema: Mapping[str, Any], path: str = "body") -> None:
             raise PayloadError(f"{path}: too short")
         if len(value) > schema.get("maxLength", 1 << 30):
             raise PayloadError(f"{path}: too long")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
+        if "pattern" in schema and not _pattern(schema["pattern"]).search(value):
             raise PayloadError(f"{path}: must match {schema['pattern']}")
         if schema.get("format") == "date-time":
             parse_time_ns(value, path)  # RFC 3339, as Alertmanager and the spec write it

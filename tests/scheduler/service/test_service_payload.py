@@ -18,6 +18,8 @@ from scheduler.service.payload import (
     parse_notification,
     parse_time_ns,
 )
+from scheduler.service.routes import _POOL
+from scheduler.service.validation import validate
 
 
 def parse(doc: object) -> object:
@@ -113,3 +115,12 @@ def test_any_field_replaced_by_junk_is_a_payload_error_or_valid(
         parse(doc)
     except PayloadError as e:
         assert str(e).startswith(("alerts[0].", "alerts[0]:")), str(e)
+
+
+@pytest.mark.parametrize("value", ["p0-risk\n", "p0-risk\n\n", "\np0-risk"])
+def test_a_pattern_matches_the_whole_value_not_up_to_a_final_newline(value: str) -> None:
+    # JSON Schema patterns are ECMA-262: ``$`` ends the string. Python's ``$`` also
+    # matches before a final newline, which let "p0-risk\n" pass as a pool name.
+    validate("p0-risk", _POOL)
+    with pytest.raises(PayloadError, match="must match"):
+        validate(value, _POOL)
