@@ -8,7 +8,9 @@ waiting for it) or else of the job running on it. Per pool the core keeps
 checked on claims, so GPUs promised to a preemptor already count: a pool never
 claims more than ``borrowing_limit`` foreign GPUs and never has more than
 ``lending_limit`` of its own claimed by others (the stack validates
-``lending_limit <= nominal - guaranteed``, so the floor is never lent).
+``lending_limit <= nominal - guaranteed``, so the floor is never lent), but inside
+one of its lending windows, which raise the limit in force (``Pool.lending_limit``)
+for the jobs that can be drained before the window ends.
 
 Owns: the GPU, pool and job records and their registries; the claim counters
 (``own``, ``borrowed``, ``lent``) and each pool's idle GPUs (``free``); the capacity
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from scheduler.core.errors import InvalidRequest, UnknownJob, UnknownPool
@@ -38,11 +40,10 @@ from scheduler.core.model import (
     PolicySpec,
     PoolSpec,
 )
-from scheduler.core.ordering import VictimKey, work_lost
+from scheduler.core.ordering import VictimKey, boosted, work_lost
 
 BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus): see victims.py
 IndexEntry = tuple[VictimKey, str]  # (ordering.index_key, job id): see victims.py
-QueueEntry = tuple[float, int, str]  # (queued_at, ticket, job id): see queues.py
 
 
 class Gpu:
@@ -68,6 +69,7 @@ class Job:
         "deadline",
         "duration",
         "elastic",
+        "freed_for",
         "gpu_ids",
         "gpus",
         "grace",
@@ -126,7 +128,8 @@ class Job:
         self.preemptions: list[float] = []  # when it was preempted, inside the budget window
         self.preemptions_total = 0  # how often it was preempted in its whole life
         self.lost = 0.0
-        self.held: list[str] = []  # GPUs freed by preemption and held for it
+        self.held: list[str] = []  # GPUs freed by preemption (or drained) and held for it
+        self.freed_for = False  # a preemption plan was committed for its current wait
         self.pending_victims: set[str] = set()
         self.preempted_for: str | None = None
         self.deadline: float | None = None
@@ -205,8 +208,16 @@ class Pool:
         self.lent = 0
         self.free: dict[str, None] = {}  # idle home GPUs, in a deterministic order
         self.nodes: dict[str, list[str]] = {}  # node -> home GPU uuids
+        # lending: the limit in force (raised inside a lending window), and while it
+        # is raised, when the window's loans start to be drained and when it ends
+        self.lending_limit = spec.lending_limit
+        self.loans_until: float | None = None
+        self.loans_end: float | None = None
+        self.lending_next = -float("inf")  # when the windows are next looked at
+        # The most it ever lends: what jobs of other pools may ever borrow of it.
+        self.most_lent = max([spec.lending_limit, *(w.gpus for w in spec.lending_windows)])
         # queues
-        self.queue: deque[QueueEntry] = deque()
+        self.queue: OrderedDict[str, int] = OrderedDict()  # waiting job id -> its queue ticket
         self.waiting = 0
         self.waiting_gpus = 0
         # placement (and preemption and jobs, as runs stop)
@@ -318,6 +329,14 @@ class Cluster:
     def preempts_owners(self, pool: Pool) -> bool:
         """Whether ``pool`` takes lower classes' own GPUs by preemption (else it only reclaims)."""
         return pool.priority >= self.top_priority or self.policy.strict_priority
+
+    def priority_of(self, job: Job) -> float:
+        """``job``'s class priority boosted by the preemptions it suffered in its life."""
+        return boosted(
+            self.pools[job.pool].priority,
+            job.preemptions_total,
+            self.policy.preemption_priority_boost,
+        )
 
     def borrows(self, job: Job) -> bool:
         """Whether the job runs on another pool's GPUs."""

@@ -14,10 +14,12 @@ only those below it; ``|`` separates siblings that may not import each other:
 
     engine                      this module: public methods, the tick's steps
     persistence                 export for the store, restore from it
-    rebalance | reservations | scaling | views
+    rebalance | reservations | scaling | views | lending
                                 alert-driven grants and their return; reservation
-                                windows; node scale-up and scale-down; read views
-    placement                   admission: own pool first, then borrowing, then preemption
+                                windows; node scale-up and scale-down; read views;
+                                lending windows and the drain of their loans
+    placement                   admission: own pool first, then borrowing, then
+                                preemption; draining a pool for its starving head
     preemption                  plan read-only, commit, grace periods, release
     jobs                        admission checks, completion, cancel, finishing
     queues | victims            per-pool FIFOs; the victim index in victim order
@@ -26,8 +28,8 @@ only those below it; ``|`` separates siblings that may not import each other:
     decisions                   the cycle of a call; decision numbering
     ordering | windows | alerts | capacity
                                 victim order and effective priority; reservation
-                                windows; alert actions and deliveries seen; the
-                                queueing model that turns load into GPUs
+                                and lending windows; alert actions and deliveries
+                                seen; the queueing model that turns load into GPUs
     model | errors              the values in and out; the exception tree
 
 Data structures are sized for thousands of GPUs and tens of thousands of jobs:
@@ -52,6 +54,7 @@ from scheduler.core.decisions import Cycle, Numbering
 from scheduler.core.errors import InvalidRequest
 from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
+from scheduler.core.lending import Lending
 from scheduler.core.model import (
     Action,
     Cause,
@@ -98,10 +101,13 @@ class Scheduler:
         self._queues = Queues(c)
         self._jobs = Jobs(c, self._queues, self._victims)
         self._preemption = Preemption(c, self._queues, self._victims, self._guards, self._jobs)
-        self._placement = Placement(c, self._queues, self._victims, self._jobs, self._preemption)
+        self._placement = Placement(
+            c, self._queues, self._victims, self._guards, self._jobs, self._preemption
+        )
         self._rebalance = Rebalance(c, self._queues, self._jobs, self._preemption, self._placement)
         self._reservations = Reservations(c, self._queues, self._jobs)
         self._scaling = Scaling(c, self._queues)
+        self._lending = Lending(c, self._preemption)
         self._views = Views(c, self._queues)
         self._deliveries = Deliveries()
         self._persistence = Persistence(
@@ -123,6 +129,7 @@ class Scheduler:
             self._preemption.expire,  # victims past their grace period let go
             self._jobs.complete_due,  # jobs done with their work leave
             self._reservations.step,  # windows end; windows start draining
+            self._lending.step,  # lending windows open; loans drained before they close
             self._rebalance.return_due,  # pools stable long enough give bursts back
             self._scaling.step,  # idle timers; scale up for queues, down for idle nodes
             self._placement.schedule,  # admit what fits, preempt for the rest
@@ -171,8 +178,9 @@ class Scheduler:
                 if not isinstance(v, bool):
                     raise InvalidRequest(f"{k} must be true or false")
             elif isinstance(current_value, int):
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise InvalidRequest(f"{k} must be an integer >= 1")
+                least = 0 if k in PolicySpec.OFF_AT_ZERO else 1
+                if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                    raise InvalidRequest(f"{k} must be an integer >= {least}")
             elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                 raise InvalidRequest(f"{k} must be a number >= 0")
         typed: dict[str, Any] = {
@@ -209,6 +217,7 @@ class Scheduler:
         Jobs without ``started_at`` are queued as if submitted.
         """
         cycle = self._begin()
+        self._placement.check_seeds(reqs, cycle.now)  # all or nothing
         for req in reqs:
             self._placement.seed(req, cycle)
         self._placement.schedule(cycle)
@@ -306,7 +315,8 @@ class Scheduler:
         grace period ends, a job's work is done, a job the
         guards held back becomes a victim or a reversal refusal runs out (while a job
         waits: for nobody else does that change anything), a reservation
-        window drains or ends, a pool's bursts go back, a scaling timer runs out. A time
+        window drains or ends, a lending window opens or drains, a pool's bursts go back,
+        a scaling timer runs out. A time
         at or before now means a tick is due. Between these instants, and calls that
         bring news (submit, alert, ack, checkpoint, cancel, add_node), ``tick`` decides
         nothing, so an event-driven caller (the trace replay) ticks only then instead of
@@ -335,6 +345,7 @@ class Scheduler:
             self._victims.next_maturity() if waiting else math.inf,
             self._guards.next_lapse() if waiting else math.inf,
             self._reservations.next_edge,
+            self._lending.next_edge(),
             self._rebalance.next_return(),
             self._scaling.next_step(now),
         )
@@ -357,7 +368,7 @@ class Scheduler:
         return self._cluster.pool(pool).spec.priority_class
 
     def pool_view(self, pool: str) -> PoolView:
-        return self._views.pool(pool)
+        return self._views.pool(pool, self._clock())
 
     def job(self, job_id: str) -> JobView:
         return self._cluster.job(job_id).view()
@@ -405,5 +416,7 @@ class Scheduler:
         if isinstance(pol, dict):
             policy = replace(policy, **{k: v for k, v in pol.items() if hasattr(policy, k)})
         s = cls(cluster, policy, clock=clock, first_decision_seq=int(meta.get("decision_seq", 1)))
-        s._persistence.restore(jobs, meta, clock())
+        now = clock()
+        s._persistence.restore(jobs, meta, now)
+        s._lending.refresh(now)
         return s

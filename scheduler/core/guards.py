@@ -7,7 +7,7 @@ guard that can judge a victim alone (``preemptor=None``) when a running job
 becomes a candidate, and keeps it out of the index until then; a preemption plan
 asks every guard about each (victim, preemptor) pair it considers, and the first
 guard whose time has not come refuses (like KAI-Scheduler's victim filters). So a
-new guard (a lifetime cap, a lending window) is one class added to ``GUARDS``.
+new guard is one class added to the tuple in ``Guards``.
 
 Guards in order (the first refusal is the one counted):
 
@@ -16,8 +16,14 @@ Guards in order (the first refusal is the one counted):
 2. ``MinRuntime``: no preemption before the job ran ``min_runtime_seconds``.
 3. ``Budget``: at most ``preemption_budget`` preemptions per job inside
    ``preemption_budget_window_seconds``.
-4. ``NoReversal``: B is not preempted for A within ``cycle_window_seconds`` of A
+4. ``LifetimeCap``: a job that can lose work, preempted ``max_preemptions_*`` times
+   in its life (one cap for jobs that checkpoint, one for jobs that cannot), is no
+   longer a victim; except to reclaim a pool's guaranteed floor (``yields_to_floor``).
+5. ``NoReversal``: B is not preempted for A within ``cycle_window_seconds`` of A
    being preempted for B (the reversal would ping-pong); refusals are counted.
+
+A job's preemptions (their times, for its whole life) and the reversal guard's
+memory are persisted (``persistence``), so a restart resets neither.
 
 Owns: the guards' own state: the preemption pairs and refusals ``NoReversal``
 remembers, and the refusal count.
@@ -43,6 +49,8 @@ class Guard(Protocol):
     policy_fields: frozenset[str]
     # Whether it judges (victim, preemptor) pairs only: the index cannot wait for it.
     pairwise: bool
+    # Whether it steps aside when a pool reclaims its guaranteed floor.
+    yields_to_floor: bool
 
     def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
         """The earliest time from which this guard lets ``victim`` be preempted."""
@@ -63,6 +71,8 @@ class Guard(Protocol):
 
 class _Stateless:
     """Guards that remember nothing."""
+
+    yields_to_floor = False
 
     def preempted(self, victim: Job, preemptor: str, now: float) -> None:
         return None
@@ -117,10 +127,26 @@ class Budget(_Stateless):
         return recent[-policy.preemption_budget] + window
 
 
+class LifetimeCap(_Stateless):
+    name = "lifetime_cap"
+    policy_fields = frozenset(
+        {"max_preemptions_checkpointing", "max_preemptions_non_checkpointing"}
+    )
+    pairwise = False
+    yields_to_floor = True
+
+    def until(self, victim: Job, preemptor: str | None, now: float, policy: PolicySpec) -> float:
+        if victim.stateless:
+            return -math.inf  # loses nothing when stopped
+        cap = policy.preemption_cap(checkpointable=victim.checkpointable)
+        return math.inf if cap and victim.preemptions_total >= cap else -math.inf
+
+
 class NoReversal:
     name = "no_reversal"
     policy_fields = frozenset({"cycle_window_seconds", "cycle_guard"})
     pairwise = True
+    yields_to_floor = False
 
     def __init__(self) -> None:
         self.pairs: dict[tuple[str, str], float] = {}  # (victim, preemptor) -> when
@@ -173,12 +199,20 @@ class Guards:
     def __init__(self, cluster: Cluster, reversal: NoReversal | None = None) -> None:
         self._cluster = cluster
         self.reversal = reversal or NoReversal()  # persisted: its pairs and refusal count
-        self.all: tuple[Guard, ...] = (Preemptible(), MinRuntime(), Budget(), self.reversal)
+        self.budget = Budget()
+        self.all: tuple[Guard, ...] = (
+            Preemptible(),
+            MinRuntime(),
+            self.budget,
+            LifetimeCap(),
+            self.reversal,
+        )
         alone = tuple(g for g in self.all if not g.pairwise)
         # Changing one of these changes when jobs become candidates: the index is rebuilt.
         self.index_fields = frozenset(f for g in alone for f in g.policy_fields)
         # Bound once: every plan asks each guard about every candidate it considers.
         self._asked = tuple((g, g.until) for g in self.all)
+        self._asked_floor = tuple((g, g.until) for g in self.all if not g.yields_to_floor)
         self._asked_alone = tuple(g.until for g in alone)
         self._remembering = tuple(g.preempted for g in self.all if not isinstance(g, _Stateless))
 
@@ -192,13 +226,43 @@ class Guards:
                 ready = t
         return ready
 
-    def refusal(self, victim: Job, preemptor: str, now: float) -> Guard | None:
-        """The first guard that does not let ``victim`` be preempted for ``preemptor`` now."""
+    def refusal(
+        self, victim: Job, preemptor: str, now: float, *, floor: bool = False
+    ) -> Guard | None:
+        """The first guard that does not let ``victim`` be preempted for ``preemptor`` now.
+
+        ``floor``: the preemption reclaims the preemptor's pool's guaranteed floor,
+        and the guards that yield to that are not asked.
+        """
         policy = self._cluster.policy
-        for guard, until in self._asked:
+        for guard, until in self._asked_floor if floor else self._asked:
             if until(victim, preemptor, now, policy) > now:
                 return guard
         return None
+
+    def may_borrow_until(self, job: Job, now: float, until: float, end: float) -> bool:
+        """Whether ``job``, started now, may run on GPUs lent until ``until`` (gone by ``end``).
+
+        A lending window's loans are drained from ``until`` whatever the guards say,
+        so only a job they would let go then takes them, and one that loses little
+        by it: it is preemptible, runs its minimum runtime first, stays inside its
+        budget and its lifetime cap, lets go within its grace before ``end``, and
+        either loses nothing (stateless), keeps its work (checkpoints), or is done
+        before ``until``.
+        """
+        policy = self._cluster.policy
+        if not job.preemptible or job.kind is JobKind.RESERVATION:
+            return False
+        if now + policy.min_runtime_seconds > until or until + job.grace > end:
+            return False
+        if self.budget.until(job, None, until, policy) > until:
+            return False
+        if job.stateless:
+            return True
+        if job.checkpointable:
+            cap = policy.max_preemptions_checkpointing
+            return not cap or job.preemptions_total < cap  # a drain stays within its cap
+        return job.duration is not None and now + job.duration - job.progress <= until
 
     def preempted(self, victim: Job, preemptor: str, now: float) -> None:
         for preempted in self._remembering:

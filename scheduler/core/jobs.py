@@ -48,8 +48,8 @@ class Jobs:
         self._ends = RunTimers(cluster.jobs)  # when each running job's work is done
         self._finished: deque[str] = deque()
 
-    def new(self, req: JobRequest, now: float) -> Job:
-        """A job admitted into the core (not yet queued); refuses what can never run."""
+    def check(self, req: JobRequest) -> None:
+        """Raise if ``req`` can never run here; changes nothing."""
         cluster = self._cluster
         pool = cluster.pool(req.pool)
         if not req.id or len(req.id) > MAX_ID_LENGTH:
@@ -58,7 +58,7 @@ class Jobs:
             raise Conflict(f"job {req.id} exists")
         if req.gpus < 1:
             raise InvalidRequest("a job needs at least one GPU")
-        lendable = sum(p.spec.lending_limit for p in cluster.by_priority if p is not pool)
+        lendable = sum(p.most_lent for p in cluster.by_priority if p is not pool)
         most = pool.nominal + min(pool.spec.borrowing_limit, lendable)
         if req.gpus > most:
             raise InvalidRequest(
@@ -69,7 +69,13 @@ class Jobs:
             raise InvalidRequest("grace_seconds must be >= 0")
         if req.duration_seconds is not None and req.duration_seconds < 0:
             raise InvalidRequest("duration_seconds must be >= 0")
-        preemptible = pool.spec.preemptible if req.preemptible is None else req.preemptible
+
+    def new(self, req: JobRequest, now: float) -> Job:
+        """A job admitted into the core (not yet queued); refuses what can never run."""
+        self.check(req)
+        cluster = self._cluster
+        spec = cluster.pools[req.pool].spec
+        preemptible = spec.preemptible if req.preemptible is None else req.preemptible
         grace = (
             cluster.policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
         )
@@ -144,7 +150,6 @@ class Jobs:
         pool = cluster.pools[job.pool]
         if job.state in WAITING_STATES:
             self._queues.leave(job)
-            self._queues.compact(pool)
         if job.state is JobState.RUNNING:
             pool.running_gpus -= job.gpus
         self._victims.remove(job)

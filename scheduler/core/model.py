@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import ClassVar
 
 
 class JobKind(StrEnum):
@@ -74,6 +75,7 @@ class Cause(StrEnum):
     SEED = "seed"  # a job already running when the core started
     PRIORITY = "priority"  # preempted for a higher-priority job
     RECLAIM = "reclaim"  # preempted: its borrowed GPUs go back to their owner
+    LOAN_END = "loan_end"  # preempted: the lending window it borrowed under is closing
     REBALANCE = "rebalance"  # preempted for an elastic grant
     RESERVATION = "reservation"  # preempted for a reservation window
     GRACE = "grace"  # released: the grace period ran out
@@ -87,17 +89,35 @@ class Cause(StrEnum):
 
 
 @dataclass(frozen=True)
+class LendingWindowSpec:
+    """A recurring, timezone-aware window in which a pool lends up to ``gpus`` of its GPUs.
+
+    Inside the window the pool's lending limit is ``max(lending_limit, gpus)``, even
+    past its guaranteed floor (P0's GPUs work for training while the market is
+    closed). A window whose end is not after its start ends on the next day.
+    Borrowers are drained from ``drain_lead_seconds`` before the window ends.
+    """
+
+    gpus: int
+    timezone: str
+    days: tuple[int, ...]  # 0 = Monday, as datetime.weekday(): the day each window starts
+    windows: tuple[tuple[int, int], ...]  # (start, end) in minutes after local midnight
+    drain_lead_seconds: float
+
+
+@dataclass(frozen=True)
 class PoolSpec:
     name: str
     priority_class: str  # e.g. "P0"
     priority: int  # the class's number: higher wins
     nominal_gpus: int
-    guaranteed_gpus: int  # never lent
+    guaranteed_gpus: int  # never lent, but inside a lending window
     lending_limit: int  # at most this many of the pool's own GPUs are claimed by others
     borrowing_limit: int  # at most this many foreign GPUs are claimed by the pool
     preemptible: bool  # default for the pool's jobs
     min_nodes: int
     max_nodes: int
+    lending_windows: tuple[LendingWindowSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,11 +160,38 @@ class PolicySpec:
     scale_up_wait_seconds: float = 60.0
     # Not in the stack file: the simulator's "naive" policy (a plain priority
     # scheduler) runs through this same core with these changed.
+    # (``cost_before_class`` below applies to "least_work_lost".)
     victim_order: str = "least_work_lost"  # or "newest_first" (ordering.VICTIM_ORDERS)
     cycle_guard: bool = True  # False: no NoReversal guard
     # True: a job is preempted only for a job of a higher class, and every class preempts
     # lower classes' owners (no reclaim by a lower class; a plain priority scheduler).
     strict_priority: bool = False
+    # Lost work bounded for a job's whole life (0 turns each rule off):
+    # victims losing the least work go first whatever their class (false: lower
+    # classes first, then least work lost);
+    cost_before_class: bool = True
+    # every preemption a job suffered raises its effective priority by this much
+    # (as a victim and as a waiting job), as Kueue's KEP-7990 priority boost;
+    preemption_priority_boost: float = 100.0
+    # a job preempted this many times in its life is no longer a victim, except to
+    # reclaim a pool's guaranteed floor (jobs that lose nothing, inference
+    # replicas, are never capped).
+    max_preemptions_checkpointing: int = 5
+    max_preemptions_non_checkpointing: int = 1
+    # No starvation behind smaller jobs: once the head of a pool's queue waited
+    # this long, the pool's GPUs that free up are held for it until it fits.
+    drain_after_seconds: float = 3600.0
+
+    # Integer fields for which 0 means "off" rather than a bad value.
+    OFF_AT_ZERO: ClassVar[frozenset[str]] = frozenset(
+        {"max_preemptions_checkpointing", "max_preemptions_non_checkpointing"}
+    )
+
+    def preemption_cap(self, *, checkpointable: bool) -> int:
+        """The lifetime preemption cap of a job that can (or cannot) checkpoint; 0: none."""
+        if checkpointable:
+            return self.max_preemptions_checkpointing
+        return self.max_preemptions_non_checkpointing
 
 
 @dataclass(frozen=True)
@@ -277,7 +324,7 @@ class JobView:
     checkpoint_progress_seconds: float  # work done as of the last checkpoint
     resume_count: int
     preemptions: tuple[float, ...]  # when it was preempted (inside the budget window)
-    gpu_seconds_lost: float
+    gpu_seconds_lost: float  # over its whole life
     gpu_ids: tuple[str, ...]
     held_gpu_ids: tuple[str, ...]  # GPUs freed by preemption and held for this job
     pending_victims: tuple[str, ...]
@@ -286,7 +333,9 @@ class JobView:
     elastic: bool  # a rebalance burst: returned once the pool is stable again
     reservation: str | None
     correlation_id: str = ""
-    # How often it was preempted in its whole life (``preemptions`` keeps only the budget window).
+    # How often it was preempted in its whole life (``preemptions`` keeps only the budget
+    # window): what the lifetime cap and the priority boost count. Persisted with the job
+    # (as the budget window's times are), so a restart forgets neither.
     preemptions_total: int = 0
 
     def to_dict(self) -> dict[str, object]:
@@ -330,7 +379,7 @@ class PoolView:
     priority: int
     nominal_gpus: int  # grows and shrinks with autoscaled nodes
     guaranteed_gpus: int
-    lending_limit: int
+    lending_limit: int  # in force now: raised inside a lending window
     borrowing_limit: int
     min_nodes: int
     max_nodes: int
@@ -345,6 +394,9 @@ class PoolView:
     gpu_seconds_lost: float  # to preemption, since the start
     firing: bool  # a rebalance alert is firing for it
     return_at: float | None  # when its elastic grants go back, once the alert resolved
+    loans_until: float | None = None  # a lending window's loans are drained from then
+    draining_for: str | None = None  # the queue head its freed GPUs are held for
+    held_for_head: int = 0  # GPUs held for that head
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

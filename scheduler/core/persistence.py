@@ -1,8 +1,10 @@
 """Persistence: what the store needs to write, and rebuilding the core from what it read.
 
-The store keeps every job's view and a small record of the rest (``export_meta``:
-numbering, tickets, policy, the reversal guard's memory, reservation holders, and
-per pool its alert and scale timers, lost work and autoscaled nodes). ``restore``
+The store keeps every job's view (with every preemption of its life, which the
+budget and the lifetime cap count) and a small record of the rest (``export_meta``:
+numbering, tickets, policy, the reversal guard's memory of preemption pairs and of
+the refusals it counted, reservation holders, and per pool its alert and scale
+timers, lost work and autoscaled nodes), so that a restart resets no guard. ``restore``
 rebuilds from them the same GPUs held, the same queues in their order, the same
 timers (grace deadlines, completions) and the victim index; decisions go on with
 the next number, so that no id is ever reused.
@@ -81,6 +83,7 @@ class Persistence:
             "job_seq": cluster.tickets,
             "policy": {f.name: getattr(cluster.policy, f.name) for f in fields(PolicySpec)},
             "cycles": [[v, p, t] for (v, p), t in reversal.pairs.items()],
+            "cycle_refusals": [[v, p, t] for (v, p), t in reversal.refusals.items()],
             "cycles_refused": reversal.refused_count,
             "reservation_jobs": dict(self._reservations.holders),
             "pools": {
@@ -106,6 +109,9 @@ class Persistence:
         reversal = self._guards.reversal
         reversal.refused_count = int(meta.get("cycles_refused", 0))
         reversal.pairs = {(str(v), str(p)): float(t) for v, p, t in meta.get("cycles", [])}
+        reversal.refusals = {
+            (str(v), str(p)): float(t) for v, p, t in meta.get("cycle_refusals", [])
+        }
         self._reservations.holders = {
             str(k): str(v) for k, v in meta.get("reservation_jobs", {}).items()
         }
@@ -139,6 +145,7 @@ class Persistence:
                 g = cluster.gpus.get(u)
                 if g is not None and g.held_for is None:
                     cluster.hold(g, job)
+            job.freed_for = bool(job.held)
             job.pending_victims = {
                 x
                 for x in v.pending_victims

@@ -11,23 +11,34 @@ not fit gets a preemption plan; up to ``BLOCKED_LOOKAHEAD`` jobs behind one that
 could not get a plan may still try (best-effort FIFO, bounded). A plan that failed
 is not tried again at the same capacity epoch and instant, nor a larger one.
 
+No job starves behind smaller ones: once the head of a pool's queue has waited
+``drain_after_seconds``, the pool *drains* for it: every pass first holds the
+pool's idle GPUs for the head (as a preemptor's freed GPUs are held), up to its
+size, so that GPUs freed by finishing jobs are not backfilled; the jobs behind it
+still take the idle GPUs it does not need, but plan no preemptions of their own.
+Only a lending window's loans (``fit.idle_gpus(window=True)``) go to jobs the
+guards say can be drained before the window ends.
+
 Owns: the order of admission; a running job's start (``Job.state``,
 ``Job.started_at``, ``Job.gpu_ids``, ``Job.run_ticket``) and its pool's serving GPUs
 (``Pool.running_gpus``); the borrowers on each pool's GPUs as runs start
 (``Pool.borrowers_on``); the failed-plan memos (``Job.plan_failed_at``, ``Pool.plan_failed_at``,
 ``Pool.plan_failed_need``).
-May call: ``preemption``, ``jobs``, ``queues``, ``victims``, ``fit``, ``cluster``, ``decisions``.
+May call: ``preemption``, ``jobs``, ``queues``, ``victims``, ``fit``, ``guards``, ``cluster``,
+``decisions``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import islice
 
 from scheduler.core.cluster import Cluster, Gpu, Job, Pool
 from scheduler.core.decisions import Cycle
 from scheduler.core.errors import InvalidRequest
-from scheduler.core.fit import idle_gpus
+from scheduler.core.fit import idle_gpus, seed_room
+from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
 from scheduler.core.model import Action, Cause, JobKind, JobRequest, JobState, Result
 from scheduler.core.preemption import Preemption
@@ -45,12 +56,14 @@ class Placement:
         cluster: Cluster,
         queues: Queues,
         victims: VictimIndex,
+        guards: Guards,
         jobs: Jobs,
         preemption: Preemption,
     ) -> None:
         self._cluster = cluster
         self._queues = queues
         self._victims = victims
+        self._guards = guards
         self._jobs = jobs
         self._preemption = preemption
         # The last pass left work that another pass at the same instant could do: GPUs
@@ -91,6 +104,8 @@ class Placement:
                 order.append(
                     (-queues.effective_priority(head, now), -pool.priority, pool.name, pool)
                 )
+                if pool.free and queues.draining(head, now):
+                    self._hold_for_head(pool, head)
         order.sort(key=lambda t: t[:3])
         for *_, pool in order:
             if not pool.free:
@@ -103,7 +118,6 @@ class Placement:
                 seen += 1
                 placed += self.try_place(job, cycle, own_only=True)
             self._cut_short |= placed > 0 and seen >= limit
-            queues.compact(pool)
         for *_, pool in order:
             self._admit(pool, cycle)
 
@@ -119,14 +133,19 @@ class Placement:
                 return False
         ready = [cluster.gpus[u] for u in job.held if cluster.gpus[u].holder is None]
         if len(ready) >= job.gpus:
-            self.place(job, ready[: job.gpus], cycle, Cause.PREEMPTION if job.held else Cause.QUEUE)
+            cause = Cause.PREEMPTION if job.freed_for else Cause.QUEUE
+            self.place(job, ready[: job.gpus], cycle, cause)
             return True
         want = job.gpus - len(ready)
         own_only = own_only or cluster.policy.dry_run
         free = idle_gpus(cluster, pool, want, own_only=own_only)
+        if len(free) < want and not own_only:
+            loans = self._loans_for(job, pool, cycle.now)
+            if loans:
+                free = idle_gpus(cluster, pool, want, own_only=False, loans=loans)
         if len(free) < want:
             return False
-        self.place(job, ready + free, cycle, Cause.PREEMPTION if ready else Cause.QUEUE)
+        self.place(job, ready + free, cycle, Cause.PREEMPTION if job.freed_for else Cause.QUEUE)
         return True
 
     def place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
@@ -147,6 +166,7 @@ class Placement:
             if u not in taken:
                 cluster.unhold(cluster.gpus[u])
         job.held = []
+        job.freed_for = False
         job.gpu_ids = [g.uuid for g in gpus]
         waited = now - job.queued_at
         job.state = JobState.RUNNING
@@ -176,19 +196,35 @@ class Placement:
             waited_seconds=waited,
         )
 
+    def check_seeds(self, reqs: Sequence[JobRequest], now: float) -> None:
+        """Raise, changing nothing, unless every request can be seeded (in order)."""
+        seen: set[str] = set()
+        for req in reqs:
+            self._jobs.check(req)
+            if req.id in seen:
+                raise InvalidRequest(f"{req.id}: listed twice")
+            seen.add(req.id)
+            if req.started_at is not None and req.started_at > now:
+                raise InvalidRequest(f"{req.id}: started_at is in the future")
+        cluster = self._cluster
+        running = [r for r in reqs if r.started_at is not None]
+        short = seed_room(cluster, [(cluster.pools[r.pool], r.gpus) for r in running])
+        if short is not None:
+            req = running[short]
+            raise InvalidRequest(f"{req.id}: no room to seed {req.gpus} GPUs in {req.pool}")
+
     def seed(self, req: JobRequest, cycle: Cycle) -> None:
-        """A job already running since ``req.started_at``, placed on its own pool first."""
+        """A job already running since ``req.started_at``, placed on its own pool first.
+
+        ``check_seeds`` has vouched for it: nothing here can fail half-way.
+        """
         now = cycle.now
         job = self._jobs.new(req, now)
-        if req.started_at is None:
-            self._queues.enqueue(job, JobState.QUEUED, now)
-            return
-        if req.started_at > now:
-            raise InvalidRequest(f"{req.id}: started_at is in the future")
         self._queues.enqueue(job, JobState.QUEUED, now)
+        if req.started_at is None:
+            return
         free = idle_gpus(self._cluster, self._cluster.pools[job.pool], job.gpus, own_only=False)
-        if len(free) < job.gpus:
-            raise InvalidRequest(f"{req.id}: no room to seed {job.gpus} GPUs in {job.pool}")
+        assert len(free) == job.gpus, "check_seeds counted the room"
         job.queued_at = req.started_at
         self.place(job, free, cycle, Cause.SEED)
         job.started_at = req.started_at
@@ -210,7 +246,12 @@ class Placement:
         placed = False
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
         # not fit, no later job of n or more (holding nothing) will: skip the try.
+        # Not while a lending window lends: what fits depends on the job then.
         unfit = math.inf
+        lending = any(p.loans_until is not None for p in cluster.by_priority)
+        head = self._queues.head(pool)
+        # Behind a head the pool drains for, jobs backfill idle GPUs but take none by force.
+        drained_for = head if head is not None and self._queues.draining(head, now) else None
         limit = self._look_ahead(pool)
         seen = 0
         for job in self._queues.first(pool, limit):
@@ -219,10 +260,12 @@ class Placement:
                 if self.try_place(job, cycle):
                     placed = True
                     continue
-                if not job.held:
+                if not job.held and not lending:
                     unfit = job.gpus
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods
+            if drained_for is not None and job is not drained_for:
+                continue
             mark = (cluster.capacity_epoch, now)
             need = job.gpus - len(job.held)
             if job.plan_failed_at == mark or (
@@ -256,8 +299,31 @@ class Placement:
             if blocked >= BLOCKED_LOOKAHEAD:
                 break
         self._cut_short |= placed and seen >= limit
-        if placed:
-            self._queues.compact(pool)
+
+    def _hold_for_head(self, pool: Pool, head: Job) -> None:
+        """The pool drains for its head: its idle GPUs are held for it, up to its size.
+
+        Unless they are enough for it: then it takes them in this pass anyway.
+        """
+        cluster = self._cluster
+        want = head.gpus - len(head.held)
+        if want <= len(pool.free):
+            return
+        for u in list(islice(pool.free, want)):
+            cluster.hold(cluster.gpus[u], head)
+        cluster.dirty.add(head.id)
+
+    def _loans_for(self, job: Job, pool: Pool, now: float) -> tuple[Pool, ...]:
+        """The pools lending past their usual limit now whose loans ``job`` may take."""
+        may = self._guards.may_borrow_until
+        return tuple(
+            lender
+            for lender in self._cluster.by_priority
+            if lender is not pool
+            and lender.loans_until is not None
+            and lender.loans_end is not None
+            and may(job, now, lender.loans_until, lender.loans_end)
+        )
 
     def stale_failures(self, now: float, next_decision: int) -> bool:
         """A plan failed at ``now`` and something was decided at ``now`` after it, in any call.

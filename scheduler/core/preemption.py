@@ -1,15 +1,21 @@
 """Preemption: plan read-only, then commit; victims get a grace period, then their GPUs go.
 
-A plan (``plan``) takes idle GPUs first, then walks the candidates in victim
-order (the index's merge), asks the guards about each, counts the GPUs of each
-victim the preemptor may claim within the limits, stops once the need is met,
-and drops (latest first) any victim the others already cover: the fewest,
-cheapest victims. It changes nothing; a refused reversal is counted when asked.
+A plan (``plan``) takes idle GPUs first (for the top class, also the idle GPUs
+lower pools hold for a queue head they drain: P0 is never short while GPUs sit
+idle), then walks the candidates in victim order (the index's merge), asks the
+guards about each, counts the GPUs of each victim the preemptor may claim within
+the limits, stops once the need is met, and drops (latest first) any victim the
+others already cover: the fewest, cheapest victims. A victim the lifetime cap
+protects is still taken for its GPUs of the preemptor's pool while that pool is
+short of its guaranteed floor (only a lending window lends the floor). It changes
+nothing; a refused reversal is counted when asked.
 ``commit`` then holds the plan's idle GPUs and the victims' GPUs for the
 preemptor and signals each victim: it enters its grace period to checkpoint
 (``preempt``), and when it acknowledges or the grace runs out its GPUs are let go
-and it is requeued to resume from its checkpoint (``release``). In a dry run,
-``preview`` records once what would be preempted and changes nothing.
+and it is requeued to resume from its checkpoint (``release``). A lending window
+that closes drains its borrowers through ``drain`` (no preemptor: the GPUs go
+home). In a dry run, ``preview`` records once what would be preempted and changes
+nothing.
 
 Owns: the grace deadlines (by run ticket); as victims, ``Job.state`` (preempting),
 ``Job.deadline``, ``Job.preempted_for``, ``Job.preemptions`` (and ``preemptions_total``), ``Job.lost``,
@@ -39,6 +45,7 @@ class Plan:
     free: tuple[Gpu, ...]  # idle GPUs to claim now
     victims: tuple[Job, ...]  # jobs to preempt, in victim order
     gpus: int  # GPUs the plan yields (free + claimable from victims)
+    floor: frozenset[str] = frozenset()  # victims taken only for the preemptor's floor
 
 
 class _Room:
@@ -86,27 +93,45 @@ class Preemption:
         cluster = self._cluster
         self._victims.promote(now)
         free = idle_gpus(cluster, pool, need, own_only=False)
+        if len(free) < need and cluster.preempts_owners(pool):
+            free += self._drain_held(pool, need - len(free), free, now)
         remaining = need - len(free)
         if remaining <= 0:
             return Plan(tuple(free[:need]), (), need)
         # The idle GPUs taken from lenders count against the limits too.
         room = _Room()
+        own_free = 0
         for g in free:
             if g.home != pool.name:
                 room.lent[g.home] = room.lent.get(g.home, 0) + 1
                 room.borrowed += 1
+            else:
+                own_free += 1
+        # GPUs short of the guaranteed floor: reclaimed even from capped jobs.
+        floor_left = pool.spec.guaranteed_gpus - pool.own - own_free
+        floor: set[str] = set()
         chosen: list[tuple[Job, int]] = []
         got = 0
+        guards = self._guards
         for c in self._victims.candidates(pool, remaining, now):
             victim = cluster.jobs[c.job_id]
-            refusal = self._guards.refusal(victim, preemptor, now)
-            if refusal is not None:
+            refusal = guards.refusal(victim, preemptor, now)
+            floor_only = (
+                refusal is not None
+                and refusal.yields_to_floor
+                and floor_left > 0
+                and guards.refusal(victim, preemptor, now, floor=True) is None
+            )
+            if refusal is not None and not floor_only:
                 if count:
                     refusal.refused(victim, preemptor, now)
                 continue
-            n = len(self._claimable(victim, pool, room))
+            n = len(self._claimable(victim, pool, room, floor_left if floor_only else None))
             if n == 0:
                 continue
+            if floor_only:
+                floor.add(victim.id)
+                floor_left -= n
             chosen.append((victim, n))
             got += n
             if got >= remaining:
@@ -118,7 +143,13 @@ class Preemption:
             if got - chosen[i][1] >= remaining:
                 got -= chosen[i][1]
                 del chosen[i]
-        return Plan(tuple(free), tuple(v for v, _ in chosen), len(free) + min(got, remaining))
+        victims = tuple(v for v, _ in chosen)
+        return Plan(
+            tuple(free),
+            victims,
+            len(free) + min(got, remaining),
+            frozenset(v.id for v in victims if v.id in floor),
+        )
 
     def commit(self, plan: Plan, job: Job, cause: Cause, cycle: Cycle) -> None:
         """Claim the plan's idle GPUs and preempt its victims; freed GPUs are held for ``job``."""
@@ -126,10 +157,14 @@ class Preemption:
         pool = cluster.pools[job.pool]
         still = job.gpus - len(job.held)
         for g in plan.free[:still]:
+            if g.held_for is not None:  # held for a draining head: the top class takes it
+                cluster.jobs[g.held_for].held.remove(g.uuid)
+                cluster.dirty.add(g.held_for)
             cluster.hold(g, job)
         still -= min(still, len(plan.free))
         for victim in plan.victims:
-            claimable = self._claimable(victim, pool, _Room())[:still]
+            floor = still if victim.id in plan.floor else None
+            claimable = self._claimable(victim, pool, _Room(), floor)[:still]
             for g in claimable:
                 cluster.hold(g, job)
             still -= len(claimable)
@@ -137,6 +172,7 @@ class Preemption:
             if cause is Cause.PRIORITY and any(g.home == pool.name for g in claimable):
                 victim_cause = Cause.RECLAIM
             self._preempt(victim, job, victim_cause, cycle)
+        job.freed_for = bool(job.held) or job.freed_for
         cluster.dirty.add(job.id)
 
     def preview(self, job: Job, cycle: Cycle) -> None:
@@ -174,9 +210,50 @@ class Preemption:
         assert victim.deadline is not None
         self._deadlines.set(victim, victim.deadline)
 
-    def _claimable(self, victim: Job, pool: Pool, room: _Room) -> list[Gpu]:
-        """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``."""
+    def drain(self, victim: Job, cause: Cause, reason: str, cycle: Cycle) -> None:
+        """Preempt ``victim`` for no one: its GPUs go home (a lending window closes)."""
+        self._preempt(victim, None, cause, cycle, reason=reason)
+
+    def _drain_held(self, pool: Pool, want: int, taken: list[Gpu], now: float) -> list[Gpu]:
+        """Idle GPUs lower pools hold for a queue head they drain, that ``pool`` may claim."""
         cluster = self._cluster
+        borrowed = pool.borrowed + sum(1 for g in taken if g.home != pool.name)
+        out: list[Gpu] = []
+        for lender in cluster.by_priority:
+            if lender.priority >= pool.priority or len(out) >= want:
+                break
+            head = self._queues.head(lender)
+            if head is None or not head.held or not self._queues.draining(head, now):
+                continue
+            lent = lender.lent + sum(1 for g in taken if g.home == lender.name)
+            for u in head.held:
+                g = cluster.gpus[u]
+                if len(out) >= want or borrowed >= pool.spec.borrowing_limit:
+                    break
+                if lent >= lender.spec.lending_limit:
+                    break
+                if g.holder is None and g.home == lender.name:
+                    out.append(g)
+                    borrowed += 1
+                    lent += 1
+        return out
+
+    def _claimable(
+        self, victim: Job, pool: Pool, room: _Room, floor: int | None = None
+    ) -> list[Gpu]:
+        """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``.
+
+        ``floor``: the victim is taken only to reclaim ``pool``'s guaranteed floor,
+        so only that many of ``pool``'s own GPUs.
+        """
+        cluster = self._cluster
+        if floor is not None:
+            own = [
+                g
+                for g in map(cluster.gpus.__getitem__, victim.gpu_ids)
+                if g.home == pool.name and g.held_for is None
+            ]
+            return own[:floor]
         # Only the top class takes owners' GPUs from lower classes; others reclaim their own.
         lower = cluster.pools[victim.pool].priority < pool.priority and cluster.preempts_owners(
             pool
@@ -202,7 +279,9 @@ class Preemption:
             out.append(g)
         return out
 
-    def _preempt(self, victim: Job, preemptor: Job, cause: Cause, cycle: Cycle) -> None:
+    def _preempt(
+        self, victim: Job, preemptor: Job | None, cause: Cause, cycle: Cycle, reason: str = ""
+    ) -> None:
         """Tell ``victim`` to checkpoint and stop within its grace period."""
         cluster = self._cluster
         now = cycle.now
@@ -212,13 +291,15 @@ class Preemption:
         cluster.pools[victim.pool].running_gpus -= victim.gpus
         victim.state = JobState.PREEMPTING
         victim.deadline = now + victim.grace
-        victim.preempted_for = preemptor.id
         victim.preemptions.append(now)
-        victim.preemptions_total += 1
+        victim.preemptions_total += 1  # for its whole life: the cap and the boost count it
         horizon = now - cluster.policy.preemption_budget_window_seconds
         victim.preemptions = [t for t in victim.preemptions if t > horizon]
-        self._guards.preempted(victim, preemptor.id, now)
-        preemptor.pending_victims.add(victim.id)
+        if preemptor is not None:
+            victim.preempted_for = preemptor.id
+            self._guards.preempted(victim, preemptor.id, now)
+            preemptor.pending_victims.add(victim.id)
+            reason = f"for {preemptor.id}"
         self.watch(victim)
         cluster.dirty.add(victim.id)
         lost_now = victim.work_lost(now)
@@ -226,14 +307,14 @@ class Preemption:
             Action.PREEMPT,
             victim.pool,
             Result.OK,
-            f"{victim.id} preempted for {preemptor.id} ({cause}); "
+            f"{victim.id} preempted {reason} ({cause}); "
             f"{victim.grace:.0f}s grace to checkpoint, {lost_now:.0f} GPU-s at risk",
             gpus=victim.gpus,
             gpu_ids=tuple(victim.gpu_ids),
             victims=(victim.id,),
             job=victim.id,
             cause=cause,
-            correlation_id=preemptor.correlation_id,
+            correlation_id="" if preemptor is None else preemptor.correlation_id,
             grace_seconds=victim.grace,
         )
         if victim.grace <= 0:

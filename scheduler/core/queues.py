@@ -1,14 +1,20 @@
 """The queues: per pool, the jobs waiting for GPUs in the order they came (a FIFO each).
 
-A job's entry stays in its pool's deque after it leaves (placed, finished) and
-is dropped from the front once dead (``compact``): walking a queue by index stays
-valid while the walk places jobs. An entry is live while its ticket is the job's
-``queue_ticket``; requeueing a job gives it a new ticket, so a stale entry never counts.
-Across pools, waiting jobs compete by effective priority: the pool's class plus an
-age bonus (``ordering.effective_priority``, Slurm's age factor).
+A pool's queue holds its waiting jobs and nothing else: a job leaves it the moment
+it stops waiting (placed, cancelled, finished), wherever it stands, so that every
+walk (the head, the first few, every waiting job) costs what the live jobs cost,
+however many came and went before. It is an ``OrderedDict`` (a linked list under a
+hash map: removal from the middle and the head are O(1), iteration follows live
+entries only). A walk that places jobs as it goes reads the few entries it will look
+at first (``first``), so placing one never disturbs the walk. Each entry carries a
+ticket (``Job.queue_ticket``; -1 when the job is not waiting).
+Across pools, waiting jobs compete by effective priority: the pool's class, an age
+bonus (``ordering.effective_priority``, Slurm's age factor) and a boost per
+preemption the job suffered.
 
-Owns: each pool's deque of entries and its counters (``Pool.queue``, ``waiting``,
-``waiting_gpus``), the ticket of the latest entry; ``Job.queue_ticket`` and ``Job.queued_at``; on every enqueue it clears the
+Owns: each pool's queue and its counters (``Pool.queue``, ``waiting``,
+``waiting_gpus``), the ticket of the latest entry; ``Job.queue_ticket`` and ``Job.queued_at``;
+on every enqueue it clears the
 memos of the job's previous wait (``Job.plan_failed_at``, ``Job.previewed``).
 May call: ``cluster``, ``ordering``.
 """
@@ -16,8 +22,9 @@ May call: ``cluster``, ``ordering``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
-from scheduler.core.cluster import Cluster, Job, Pool, QueueEntry
+from scheduler.core.cluster import Cluster, Job, Pool
 from scheduler.core.model import JobState
 from scheduler.core.ordering import effective_priority
 
@@ -35,62 +42,53 @@ class Queues:
         job.plan_failed_at = None
         job.previewed = False
         pool = self._cluster.pools[job.pool]
-        pool.queue.append((now, job.queue_ticket, job.id))
+        pool.queue[job.id] = job.queue_ticket
         pool.waiting += 1
         pool.waiting_gpus += job.gpus
         self._cluster.dirty.add(job.id)
 
     def leave(self, job: Job) -> None:
-        """``job`` stops waiting; its entry stays until ``compact`` (queues are walked by index)."""
+        """``job`` stops waiting: its entry goes at once, wherever it stands."""
         pool = self._cluster.pools[job.pool]
+        del pool.queue[job.id]
         pool.waiting -= 1
         pool.waiting_gpus -= job.gpus
         job.queue_ticket = -1
 
-    def compact(self, pool: Pool) -> None:
-        queue = pool.queue
-        while queue and self._stale(queue[0]):
-            queue.popleft()
-
     def first(self, pool: Pool, limit: int) -> Iterator[Job]:
-        """Up to ``limit`` waiting jobs in order; safe while jobs are placed meanwhile."""
+        """Up to ``limit`` waiting jobs in order; safe while the caller places them.
+
+        The entries are read before the first job is handed out: a walk only ever
+        places (removes) the jobs it was handed, and enqueues into other pools, so
+        the jobs it reads are the ones a lazy walk would have met.
+        """
         jobs = self._cluster.jobs
-        queue = pool.queue
-        i = seen = 0
-        while i < len(queue) and seen < limit:
-            _, queue_ticket, job_id = queue[i]
-            i += 1
+        for job_id, ticket in list(islice(pool.queue.items(), limit)):
             job = jobs.get(job_id)
-            if job is not None and job.queue_ticket == queue_ticket:
-                seen += 1
+            if job is not None and job.queue_ticket == ticket:
                 yield job
 
     def waiting(self, pool: Pool) -> Iterator[Job]:
         """Every waiting job of ``pool``, in order (not safe while jobs are placed)."""
-        jobs = self._cluster.jobs
-        for _, queue_ticket, job_id in pool.queue:
-            job = jobs.get(job_id)
-            if job is not None and job.queue_ticket == queue_ticket:
-                yield job
+        return map(self._cluster.jobs.__getitem__, pool.queue)
 
     def head(self, pool: Pool) -> Job | None:
-        """The longest-waiting job of ``pool`` (every pass asks, for every pool: no generator)."""
-        jobs = self._cluster.jobs
-        for _, queue_ticket, job_id in pool.queue:
-            job = jobs.get(job_id)
-            if job is not None and job.queue_ticket == queue_ticket:
-                return job
-        return None
+        """The longest-waiting job of ``pool``: O(1)."""
+        queue = pool.queue
+        return self._cluster.jobs[next(iter(queue))] if queue else None
+
+    def draining(self, head: Job, now: float) -> bool:
+        """Whether ``head``, the head of its pool's queue, waited long enough to be drained for."""
+        after = self._cluster.policy.drain_after_seconds
+        return after > 0 and now - head.queued_at >= after
 
     def effective_priority(self, job: Job, now: float) -> float:
-        policy = self._cluster.policy
+        """Its class, boosted per preemption suffered, plus the age bonus of its wait."""
+        cluster = self._cluster
+        policy = cluster.policy
         return effective_priority(
-            self._cluster.pools[job.pool].priority,
+            cluster.priority_of(job),
             now - job.queued_at,
             policy.fairness_factor_per_hour,
             policy.fairness_cap,
         )
-
-    def _stale(self, entry: QueueEntry) -> bool:
-        job = self._cluster.jobs.get(entry[2])
-        return job is None or job.queue_ticket != entry[1]

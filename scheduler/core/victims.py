@@ -14,7 +14,9 @@ running job.
 
 Jobs the guards hold back (inside their minimum runtime, out of budget) wait in a
 heap keyed by when the guards let them go, and join the index then: plans never
-wade through them.
+wade through them. Jobs the guards never let go (not preemptible, at their lifetime
+cap) are not indexed at all; a pool reclaiming its GPUs still meets its borrowers
+among the jobs on its GPUs (``candidates``), where the guards judge them again.
 
 Owns: each pool's buckets (``Pool.victims``), the heap of maturing jobs,
 ``Job.bucket``, ``Job.index_entry`` and ``Job.maturing``. Reads each pool's borrowers
@@ -36,7 +38,7 @@ from scheduler.core.model import JobState
 from scheduler.core.ordering import Candidate
 
 
-def candidate(job: Job, borrower: bool, priority: int, now: float) -> Candidate:
+def candidate(cluster: Cluster, job: Job, now: float) -> Candidate:
     """A running job as the ordering sees it at ``now``."""
     started_at = job.started_at
     assert started_at is not None
@@ -47,17 +49,24 @@ def candidate(job: Job, borrower: bool, priority: int, now: float) -> Candidate:
         last_checkpoint=job.last_checkpoint,
         now=now,
     )
-    return Candidate(job.id, borrower, priority, lost, job.gpus, started_at)
+    priority = cluster.priority_of(job)
+    tier = 0.0 if cluster.policy.cost_before_class else priority
+    return Candidate(job.id, cluster.borrows(job), priority, lost, job.gpus, started_at, tier)
 
 
 def _stream(
-    jobs: dict[str, Job], bucket: list[IndexEntry], key: BucketKey, priority: int, now: float
+    cluster: Cluster, bucket: list[IndexEntry], key: BucketKey, pool: Pool, now: float
 ) -> Iterator[Candidate]:
     """A bucket's jobs as candidates at ``now``, in its order (``candidate``, unrolled: hot)."""
     borrower, stateless, gpus = key
     work_lost = ordering.work_lost
+    boosted = ordering.boosted
+    jobs = cluster.jobs
+    boost = cluster.policy.preemption_priority_boost
+    cost_first = cluster.policy.cost_before_class
     for _, job_id in bucket:
         job = jobs[job_id]
+        priority = boosted(pool.priority, job.preemptions_total, boost)
         started_at = job.started_at
         assert started_at is not None
         lost = work_lost(
@@ -67,12 +76,13 @@ def _stream(
             last_checkpoint=job.last_checkpoint,
             now=now,
         )
-        yield Candidate(job_id, borrower, priority, lost, gpus, started_at)
+        tier = 0.0 if cost_first else priority
+        yield Candidate(job_id, borrower, priority, lost, gpus, started_at, tier)
 
 
 class VictimIndex:
     # The policy fields its filing reads besides the guards': a change refiles every job.
-    policy_fields = frozenset({"victim_order"})
+    policy_fields = frozenset({"victim_order", "cost_before_class", "preemption_priority_boost"})
 
     def __init__(self, cluster: Cluster, guards: Guards) -> None:
         self._cluster = cluster
@@ -91,14 +101,17 @@ class VictimIndex:
             return
         job.maturing = False
         assert job.started_at is not None
-        pool = self._cluster.pools[job.pool]
-        borrower = self._cluster.borrows(job)
+        cluster = self._cluster
+        pool = cluster.pools[job.pool]
+        borrower = cluster.borrows(job)
+        priority = cluster.priority_of(job)
         key: BucketKey = (borrower, job.stateless, job.gpus)
         entry = (
             ordering.index_key(
                 job.id,
                 borrower=borrower,
-                priority=pool.priority,
+                priority=priority,
+                tier=0.0 if cluster.policy.cost_before_class else priority,
                 gpus=job.gpus,
                 started_at=job.started_at,
                 at_risk_since=None if job.stateless else job.checkpoint_ref(),
@@ -144,7 +157,7 @@ class VictimIndex:
         below = pool.priority if cluster.policy.strict_priority else None
         reclaim = ordering.order_victims(
             (
-                candidate(job, cluster.borrows(job), cluster.pools[job.pool].priority, now)
+                candidate(cluster, job, now)
                 for job in map(cluster.jobs.__getitem__, pool.borrowers_on)
                 if below is None or cluster.pools[job.pool].priority < below
             ),
@@ -160,7 +173,7 @@ class VictimIndex:
                 break
             for key, bucket in other.victims.items():
                 if bucket:
-                    streams.append(_stream(cluster.jobs, bucket, key, other.priority, now))
+                    streams.append(_stream(cluster, bucket, key, other, now))
         seen: set[str] = set()
         for c in heapq.merge(*streams, key=lambda c: order(c, need)):
             if c.job_id not in seen:

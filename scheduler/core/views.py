@@ -22,16 +22,18 @@ class Views:
         self._cluster = cluster
         self._queues = queues
 
-    def pool(self, name: str) -> PoolView:
+    def pool(self, name: str, now: float) -> PoolView:
         p = self._cluster.pool(name)
         s = p.spec
+        head = self._queues.head(p)
+        draining = head if head is not None and self._queues.draining(head, now) else None
         return PoolView(
             name=p.name,
             priority_class=s.priority_class,
             priority=s.priority,
             nominal_gpus=p.nominal,
             guaranteed_gpus=s.guaranteed_gpus,
-            lending_limit=s.lending_limit,
+            lending_limit=p.lending_limit,
             borrowing_limit=s.borrowing_limit,
             min_nodes=s.min_nodes,
             max_nodes=s.max_nodes,
@@ -50,6 +52,9 @@ class Views:
                 if p.resolved_at is None
                 else p.resolved_at + self._cluster.policy.return_stabilization_seconds
             ),
+            loans_until=p.loans_until,
+            draining_for=None if draining is None else draining.id,
+            held_for_head=0 if draining is None else len(draining.held),
         )
 
     def jobs(self) -> Iterator[JobView]:

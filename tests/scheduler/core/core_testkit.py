@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from scheduler.core import ClusterSpec, GpuSpec, PolicySpec, PoolSpec, ReservationSpec, Scheduler
+from scheduler.core import (
+    ClusterSpec,
+    Decision,
+    GpuSpec,
+    LendingWindowSpec,
+    PolicySpec,
+    PoolSpec,
+    ReservationSpec,
+    Scheduler,
+)
+from scheduler.store.sqlite import Store
 
 T0 = 1_800_000_000.0  # 2027-01-15, a Friday; tests move the clock themselves
 
@@ -31,6 +43,7 @@ def pool(
     borrowing: int = 0,
     preemptible: bool = True,
     max_nodes: int = 4,
+    lending_windows: tuple[LendingWindowSpec, ...] = (),
 ) -> PoolSpec:
     return PoolSpec(
         name=name,
@@ -43,6 +56,7 @@ def pool(
         preemptible=preemptible,
         min_nodes=0,
         max_nodes=max_nodes,
+        lending_windows=lending_windows,
     )
 
 
@@ -87,3 +101,36 @@ class World:
 
     def make(self, spec: ClusterSpec | None = None, policy: PolicySpec = FAST) -> Scheduler:
         return Scheduler(spec or bank(), policy, clock=self.clock)
+
+
+class Durable:
+    """A core whose every call is written through the real SQLite store, as the runtime
+    writes it, and that can restart from what the store read back (``restart``)."""
+
+    def __init__(self, spec: ClusterSpec, policy: PolicySpec, clock: Clock, path: Path) -> None:
+        self.spec = spec
+        self.policy = policy
+        self.clock = clock
+        self.store = Store(path)
+        self.core = Scheduler(spec, policy, clock=clock)
+        self.decisions: list[Decision] = []  # every decision, across restarts
+        self.restarts = 0
+
+    def call(self, fn: Callable[[Scheduler], list[Decision] | None]) -> list[Decision]:
+        ds = fn(self.core) or []
+        self.store.write(ds, self.core.take_dirty(), self.core.export_meta())
+        self.decisions.extend(ds)
+        return ds
+
+    def restart(self) -> None:
+        jobs, meta = self.store.load()
+        if meta is None:  # nothing written yet: a fresh core, as the runtime starts one
+            self.core = Scheduler(self.spec, self.policy, clock=self.clock)
+        else:
+            self.core = Scheduler.restore(
+                self.spec, self.policy, clock=self.clock, jobs=jobs, meta=meta
+            )
+        self.restarts += 1
+
+    def close(self) -> None:
+        self.store.close()

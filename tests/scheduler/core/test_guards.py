@@ -10,15 +10,31 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.core.cluster import Cluster, Job
-from scheduler.core.guards import Budget, Guards, MinRuntime, NoReversal, Preemptible
+from scheduler.core.guards import (
+    Budget,
+    Guards,
+    LifetimeCap,
+    MinRuntime,
+    NoReversal,
+    Preemptible,
+)
 from scheduler.core.model import JobKind, JobRequest, JobState
 
 
-def running(started_at: float, preemptions: list[float], *, preemptible: bool = True) -> Job:
-    job = Job(JobRequest("v", "p2", 1, JobKind.BATCH), preemptible=preemptible, grace=0, now=0)
+def running(
+    started_at: float,
+    preemptions: list[float],
+    *,
+    preemptible: bool = True,
+    kind: JobKind = JobKind.BATCH,
+    checkpointable: bool = False,
+) -> Job:
+    req = JobRequest("v", "p2", 1, kind, checkpointable=checkpointable)
+    job = Job(req, preemptible=preemptible, grace=0, now=0)
     job.state = JobState.RUNNING
     job.started_at = started_at
     job.preemptions = preemptions
+    job.preemptions_total = len(preemptions)  # as if all inside the budget window
     return job
 
 
@@ -28,12 +44,58 @@ def guards(**policy: float) -> Guards:
 
 def test_the_guards_in_order() -> None:
     g = guards()
-    assert [x.name for x in g.all] == ["preemptible", "min_runtime", "budget", "no_reversal"]
+    assert [x.name for x in g.all] == [
+        "preemptible",
+        "min_runtime",
+        "budget",
+        "lifetime_cap",
+        "no_reversal",
+    ]
     assert g.index_fields == {
         "min_runtime_seconds",
         "preemption_budget",
         "preemption_budget_window_seconds",
+        "max_preemptions_checkpointing",
+        "max_preemptions_non_checkpointing",
     }
+    assert [x.name for x in g.all if x.yields_to_floor] == ["lifetime_cap"]
+
+
+def test_the_lifetime_cap_counts_a_jobs_whole_life() -> None:
+    policy = replace(FAST, max_preemptions_checkpointing=3, max_preemptions_non_checkpointing=1)
+    cap = LifetimeCap()
+
+    def lifetime(total: int, **kw: object) -> Job:
+        job = running(T0, [], **kw)  # type: ignore[arg-type]
+        job.preemptions_total = total  # long ago: none inside any budget window
+        return job
+
+    # A job that cannot checkpoint: one preemption in its life, however long ago.
+    assert cap.until(lifetime(0), None, T0, policy) == -math.inf
+    assert cap.until(lifetime(1), None, T0, policy) == math.inf
+    # A checkpointing job: three.
+    ckpt = lifetime(2, kind=JobKind.TRAINING, checkpointable=True)
+    assert cap.until(ckpt, None, T0, policy) == -math.inf
+    ckpt.preemptions_total += 1
+    assert cap.until(ckpt, None, T0, policy) == math.inf
+    # A stateless replica loses nothing: never capped. 0 turns a cap off.
+    assert cap.until(lifetime(9, kind=JobKind.INFERENCE), None, T0, policy) == -math.inf
+    off = replace(policy, max_preemptions_non_checkpointing=0)
+    assert cap.until(lifetime(9), None, T0, off) == -math.inf
+
+
+def test_a_capped_job_is_refused_but_for_a_floor_reclaim() -> None:
+    g = guards(max_preemptions_non_checkpointing=1)
+    capped = running(T0 - 3600, [T0 - 86400.0])
+    assert g.refusal(capped, "p", T0) is not None and g.refusal(capped, "p", T0).name == (
+        "lifetime_cap"
+    )
+    assert g.ready_at(capped, T0) == math.inf  # never indexed as a candidate
+    assert g.refusal(capped, "p", T0, floor=True) is None
+    # The floor does not lift the other guards.
+    fresh = running(T0 - 1, [T0 - 86400.0])
+    refusal = g.refusal(fresh, "p", T0, floor=True)
+    assert refusal is not None and refusal.name == "min_runtime"
 
 
 def test_each_guard_names_when_it_lets_go() -> None:

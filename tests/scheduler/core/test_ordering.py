@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from scheduler.core.ordering import (
     Candidate,
+    boosted,
     effective_priority,
     order_victims,
     victim_key,
@@ -22,8 +23,9 @@ def c(
     lost: float = 0.0,
     gpus: int = 1,
     started: float = 0.0,
+    class_first: bool = False,
 ) -> Candidate:
-    return Candidate(job, borrower, prio, lost, gpus, started)
+    return Candidate(job, borrower, prio, lost, gpus, started, prio if class_first else 0.0)
 
 
 def ids(cands: list[Candidate], need: int = 1) -> list[str]:
@@ -37,8 +39,9 @@ def test_borrowers_go_before_owners_even_of_lower_priority() -> None:
     ]
 
 
-def test_lower_priority_first() -> None:
+def test_lower_priority_first_among_equal_cost() -> None:
     assert ids([c("p1", prio=500), c("p2", prio=100)]) == ["p2", "p1"]
+    assert ids([c("p1", prio=500, lost=10), c("p2", prio=100, lost=10)]) == ["p2", "p1"]
 
 
 def test_least_work_lost_since_checkpoint_first() -> None:
@@ -61,15 +64,39 @@ def test_most_recently_started_first_then_id() -> None:
 
 
 def test_keys_apply_in_order() -> None:
-    # Priority beats work lost; work lost beats recency.
-    assert ids([c("p2-expensive", prio=100, lost=9999), c("p1-free", prio=500, lost=0)]) == [
+    # Work lost beats class (cost before class, the default); work lost beats recency.
+    assert ids([c("p2-expensive", prio=100, lost=9999), c("p1-cheap", prio=500, lost=1)]) == [
+        "p1-cheap",
         "p2-expensive",
-        "p1-free",
     ]
     assert ids([c("new-costly", lost=50, started=9), c("old-cheap", lost=5, started=1)]) == [
         "old-cheap",
         "new-costly",
     ]
+    # Borrowers still go first, however much they would lose.
+    assert ids([c("owner", lost=1), c("borrower", borrower=True, lost=9999)]) == [
+        "borrower",
+        "owner",
+    ]
+
+
+def test_class_before_cost_when_the_tier_is_the_priority() -> None:
+    """``cost_before_class: false``: lower classes first, work lost within a class."""
+    cands = [
+        c("p2-expensive", prio=100, lost=9999, class_first=True),
+        c("p1-cheap", prio=500, lost=1, class_first=True),
+        c("p2-cheap", prio=100, lost=5, class_first=True),
+    ]
+    assert ids(cands) == ["p2-cheap", "p2-expensive", "p1-cheap"]
+
+
+def test_each_preemption_boosts_the_priority() -> None:
+    assert boosted(100, 0, 50.0) == 100
+    assert boosted(100, 3, 50.0) == 250
+    # Among equally cheap victims, the one preempted before goes last.
+    fresh = c("fresh", prio=int(boosted(100, 0, 50.0)))
+    again = c("again", prio=int(boosted(100, 2, 50.0)))
+    assert ids([again, fresh]) == ["fresh", "again"]
 
 
 @settings(max_examples=60, deadline=None)
@@ -83,6 +110,7 @@ def test_keys_apply_in_order() -> None:
             work_lost=st.floats(0, 1e6),
             gpus=st.integers(1, 8),
             started_at=st.floats(0, 1e6),
+            tier=st.sampled_from([0.0, 100.0, 500.0]),
         ),
         max_size=12,
         unique_by=lambda x: x.job_id,

@@ -28,7 +28,13 @@ def test_lifetime_preemptions_outlive_the_budget_window_and_a_restart() -> None:
             pool("p2", "P2", 100, 2),
         ]
     )
-    policy = replace(FAST, preemption_budget=1, preemption_budget_window_seconds=600.0)
+    # No lifetime cap here (a job that cannot checkpoint has 1): the count is the point.
+    policy = replace(
+        FAST,
+        preemption_budget=1,
+        preemption_budget_window_seconds=600.0,
+        max_preemptions_non_checkpointing=0,
+    )
     core = Scheduler(spec, policy, clock=clock)
     core.submit(JobRequest("batch", "p2", 2, JobKind.BATCH))
     for round_ in range(3):

@@ -2,9 +2,10 @@
 
 After every step: no GPU is allocated twice; claims add up and respect
 lending/borrowing limits (so guaranteed floors hold); no job was preempted more
-than its budget inside the window; and P0 does not wait while lower-priority
-work past its cooldown holds GPUs it could take. After the load stops, every
-job finishes (no starvation).
+than its budget inside the window, nor more than its lifetime cap; queues hold
+live entries only; and P0 does not wait while lower-priority work past its
+cooldown, inside its budget and under its cap holds GPUs it could take. After the
+load stops, every job finishes (no starvation).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from core_testkit import FAST, Clock, cluster, pool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.core import ClusterSpec, JobKind, JobRequest, JobState, PolicySpec, Scheduler
+from scheduler.core import (
+    ClusterSpec,
+    JobKind,
+    JobRequest,
+    JobState,
+    JobView,
+    PolicySpec,
+    Scheduler,
+)
 
 POLICY = replace(
     FAST,
@@ -139,10 +148,15 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
         assert lent <= p.lending_limit <= p.nominal_gpus - p.guaranteed_gpus
         running = sum(j.gpus for j in jobs if j.pool == p.name and j.state is JobState.RUNNING)
         assert s.serving_gpus == running
-    # 3. Budget: never more preemptions inside the window than allowed.
+    # 3. Budget: never more preemptions inside the window than allowed; the lifetime cap.
     for j in jobs:
         recent = [t for t in j.preemptions if t > now - policy.preemption_budget_window_seconds]
         assert len(recent) <= policy.preemption_budget
+        cap = policy.preemption_cap(checkpointable=j.checkpointable)
+        assert j.kind is JobKind.INFERENCE or not cap or j.preemptions_total <= cap
+    # Queues hold the waiting jobs and nothing else.
+    for p in spec.pools:
+        assert len(core._cluster.pools[p.name].queue) == core.pool_view(p.name).waiting
     # 4. P0 never waits while lower-priority work past its cooldown holds GPUs it could take.
     p0 = next(p for p in spec.pools if p.name == "p0")
     queue = core.queue("p0")
@@ -152,6 +166,15 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
         free_own = core.pool_view("p0").idle
         lendable: dict[str, int] = {}
         already_lent = 0
+
+        def recent_of(j: JobView) -> list[float]:
+            window = policy.preemption_budget_window_seconds
+            return [t for t in j.preemptions if t > now - window]
+
+        def capped(j: JobView) -> bool:
+            cap = policy.preemption_cap(checkpointable=j.checkpointable)
+            return bool(cap) and j.preemptions_total >= cap
+
         for j in jobs:
             eligible = (
                 j.pool != "p0"
@@ -159,7 +182,8 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
                 and j.preemptible
                 and j.started_at is not None
                 and now - j.started_at >= policy.min_runtime_seconds
-                and len(j.preemptions) < policy.preemption_budget
+                and len(recent_of(j)) < policy.preemption_budget
+                and (j.kind is JobKind.INFERENCE or not capped(j))
             )
             if not eligible:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -59,8 +60,22 @@ def seed_full(world: World, core_started_ago: float = 3600.0) -> list[JobRequest
     ]
 
 
-def test_market_open_p0_borrows_from_batch_first_and_gives_back(world: World) -> None:
+def test_market_open_p0_takes_what_loses_least_whatever_the_class(world: World) -> None:
     core = world.make()
+    core.seed(seed_full(world))
+    ds = core.alert(pool="p0", action="rebalance", firing=True, correlation_id="am-1")
+    # At risk: batch-ckpt 2 x 30 s, train-a 4 x 60 s, train-b 4 x 600 s, batch-plain
+    # 2 x 3000 s (no checkpoint). One job covers the 4 GPUs: the one losing least that does.
+    preempted = [d for d in ds if d.action == "preempt"]
+    assert [(d.job, d.reason.split("; ")[1]) for d in preempted] == [
+        ("train-a", "10s grace to checkpoint, 240 GPU-s at risk")
+    ]
+    assert ds[-1].result == "pending" and ds[-1].gpus == 4
+
+
+def test_market_open_p0_borrows_from_batch_first_and_gives_back(world: World) -> None:
+    # Classes first (cost_before_class off): P2 before P1, least work lost within P2.
+    core = world.make(policy=replace(FAST, cost_before_class=False))
     core.seed(seed_full(world))
     assert core.serving_gpus("p0") == 4
 
@@ -130,7 +145,8 @@ def test_min_runtime_protects_fresh_jobs(world: World) -> None:
 
 
 def test_preemption_budget_protects_a_job_after_n_preemptions(world: World) -> None:
-    core = world.make()
+    # The lifetime cap off: the budget alone protects it here.
+    core = world.make(policy=replace(FAST, max_preemptions_non_checkpointing=0))
     core.seed([JobRequest("p0-r0", "p0", 4, JobKind.INFERENCE, started_at=world.clock.now - 10)])
     core.seed([JobRequest("victim", "p2", 4, started_at=world.clock.now - 3600)])
     core.seed([JobRequest("fixed", "p1", 8, preemptible=False, started_at=world.clock.now)])
@@ -220,8 +236,6 @@ def test_cycle_detector_refuses_the_reversal_and_counts_it(world: World) -> None
 
 
 def test_dry_run_records_but_changes_nothing(world: World) -> None:
-    from dataclasses import replace
-
     core = world.make(policy=replace(FAST, dry_run=True))
     core.seed(seed_full(world))
     before = core.gpu_assignments()
@@ -229,7 +243,7 @@ def test_dry_run_records_but_changes_nothing(world: World) -> None:
     assert [(d.action, d.result, d.dry_run) for d in ds] == [
         (Action.REBALANCE, Result.DRY_RUN, True)
     ]
-    assert ds[0].victims == ("batch-ckpt", "batch-plain")
+    assert ds[0].victims == ("train-a",)
     assert core.gpu_assignments() == before
     assert core.job("batch-ckpt").state is JobState.RUNNING
 
@@ -250,8 +264,6 @@ def test_grace_expiry_releases_without_an_ack_and_cancel_frees_holds(world: Worl
 
 
 def test_queue_scale_up_then_idle_scale_down(world: World) -> None:
-    from dataclasses import replace
-
     policy = replace(
         FAST,
         scale_up_wait_seconds=30,
