@@ -55,6 +55,12 @@ POLICY_BOUNDS: Mapping[str, Bound] = {
     "scale_down_stabilization_seconds": Bound(0, MAX_NUMBER),
     "scale_down_unneeded_seconds": Bound(0, MAX_NUMBER),
     "scale_up_wait_seconds": Bound(0, MAX_NUMBER),
+    # Lost work bounded for a job's whole life, and no starvation behind smaller jobs
+    # (0 turns each off): README and docs/scheduling.md.
+    "preemption_priority_boost": Bound(0, MAX_NUMBER),
+    "max_preemptions_checkpointing": Bound(0, 1000, integer=True),
+    "max_preemptions_non_checkpointing": Bound(0, 1000, integer=True),
+    "drain_after_seconds": Bound(0, MAX_NUMBER),
 }
 
 
@@ -86,17 +92,29 @@ class GpuSlot:
 
 
 @dataclass(frozen=True)
+class LendingWindow:
+    """When a pool may lend up to ``gpus`` of its GPUs, past its usual ``lending_limit``."""
+
+    gpus: int
+    days: tuple[str, ...]  # the days a window starts on
+    windows: tuple[tuple[int, int], ...]  # minutes after local midnight; end <= start: next day
+    timezone: str  # default: alerting.timezone, the stack's timezone
+    drain_lead_seconds: float  # borrowers are drained this long before the window ends
+
+
+@dataclass(frozen=True)
 class Pool:
     name: str
     priority: str  # a key of Stack.priority_classes
     team: str
     nominal_gpus: int
-    guaranteed_gpus: int  # never lent
+    guaranteed_gpus: int  # never lent, but inside a lending window
     lending_limit: int  # at most this many of the nominal GPUs are lent out
     borrowing_limit: int  # at most this many GPUs are borrowed beyond nominal
     preemptible: bool
     min_nodes: int
     max_nodes: int
+    lending_windows: tuple[LendingWindow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +167,11 @@ class Policy:
     scale_down_unneeded_seconds: float
     scale_up_wait_seconds: float  # a pool's oldest job waits this long before a node is asked for
     dry_run: bool
+    cost_before_class: bool  # victims losing least go first, whatever their class
+    preemption_priority_boost: float  # effective priority gained per preemption suffered
+    max_preemptions_checkpointing: int  # lifetime cap (0: none) for jobs that checkpoint
+    max_preemptions_non_checkpointing: int  # ... and for jobs that cannot
+    drain_after_seconds: float  # a queue head waiting this long gets the GPUs that free up
 
 
 @dataclass(frozen=True)
@@ -530,6 +553,56 @@ def _node_group(n: Fields) -> NodeGroup:
     )
 
 
+_LENDING_TIMES = re.compile(
+    r"(?P<h1>[01]\d|2[0-3]):(?P<m1>[0-5]\d)-(?:(?P<h2>[01]\d|2[0-3]):(?P<m2>[0-5]\d)|24:00)"
+)
+
+
+def _weekdays(n: Fields, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``days``: names of weekdays."""
+    days = n.str_list("days", list(default))
+    for i, d in enumerate(days):
+        if d not in DAYS:
+            raise StackError(
+                f"{n.at('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {show(d)}"
+            )
+    return days
+
+
+def _zone(n: Fields) -> str:
+    """``timezone``: an IANA timezone."""
+    tz = n.text("timezone")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise StackError(n.at("timezone"), f"unknown IANA timezone {show(tz)}") from None
+    return tz
+
+
+def _lending_window(n: Fields, nominal: int) -> LendingWindow:
+    days = _weekdays(n, DAYS)
+    windows = []
+    for i, w in enumerate(n.str_list("times")):
+        m = _LENDING_TIMES.fullmatch(w)
+        if not m:
+            raise StackError(
+                f"{n.at('times')}[{i}]", f"must look like 18:00-08:30 or 00:00-24:00, got {show(w)}"
+            )
+        start = int(m["h1"]) * 60 + int(m["m1"])
+        end = 24 * 60 if m["h2"] is None else int(m["h2"]) * 60 + int(m["m2"])
+        if end == start:
+            raise StackError(f"{n.at('times')}[{i}]", "must not start and end at the same time")
+        windows.append((start, end))
+    return LendingWindow(
+        gpus=n.integer("gpus", min=1, max=max(1, nominal)),
+        days=days,
+        windows=tuple(windows),
+        # Without one of its own, alerting.timezone (filled in by parse_stack).
+        timezone="" if n.raw("timezone", None) is None else _zone(n),
+        drain_lead_seconds=n.seconds("drain_lead_seconds", 300.0, max=86400),
+    )
+
+
 def _pool(n: Fields) -> Pool:
     nominal = n.integer("nominal_gpus", min=0)
     pool = Pool(
@@ -543,6 +616,7 @@ def _pool(n: Fields) -> Pool:
         preemptible=n.flag("preemptible", True),
         min_nodes=n.integer("min_nodes", 0, min=0),
         max_nodes=n.integer("max_nodes", 0, min=0),
+        lending_windows=n.items("lending_windows", lambda w: _lending_window(w, nominal), []),
     )
     if pool.guaranteed_gpus > nominal:
         raise StackError(n.at("guaranteed_gpus"), f"must be <= nominal_gpus ({nominal})")
@@ -608,6 +682,10 @@ _POLICY_DEFAULTS: Mapping[str, float] = {
     "scale_down_stabilization_seconds": 300.0,
     "scale_down_unneeded_seconds": 600.0,
     "scale_up_wait_seconds": 60.0,
+    "preemption_priority_boost": 100.0,
+    "max_preemptions_checkpointing": 5,
+    "max_preemptions_non_checkpointing": 1,
+    "drain_after_seconds": 3600.0,
 }
 
 
@@ -615,24 +693,19 @@ def _policy(n: Fields) -> Policy:
     values: dict[str, Any] = {
         key: n.bounded(key, _POLICY_DEFAULTS[key], bound) for key, bound in POLICY_BOUNDS.items()
     }
-    return Policy(**values, dry_run=n.flag("dry_run", False))
+    return Policy(
+        **values,
+        dry_run=n.flag("dry_run", False),
+        cost_before_class=n.flag("cost_before_class", True),
+    )
 
 
 _WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
 
 
 def _reservation(n: Fields) -> Reservation:
-    tz = n.text("timezone")
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise StackError(n.at("timezone"), f"unknown IANA timezone {show(tz)}") from None
-    days = n.str_list("days", list(DAYS[:5]))
-    for i, d in enumerate(days):
-        if d not in DAYS:
-            raise StackError(
-                f"{n.at('days')}[{i}]", f"must be one of {', '.join(DAYS)}, got {show(d)}"
-            )
+    tz = _zone(n)
+    days = _weekdays(n, DAYS[:5])
     windows = []
     for i, w in enumerate(n.str_list("windows")):
         m = _WINDOW.fullmatch(w)
@@ -1328,6 +1401,16 @@ def parse_stack(doc: Any, source: str = "<memory>") -> Stack:
     alerting_node = root.child("alerting")
     alerting = _alerting(alerting_node)
     alerting_node.done()
+    # Lending windows without a timezone of their own are in the stack's.
+    pools = tuple(
+        replace(
+            p,
+            lending_windows=tuple(
+                replace(w, timezone=w.timezone or alerting.timezone) for w in p.lending_windows
+            ),
+        )
+        for p in pools
+    )
 
     ports_node = root.child("ports", {})
     ports = Ports(

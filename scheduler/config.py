@@ -12,7 +12,14 @@ from __future__ import annotations
 import dataclasses
 
 from deploy.stack import DAYS, Stack
-from scheduler.core.model import ClusterSpec, GpuSpec, PolicySpec, PoolSpec, ReservationSpec
+from scheduler.core.model import (
+    ClusterSpec,
+    GpuSpec,
+    LendingWindowSpec,
+    PolicySpec,
+    PoolSpec,
+    ReservationSpec,
+)
 
 
 def policy_spec(stack: Stack) -> PolicySpec:
@@ -35,6 +42,16 @@ def cluster_spec(stack: Stack) -> ClusterSpec:
             preemptible=p.preemptible,
             min_nodes=p.min_nodes,
             max_nodes=p.max_nodes,
+            lending_windows=tuple(
+                LendingWindowSpec(
+                    gpus=w.gpus,
+                    timezone=w.timezone,
+                    days=tuple(DAYS.index(d) for d in w.days),
+                    windows=w.windows,
+                    drain_lead_seconds=w.drain_lead_seconds,
+                )
+                for w in p.lending_windows
+            ),
         )
         for p in stack.pools
     )

@@ -145,6 +145,55 @@ _DELETE = object()
             "unknown pool",
         ),
         (["kubernetes", "namespace"], "Bad_NS", "kubernetes.namespace", "must match"),
+        (
+            ["pools", 0, "lending_windows", 0, "gpus"],
+            9,
+            "pools[0].lending_windows[0].gpus",
+            "between 1 and 8",
+        ),
+        (
+            ["pools", 0, "lending_windows", 0, "times", 0],
+            "18:00-18:00",
+            "pools[0].lending_windows[0].times[0]",
+            "same time",
+        ),
+        (
+            ["pools", 0, "lending_windows", 0, "times", 0],
+            "25:00-08:30",
+            "pools[0].lending_windows[0].times[0]",
+            "like 18:00-08:30",
+        ),
+        (
+            ["pools", 0, "lending_windows", 1, "days", 0],
+            "saturday",
+            "pools[0].lending_windows[1].days[0]",
+            "must be one of",
+        ),
+        (
+            ["pools", 0, "lending_windows", 0, "timezone"],
+            "Mars/Olympus",
+            "pools[0].lending_windows[0].timezone",
+            "unknown IANA",
+        ),
+        (
+            ["pools", 0, "lending_windows", 0, "lends"],
+            6,
+            "pools[0].lending_windows[0].lends",
+            "unknown field",
+        ),
+        (
+            ["scheduler", "max_preemptions_non_checkpointing"],
+            -1,
+            "scheduler.max_preemptions_non_checkpointing",
+            "between 0 and 1000",
+        ),
+        (
+            ["scheduler", "drain_after_seconds"],
+            "1h",
+            "scheduler.drain_after_seconds",
+            "must be a number",
+        ),
+        (["scheduler", "cost_before_class"], "yes", "scheduler.cost_before_class", "true or false"),
     ],
 )
 def test_errors_name_the_field(
@@ -378,3 +427,29 @@ def test_the_stack_and_the_policy_api_take_the_same_values(doc: dict[str, Any]) 
         for value in values:
             assert stack_takes(key, value) == api_takes(key, value), (key, value)
         assert stack_takes(key, bound.max) and not stack_takes(key, bound.max + step), key
+
+
+def test_p0_lends_while_the_market_is_closed(doc: dict[str, Any]) -> None:
+    """The committed example: p0-risk lends up to 6 GPUs on weeknights and all weekend, in
+    the stack's timezone; the policy bounds lost work and drains for starving heads."""
+    s = parse_stack(doc)
+    nights, weekend = s.pool("p0-risk").lending_windows
+    assert (nights.gpus, nights.windows, nights.timezone) == (
+        6,
+        ((18 * 60, 8 * 60 + 30),),
+        "Asia/Shanghai",
+    )
+    assert nights.days == ("sun", "mon", "tue", "wed", "thu", "fri")
+    assert (weekend.days, weekend.windows) == (("sat", "sun"), ((0, 24 * 60),))
+    assert nights.drain_lead_seconds == 300
+    assert s.pool("p1-train").lending_windows == ()
+    p = s.policy
+    assert (p.max_preemptions_non_checkpointing, p.max_preemptions_checkpointing) == (1, 5)
+    assert (p.cost_before_class, p.preemption_priority_boost, p.drain_after_seconds) == (
+        True,
+        100.0,
+        3600.0,
+    )
+    # A window may name its own timezone.
+    own = _mutate(doc, ["pools", 0, "lending_windows", 0, "timezone"], "Europe/London")
+    assert parse_stack(own).pool("p0-risk").lending_windows[0].timezone == "Europe/London"

@@ -36,3 +36,20 @@ def test_policy_follows_the_stack() -> None:
     assert policy.min_runtime_seconds == stack.policy.min_runtime_seconds
     assert policy.rebalance_step_gpus == stack.policy.rebalance_step_gpus
     assert policy.dry_run is stack.policy.dry_run
+
+
+def test_lending_windows_and_the_new_policy_reach_the_core() -> None:
+    stack = load_stack(ROOT / "deploy/stack.yaml")
+    p0 = next(p for p in cluster_spec(stack).pools if p.name == "p0-risk")
+    nights, weekend = p0.lending_windows
+    assert (nights.gpus, nights.timezone, nights.days) == (6, "Asia/Shanghai", (6, 0, 1, 2, 3, 4))
+    assert nights.windows == ((18 * 60, 8 * 60 + 30),) and weekend.days == (5, 6)
+    policy = policy_spec(stack)
+    for name in (
+        "cost_before_class",
+        "preemption_priority_boost",
+        "max_preemptions_checkpointing",
+        "max_preemptions_non_checkpointing",
+        "drain_after_seconds",
+    ):
+        assert getattr(policy, name) == getattr(stack.policy, name), name
