@@ -2,7 +2,9 @@
 
 Gauges are read from the core at scrape time (nothing to keep in sync);
 counters and histograms are accumulated by the runtime from the decisions it
-records (``Accumulator.observe``). Names come from the catalog only; families
+records and the jobs it writes (``Accumulator.observe``): a job's lifetime
+preemptions and lost work are observed from its view once it finishes, so they
+count what happened before a restart too. Names come from the catalog only; families
 are built with ``exporters.exposition``, so each series' labels are escaped
 once, when the series first appears, and a scrape renders them directly.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,10 +26,21 @@ from prometheus_client.registry import Collector
 from exporters.catalog import Metric as CatalogMetric
 from exporters.catalog import scheduler as cat
 from exporters.exposition import Buckets, FamilySpec, HistogramSeries, Series
-from scheduler.core.model import Action, Decision, PoolView, ReservationView, Result
+from scheduler.core.model import (
+    FINISHED_STATES,
+    Action,
+    Decision,
+    JobView,
+    PoolView,
+    ReservationView,
+    Result,
+)
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
+JOB_PREEMPTION_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
+# GPU-seconds: nothing, a GPU-minute, -ten minutes, -hour, four, a day, a week, a month.
+JOB_LOST_BUCKETS = (0.0, 60.0, 600.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
 
 
 @dataclass(frozen=True)
@@ -52,9 +65,17 @@ class Accumulator:
         self.scale: Counter[tuple[str, str, str]] = Counter()
         self.wait: dict[tuple[str, str], Buckets] = {}
         self.duration: dict[str, Buckets] = {}
+        self.job_preemptions: dict[str, Buckets] = {}
+        self.job_lost: dict[str, Buckets] = {}
 
-    def observe(self, decisions: Sequence[Decision]) -> None:
+    def observe(self, decisions: Sequence[Decision], jobs: Sequence[JobView] = ()) -> None:
         with self.lock:
+            for j in jobs:
+                if j.state in FINISHED_STATES:  # written once, as it finishes
+                    n = self.job_preemptions.setdefault(j.pool, Buckets(JOB_PREEMPTION_BUCKETS))
+                    n.observe(float(len(j.preemptions)))
+                    lost = self.job_lost.setdefault(j.pool, Buckets(JOB_LOST_BUCKETS))
+                    lost.observe(j.gpu_seconds_lost)
             for d in decisions:
                 # Label values are the enums' strings (what the store and the audit hold).
                 self.decisions[(str(d.action), str(d.result))] += 1
@@ -88,7 +109,12 @@ class MetricsSource(Protocol):
     def metrics_snapshot(self) -> MetricsSnapshot: ...
 
 
-_BUCKETS = {cat.QUEUE_WAIT: WAIT_BUCKETS, cat.DECISION_DURATION: DURATION_BUCKETS}
+_BUCKETS = {
+    cat.QUEUE_WAIT: WAIT_BUCKETS,
+    cat.DECISION_DURATION: DURATION_BUCKETS,
+    cat.JOB_PREEMPTIONS: JOB_PREEMPTION_BUCKETS,
+    cat.JOB_GPU_SECONDS_LOST: JOB_LOST_BUCKETS,
+}
 
 
 class SchedulerCollector(Collector):
@@ -103,6 +129,14 @@ class SchedulerCollector(Collector):
 
     def _histogram(self, m: CatalogMetric, *values: str) -> HistogramSeries:
         return self._specs[m].histogram_series(values)
+
+    def _histograms(
+        self, m: CatalogMetric, by_labels: Iterable[tuple[tuple[str, ...], Buckets]]
+    ) -> list[tuple[HistogramSeries, tuple[int, ...], float]]:
+        return [
+            (self._histogram(m, *labels), h.cumulative(), h.sum)
+            for labels, h in sorted(by_labels, key=lambda x: x[0])
+        ]
 
     def collect(self) -> Iterator[Metric]:
         snap = self._source.metrics_snapshot()
@@ -124,6 +158,10 @@ class SchedulerCollector(Collector):
             for state, n in gpus:
                 rows[cat.POOL_GPUS].append((s(cat.POOL_GPUS, p.name, state), float(n)))
             rows[cat.POOL_NODES].append((s(cat.POOL_NODES, p.name), float(p.nodes)))
+            draining = 0.0 if p.draining_for is None else 1.0
+            rows[cat.POOL_DRAINING].append((s(cat.POOL_DRAINING, p.name), draining))
+            held = float(p.held_for_head)
+            rows[cat.DRAIN_HELD_GPUS].append((s(cat.DRAIN_HELD_GPUS, p.name), held))
         for (pool, prio), (n, oldest_wait) in sorted(snap.queues.items()):
             rows[cat.QUEUE_LENGTH].append((s(cat.QUEUE_LENGTH, pool, prio), float(n)))
             rows[cat.QUEUE_OLDEST_WAIT].append((s(cat.QUEUE_OLDEST_WAIT, pool, prio), oldest_wait))
@@ -148,21 +186,23 @@ class SchedulerCollector(Collector):
             for (pool, direction, result), n in sorted(acc.scale.items()):
                 series = s(cat.SCALE_EVENTS, pool, direction, result)
                 rows[cat.SCALE_EVENTS].append((series, float(n)))
-            wait = [
-                (self._histogram(cat.QUEUE_WAIT, pool, prio), h.cumulative(), h.sum)
-                for (pool, prio), h in sorted(acc.wait.items())
-            ]
-            duration = [
-                (self._histogram(cat.DECISION_DURATION, action), h.cumulative(), h.sum)
-                for action, h in sorted(acc.duration.items())
-            ]
+            histograms = {
+                cat.QUEUE_WAIT: self._histograms(cat.QUEUE_WAIT, acc.wait.items()),
+                cat.DECISION_DURATION: self._histograms(
+                    cat.DECISION_DURATION, (((a,), h) for a, h in acc.duration.items())
+                ),
+                cat.JOB_PREEMPTIONS: self._histograms(
+                    cat.JOB_PREEMPTIONS, (((p,), h) for p, h in acc.job_preemptions.items())
+                ),
+                cat.JOB_GPU_SECONDS_LOST: self._histograms(
+                    cat.JOB_GPU_SECONDS_LOST, (((p,), h) for p, h in acc.job_lost.items())
+                ),
+            }
 
         for m in cat.SCHEDULER_METRICS:
             spec = self._specs[m]
-            if m is cat.QUEUE_WAIT:
-                yield spec.histogram_family(wait)
-            elif m is cat.DECISION_DURATION:
-                yield spec.histogram_family(duration)
+            if m in histograms:
+                yield spec.histogram_family(histograms[m])
             else:
                 yield spec.family(rows[m])
             # Pools, nodes and reservations come and go: keep the series of this scrape only.

@@ -175,7 +175,7 @@ class SchedulerRuntime:
             # Memory must not run ahead of the store: forget what was not written.
             self._core = self._load()
             raise
-        self.accumulator.observe(decisions)
+        self.accumulator.observe(decisions, jobs)
 
     def _actuate(self, decisions: Sequence[Decision]) -> None:
         done = []

@@ -37,6 +37,26 @@ GPU_SECONDS_LOST = counter(
     "GPU-seconds of work lost to preemption (since last checkpoint).",
     "pool",
 )
+JOB_PREEMPTIONS = histogram(
+    "scheduler_job_preemptions",
+    "Preemptions a job suffered over its life, observed when it finishes.",
+    "pool",
+)
+JOB_GPU_SECONDS_LOST = histogram(
+    "scheduler_job_gpu_seconds_lost",
+    "GPU-seconds of work a job lost to preemption over its life, observed when it finishes.",
+    "pool",
+)
+POOL_DRAINING = gauge(
+    "scheduler_pool_draining",
+    "1 while a pool holds the GPUs that free up for the head of its queue (waited too long).",
+    "pool",
+)
+DRAIN_HELD_GPUS = gauge(
+    "scheduler_drain_held_gpus",
+    "GPUs a draining pool holds for the head of its queue.",
+    "pool",
+)
 CYCLES_REFUSED = counter(
     "scheduler_preemption_cycles_refused",
     "Preemptions refused because they would reverse a recent one.",
@@ -79,6 +99,10 @@ SCHEDULER_METRICS: tuple[Metric, ...] = (
     JOBS,
     PREEMPTIONS,
     GPU_SECONDS_LOST,
+    JOB_PREEMPTIONS,
+    JOB_GPU_SECONDS_LOST,
+    POOL_DRAINING,
+    DRAIN_HELD_GPUS,
     CYCLES_REFUSED,
     DECISIONS,
     DECISION_DURATION,
