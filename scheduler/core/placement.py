@@ -145,7 +145,8 @@ class Placement:
                 free = idle_gpus(cluster, pool, want, own_only=False, loans=loans)
         if len(free) < want:
             return False
-        self.place(job, ready + free, cycle, Cause.PREEMPTION if job.freed_for else Cause.QUEUE)
+        freed = ready and job.freed_for  # on GPUs a preemption freed for it (not just drained)
+        self.place(job, ready + free, cycle, Cause.PREEMPTION if freed else Cause.QUEUE)
         return True
 
     def place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:

@@ -177,6 +177,7 @@ def full_cluster(
     borrow2=st.integers(0, 6),
     specs=job_specs,
     need_share=st.floats(0.05, 1.0),
+    switched=st.booleans(),
 )
 def test_the_engine_preempts_in_the_order_ordering_py_gives(
     order: str,
@@ -187,13 +188,22 @@ def test_the_engine_preempts_in_the_order_ordering_py_gives(
     borrow2: int,
     specs: list[tuple],
     need_share: float,
+    switched: bool,
 ) -> None:
     key = ORDERS[order]
     policy = replace(FAST, cost_before_class=cost_first, max_preemptions_checkpointing=2)
     with pytest.MonkeyPatch.context() as mp:
         if key is not None:
             mp.setattr(ordering, "victim_key", key)
-        core = full_cluster(n1, n2, borrow1, borrow2, specs, policy)
+        if switched:  # built with the other order and boost, then changed at run time
+            other = replace(policy, cost_before_class=not cost_first, preemption_priority_boost=7.0)
+            core = full_cluster(n1, n2, borrow1, borrow2, specs, other)
+            core.set_policy(
+                cost_before_class=cost_first,
+                preemption_priority_boost=policy.preemption_priority_boost,
+            )
+        else:
+            core = full_cluster(n1, n2, borrow1, borrow2, specs, policy)
         need = max(1, round(need_share * (n1 + n2)))
         expected = expected_victims(core, need)
         ds = core.manual_rebalance("p0", need, "t")
