@@ -15,6 +15,15 @@ Throughput: jobs submitted into a cluster whose jobs keep finishing, so that
 every submission is placed (or queued and placed later); jobs placed per second
 of wall time.
 
+Queue costs (``--queues``): what a queue's dead entries cost, if it keeps any.
+The time to build the 16,000-GPU state with 160,000 jobs (seeded running, the
+rest submitted one by one into a full cluster); the cost of one submission into a
+full cluster after seeding 1k, 4k and 16k jobs; and a thrashing workload on 16,000
+GPUs: short jobs finish every second and the ones behind a blocked queue head (a
+job as large as its pool) take their GPUs, ticks per second over a few minutes of
+simulated time. The new policy rules are off where the checkout has them (the
+queues are what is measured, so both sides make the same decisions).
+
 Before and after: ``--against DIR`` runs this same script, in alternation, on the
 scheduler package of this checkout and of the checkout in DIR (each round one child
 process per checkout, ``PYTHONPATH`` pointing at it), ``--rounds`` times, and prints
@@ -26,6 +35,7 @@ CPU time instead of wall time, so that other processes' load inflates them less.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -62,6 +72,23 @@ class Clock:
         return self.now
 
 
+def policy(**fields: float) -> PolicySpec:
+    """A policy with the fields this checkout knows: ``--against`` runs older ones too."""
+    known = {f.name for f in dataclasses.fields(PolicySpec)}
+    return PolicySpec(**{k: v for k, v in fields.items() if k in known})  # type: ignore[arg-type]
+
+
+# The rules that would make the two sides decide differently, off: lifetime caps,
+# draining, the boost, cost before class.
+SAME_DECISIONS: dict[str, float] = {
+    "max_preemptions_checkpointing": 0,
+    "max_preemptions_non_checkpointing": 0,
+    "drain_after_seconds": 0.0,
+    "preemption_priority_boost": 0.0,
+    "cost_before_class": False,
+}
+
+
 def make_cluster(gpus: int) -> ClusterSpec:
     p0, p1 = gpus // 10, gpus // 2
     p2 = gpus - p0 - p1
@@ -75,13 +102,26 @@ def make_cluster(gpus: int) -> ClusterSpec:
     return ClusterSpec(pools, specs, gpus_per_new_node=8)
 
 
-def build(gpus: int, jobs: int, seed: int = 7) -> tuple[Scheduler, Clock]:
+def build(
+    gpus: int, jobs: int, seed: int = 7, rules: dict[str, float] | None = None
+) -> tuple[Scheduler, Clock]:
     rnd = random.Random(seed)
     clock = Clock()
-    # A budget large enough not to run out over hundreds of samples: the
-    # benchmark measures the data structures, not the budget protecting jobs.
-    policy = PolicySpec(min_runtime_seconds=300.0, preemption_budget=1_000_000)
-    core = Scheduler(make_cluster(gpus), policy, clock=clock)
+    # A budget large enough not to run out over hundreds of samples, no lifetime
+    # cap: the benchmark measures the data structures, not the guards protecting jobs.
+    core = Scheduler(
+        make_cluster(gpus),
+        policy(
+            **{
+                **(rules or {}),
+                "min_runtime_seconds": 300.0,
+                "preemption_budget": 1_000_000,
+                "max_preemptions_checkpointing": 0,
+                "max_preemptions_non_checkpointing": 0,
+            }
+        ),
+        clock=clock,
+    )
     reqs: list[JobRequest] = []
     p0 = gpus // 10
     reqs += [
@@ -217,6 +257,75 @@ def bench_throughput(gpus: int, jobs: int) -> tuple[float, float]:
     return placed / wall, placed / (time.thread_time() - c0)
 
 
+def bench_build(gpus: int, jobs: int) -> float:
+    """Seconds to build the state: running jobs seeded, the rest submitted one by one."""
+    gc.collect()
+    t0 = time.perf_counter()
+    build(gpus, jobs, rules=SAME_DECISIONS)
+    return time.perf_counter() - t0
+
+
+def bench_submit_after_seed(seeded: int, submits: int = 300) -> float:
+    """Microseconds per submission into a full cluster of ``seeded`` 1-GPU jobs just seeded."""
+    clock = Clock()
+    core = Scheduler(make_cluster(seeded), policy(**SAME_DECISIONS), clock=clock)
+    view = {p: core.pool_view(p) for p in ("p0", "p1", "p2")}
+    reqs = [
+        JobRequest(f"s{p}{i}", p, 1, JobKind.BATCH, started_at=T0 - 600)
+        for p in ("p0", "p1", "p2")
+        for i in range(view[p].nominal_gpus)
+    ]
+    core.seed(reqs)
+    gc.collect()
+    c0 = time.thread_time()
+    for i in range(submits):
+        core.submit(JobRequest(f"q{i}", "p2", 1, JobKind.BATCH))
+    return 1e6 * (time.thread_time() - c0) / submits
+
+
+def bench_thrash(gpus: int, jobs: int, ticks: int) -> tuple[float, float]:
+    """Ticks per second (CPU time) and the p99 tick in ms: short jobs finish every second
+    and the jobs behind a blocked head take their GPUs, leaving its queue as they go."""
+    rnd = random.Random(11)
+    clock = Clock()
+    core = Scheduler(make_cluster(gpus), policy(**SAME_DECISIONS), clock=clock)
+    p2 = core.pool_view("p2").nominal_gpus
+    running = [
+        JobRequest(
+            f"r{p}{i}", p, 1, JobKind.BATCH, duration_seconds=rnd.uniform(1, 600), started_at=T0
+        )
+        for p in ("p1", "p2")
+        for i in range(core.pool_view(p).nominal_gpus)
+    ]
+    core.seed(running)
+    # The head wants all of P2: while small jobs keep finishing and starting it never fits.
+    # Queued in one call (seeds without a start are queued as if submitted): building the
+    # queue is not what is measured, and one by one it takes minutes with dead entries.
+    queue = [JobRequest("head", "p2", p2, JobKind.BATCH)] + [
+        JobRequest(f"q{i}", "p2", 1, JobKind.BATCH, duration_seconds=rnd.uniform(30, 600))
+        for i in range(jobs - len(running) - 1)
+    ]
+    core.seed(queue)
+    gc.collect()
+    lat: list[float] = []
+    c0 = time.thread_time()
+    for _ in range(ticks):
+        clock.now += 1.0
+        t0 = time.thread_time()
+        core.tick()
+        lat.append(time.thread_time() - t0)
+    return ticks / (time.thread_time() - c0), 1e3 * pct(lat, 0.99)
+
+
+def measure_queues() -> dict[str, float]:
+    """The queue costs of one run (``--queues``)."""
+    out: dict[str, float] = {"build_16k_gpus_160k_jobs_s": bench_build(16_000, 160_000)}
+    for n in (1000, 4000, 16_000):
+        out[f"submit_after_seeding_{n // 1000}k_us"] = bench_submit_after_seed(n)
+    out["thrash_ticks_per_s"], out["thrash_tick_p99_ms"] = bench_thrash(16_000, 160_000, 600)
+    return out
+
+
 def measure() -> dict[str, float]:
     """Every number of one run, for ``--json`` and the side-by-side rounds."""
     out: dict[str, float] = {}
@@ -228,7 +337,7 @@ def measure() -> dict[str, float]:
     return out
 
 
-def side_by_side(other: Path, rounds: int) -> int:
+def side_by_side(other: Path, rounds: int, queues: bool) -> int:
     here = Path(__file__).resolve().parents[1]
     sides = {"this": here, "against": other.resolve()}
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in sides}
@@ -238,7 +347,7 @@ def side_by_side(other: Path, rounds: int) -> int:
         for name in sorted(sides, reverse=bool(i % 2)):
             env = {**os.environ, "PYTHONPATH": str(sides[name])}
             child = subprocess.run(
-                [sys.executable, __file__, "--json"],
+                [sys.executable, __file__, "--json", *(["--queues"] if queues else [])],
                 env=env,
                 check=True,
                 capture_output=True,
@@ -263,12 +372,18 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="one run, its numbers as JSON")
     ap.add_argument("--against", type=Path, help="another checkout to compare with, side by side")
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds with --against")
+    ap.add_argument("--queues", action="store_true", help="the queue costs instead")
     args = ap.parse_args()
     if args.json:
-        print(json.dumps(measure()))
+        print(json.dumps(measure_queues() if args.queues else measure()))
         return 0
     if args.against is not None:
-        return side_by_side(args.against, args.rounds)
+        return side_by_side(args.against, args.rounds, args.queues)
+    if args.queues:
+        print("queue costs (thread CPU time; the new policy rules off, queues measured)")
+        for k, v in measure_queues().items():
+            print(f"{k:>32} {v:12,.3f}")
+        return 0
     print("rebalance decision latency on the pure core (one P0 alert, 8 GPUs, full cluster)")
     print(f"{'size':>23} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} | naive full sort p50/p99 ms")
     results = {}
