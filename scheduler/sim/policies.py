@@ -1,11 +1,12 @@
 """The policies a replay compares, each as the core's specs: the same ``Scheduler``, set differently.
 
 - ``static``: today at the bank. Each pool only its own GPUs: no lending, no borrowing
-  (so no preemption), no reservations, no autoscaling. P0's alert can still grow P0 on
-  its own idle GPUs.
+  (so no preemption), no reservations or lending windows, no autoscaling, FIFO queues
+  (no draining for a starving head). P0's alert can still grow P0 on its own idle GPUs.
 - ``naive``: a plain priority scheduler. Borrowing within the stack's limits, and every
   class preempts lower classes, newest victim first, with no grace period to checkpoint,
-  no minimum runtime, no budget and no cycle guard; no reservations, no autoscaling.
+  no minimum runtime, no budget, no lifetime cap or boost and no cycle guard; no
+  reservations or lending windows, no draining, no autoscaling.
 - ``novabrain``: the stack's policy as it is: guards, checkpoint-aware victims,
   reservations (the market bell), autoscaling within ``max_nodes``.
 - variants, ``NAME:key=value,...``: ``novabrain`` with policy fields changed (any field
@@ -74,8 +75,21 @@ def scale_cluster(spec: ClusterSpec, gpus: int) -> ClusterSpec:
     return replace(spec, pools=tuple(pools), gpus=gpu_specs, reservations=reservations)
 
 
+# The rules that bound lost work and starvation, off (``static`` and ``naive`` have none).
+def _without_policy_rules(policy: PolicySpec) -> PolicySpec:
+    return replace(
+        policy,
+        max_preemptions_checkpointing=0,
+        max_preemptions_non_checkpointing=0,
+        preemption_priority_boost=0.0,
+        drain_after_seconds=0.0,
+        cost_before_class=False,
+    )
+
+
 def _fixed(spec: ClusterSpec, *, lend: bool) -> ClusterSpec:
-    """No autoscaling (and, unless ``lend``, no lending or borrowing), no reservations."""
+    """No autoscaling (and, unless ``lend``, no lending or borrowing), no reservations,
+    no lending windows."""
     nodes: dict[str, set[str]] = {}
     for g in spec.gpus:
         nodes.setdefault(g.pool, set()).add(g.node)
@@ -86,6 +100,7 @@ def _fixed(spec: ClusterSpec, *, lend: bool) -> ClusterSpec:
             borrowing_limit=p.borrowing_limit if lend else 0,
             max_nodes=len(nodes.get(p.name, ())),
             min_nodes=min(p.min_nodes, len(nodes.get(p.name, ()))),
+            lending_windows=(),
         )
         for p in spec.pools
     )
@@ -97,7 +112,7 @@ def builtin(name: str, spec: ClusterSpec, policy: PolicySpec) -> PolicyRun:
         return PolicyRun(
             "static",
             _fixed(spec, lend=False),
-            policy,
+            _without_policy_rules(policy),
             autoscale=False,
             description="each pool only its own GPUs: no borrowing, preemption, reservations "
             "or autoscaling (today)",
@@ -107,7 +122,7 @@ def builtin(name: str, spec: ClusterSpec, policy: PolicySpec) -> PolicyRun:
             "naive",
             _fixed(spec, lend=True),
             replace(
-                policy,
+                _without_policy_rules(policy),
                 min_runtime_seconds=0.0,
                 preemption_budget=sys.maxsize,
                 cycle_guard=False,
