@@ -104,6 +104,40 @@ PARAMETERS: tuple[tuple[str, str, str, str], ...] = (
         "600-1800",
     ),
     (
+        "cost_before_class",
+        "victims that lose the least work go first, whatever their class (borrowers first)",
+        "true: least work thrown away, but a cheap P1 job goes before a costly P2 one; "
+        "false: lower classes first, least work within a class",
+        "true",
+    ),
+    (
+        "preemption_priority_boost",
+        "each preemption a job suffered raises its effective priority by this much",
+        "higher: a preempted job is spared among equally cheap victims and its pool is "
+        "served sooner",
+        "50-200; 0 for off",
+    ),
+    (
+        "max_preemptions_non_checkpointing",
+        "a job that cannot checkpoint is a victim this many times in its life, then only "
+        "to give back a pool's floor",
+        "lower: its work is thrown away at most this often; P0 finds fewer victims",
+        "1; 0 for no cap",
+    ),
+    (
+        "max_preemptions_checkpointing",
+        "the same for a job that checkpoints (it loses at most a checkpoint interval)",
+        "lower: bounds its lost work and delays; P0 finds fewer victims",
+        "3-10; 0 for no cap",
+    ),
+    (
+        "drain_after_seconds",
+        "a queue head waiting this long gets its pool's GPUs as they free up, not the jobs "
+        "behind it",
+        "shorter: big jobs wait less, small ones more (GPUs held idle until the head fits)",
+        "the longest wait a big job may have beyond the runs in its way; 1800-7200",
+    ),
+    (
         "dry_run",
         "decide and record, change nothing",
         "to watch a policy on the real cluster before it acts",
@@ -125,18 +159,34 @@ decision before it is acted on.
 - **Reclaim.** A pool whose lent GPUs are held by borrowers takes them back by
   preempting the borrowers, whatever their class.
 - **Preemption.** Only the top class (P0) takes GPUs from the owners of lower pools.
-  Victims come from one ordering (`scheduler/core/ordering.py`): borrowers first, lower
-  class first, least work lost since the last checkpoint, fewest victims, most recently
-  started. Guards (`scheduler/core/guards.py`) hold a job back: a minimum runtime, a
-  budget of preemptions per window, and a cycle guard that refuses to reverse a recent
+  Victims come from one ordering (`scheduler/core/ordering.py`): borrowers first, least
+  work lost since the last checkpoint (or since the start, for a job that cannot
+  checkpoint) whatever the class, lower priority (boosted for every preemption a job
+  already suffered), fewest victims, most recently started. Guards
+  (`scheduler/core/guards.py`) hold a job back: a minimum runtime, a budget of
+  preemptions per window, a lifetime cap per job (then it is a victim only to give back
+  a pool's guaranteed floor), and a cycle guard that refuses to reverse a recent
   preemption.
 - **Checkpoints.** A victim gets a grace period to checkpoint, then its GPUs go to the
   preemptor; it is requeued and resumes from its last checkpoint. Work since that
   checkpoint is lost and accounted (per job, per pool).
 - **Fairness.** Waiting jobs compete by effective priority: the class plus an age bonus
-  that grows with the wait, up to a cap.
+  that grows with the wait, up to a cap, plus the preemption boost. A queue head that
+  waited `drain_after_seconds` is not starved by smaller jobs behind it: its pool holds
+  the GPUs that free up for it until it fits (backfill goes on beside it).
 - **Reservations.** Recurring windows in a timezone (the market bell) hold GPUs for a
   pool; borrowers are drained from `drain_lead_seconds` before the window opens.
+- **Lending windows.** `pools[].lending_windows` (`{days, times, gpus, timezone,
+  drain_lead_seconds}`; local times in `timezone`, default `alerting.timezone`;
+  `18:00-08:30` ends the next day, `24:00` is midnight; `days` are the days a window
+  starts; windows that touch are one stretch) let a pool lend up to `gpus` of its GPUs,
+  floor included, past its `lending_limit`: P0's idle GPUs work while the market is
+  closed (the committed stack: 6 of p0-risk's 8, every evening 18:00 to 08:30 and all
+  weekend). Only jobs that can be drained in time borrow them: preemptible, inside their
+  budget and lifetime cap, a grace shorter than the lead, and losing little (inference,
+  checkpointing jobs, or jobs done before the drain). From `drain_lead_seconds` (default
+  300) before a window ends they are preempted (cause `loan_end`), so none is left when
+  it closes.
 - **Alerts.** When P0's latency alert fires (after its `for:` and Alertmanager's
   `group_wait`), P0 grows by a step of GPUs, by preemption if need be; the grant goes
   back after the alert has been resolved for the stabilization window.
