@@ -66,6 +66,8 @@ class Placement:
         self._guards = guards
         self._jobs = jobs
         self._preemption = preemption
+        # The pools with lending windows (most clusters: one or none), asked on every miss.
+        self._windowed = tuple(p for p in cluster.by_priority if p.spec.lending_windows)
         # The last pass left work that another pass at the same instant could do: GPUs
         # were freed or jobs requeued during it (after their pools were looked at), a
         # job started after a plan had failed (a victim that plan did not see), or a pool
@@ -249,7 +251,7 @@ class Placement:
         # not fit, no later job of n or more (holding nothing) will: skip the try.
         # Not while a lending window lends: what fits depends on the job then.
         unfit = math.inf
-        lending = any(p.loans_until is not None for p in cluster.by_priority)
+        lending = any(p.loans_until is not None for p in self._windowed)
         head = self._queues.head(pool)
         # Behind a head the pool drains for, jobs backfill idle GPUs but take none by force.
         drained_for = head if head is not None and self._queues.draining(head, now) else None
@@ -316,10 +318,12 @@ class Placement:
 
     def _loans_for(self, job: Job, pool: Pool, now: float) -> tuple[Pool, ...]:
         """The pools lending past their usual limit now whose loans ``job`` may take."""
+        if not self._windowed:
+            return ()
         may = self._guards.may_borrow_until
         return tuple(
             lender
-            for lender in self._cluster.by_priority
+            for lender in self._windowed
             if lender is not pool
             and lender.loans_until is not None
             and lender.loans_end is not None
