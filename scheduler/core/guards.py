@@ -19,6 +19,8 @@ Guards in order (the first refusal is the one counted):
 4. ``LifetimeCap``: a job that can lose work, preempted ``max_preemptions_*`` times
    in its life (one cap for jobs that checkpoint, one for jobs that cannot), is no
    longer a victim; except to reclaim a pool's guaranteed floor (``yields_to_floor``).
+   Such a job borrows no idle GPUs either (``capped``): their lender could not take
+   them back.
 5. ``NoReversal``: B is not preempted for A within ``cycle_window_seconds`` of A
    being preempted for B (the reversal would ping-pong); refusals are counted.
 
@@ -200,11 +202,12 @@ class Guards:
         self._cluster = cluster
         self.reversal = reversal or NoReversal()  # persisted: its pairs and refusal count
         self.budget = Budget()
+        self.cap = LifetimeCap()
         self.all: tuple[Guard, ...] = (
             Preemptible(),
             MinRuntime(),
             self.budget,
-            LifetimeCap(),
+            self.cap,
             self.reversal,
         )
         alone = tuple(g for g in self.all if not g.pairwise)
@@ -225,6 +228,10 @@ class Guards:
             if t > ready:
                 ready = t
         return ready
+
+    def capped(self, job: Job) -> bool:
+        """Whether ``job`` reached its lifetime cap: no pool could take back GPUs it borrowed."""
+        return self.cap.until(job, None, 0.0, self._cluster.policy) == math.inf
 
     def refusal(
         self, victim: Job, preemptor: str, now: float, *, floor: bool = False

@@ -139,7 +139,8 @@ class Placement:
             self.place(job, ready[: job.gpus], cycle, cause)
             return True
         want = job.gpus - len(ready)
-        own_only = own_only or cluster.policy.dry_run
+        # A job at its lifetime cap borrows nothing: its lender could not take it back.
+        own_only = own_only or cluster.policy.dry_run or self._guards.capped(job)
         free = idle_gpus(cluster, pool, want, own_only=own_only)
         if len(free) < want and not own_only:
             loans = self._loans_for(job, pool, cycle.now)
@@ -249,7 +250,8 @@ class Placement:
         placed = False
         # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
         # not fit, no later job of n or more (holding nothing) will: skip the try.
-        # Not while a lending window lends: what fits depends on the job then.
+        # Not while a lending window lends, nor after a capped job (which borrows
+        # nothing): what fits depends on the job then.
         unfit = math.inf
         lending = any(p.loans_until is not None for p in self._windowed)
         head = self._queues.head(pool)
@@ -263,7 +265,7 @@ class Placement:
                 if self.try_place(job, cycle):
                     placed = True
                     continue
-                if not job.held and not lending:
+                if not job.held and not lending and not self._guards.capped(job):
                     unfit = job.gpus
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods

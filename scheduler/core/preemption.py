@@ -92,7 +92,9 @@ class Preemption:
         """
         cluster = self._cluster
         self._victims.promote(now)
-        free = idle_gpus(cluster, pool, need, own_only=False)
+        job = cluster.jobs.get(preemptor)
+        # A job at its lifetime cap borrows no idle GPUs: their lender could not take them back.
+        free = idle_gpus(cluster, pool, need, own_only=job is not None and self._guards.capped(job))
         if len(free) < need and cluster.preempts_owners(pool):
             free += self._drain_held(pool, need - len(free), free, now)
         remaining = need - len(free)

@@ -474,3 +474,22 @@ def test_a_restored_job_keeps_its_lifetime_history(world: World) -> None:
     restored.tick()  # it resumes; the cap (1, no checkpoints) spares it for good
     world.clock.advance(FAST.min_runtime_seconds)
     assert preempts(restored.manual_rebalance("p0", 4, "b"), "v") == []
+
+
+def test_a_capped_job_borrows_nothing(world: World) -> None:
+    """No pool could take back GPUs that a job at its lifetime cap borrowed: it waits for
+    its own pool's, while a job that can still be preempted borrows them."""
+    core = world.make()
+    core.seed([busy_p0(), JobRequest("fixed", "p1", 8, preemptible=False, started_at=T0)])
+    core.seed([JobRequest("p2job", "p2", 4, preemptible=False, started_at=T0, duration_seconds=60)])
+    core.submit(JobRequest("capped", "p1", 2))
+    # It lost its work once before (a restart brings its history back): capped.
+    views = [replace(v, preemptions_total=1) if v.id == "capped" else v for v in core.take_dirty()]
+    core = Scheduler.restore(bank(), FAST, clock=world.clock, jobs=views, meta=core.export_meta())
+    world.clock.advance(60)
+    core.tick()  # P2's job is done: its 4 GPUs are idle and P1 may borrow them
+    assert core.job("capped").state is JobState.QUEUED
+    core.submit(JobRequest("uncapped", "p1", 2))
+    assert core.job("uncapped").state is JobState.RUNNING
+    assert core.job("capped").state is JobState.QUEUED
+    assert core.pool_view("p1").borrowed == 2
