@@ -139,8 +139,9 @@ class Placement:
             self.place(job, ready[: job.gpus], cycle, cause)
             return True
         want = job.gpus - len(ready)
-        # A job at its lifetime cap borrows nothing: its lender could not take it back.
-        own_only = own_only or cluster.policy.dry_run or self._guards.capped(job)
+        # A job at its lifetime cap borrows nothing its own pool could give it: its lender
+        # could not take it back.
+        own_only = own_only or cluster.policy.dry_run or self._guards.own_only(job)
         free = idle_gpus(cluster, pool, want, own_only=own_only)
         if len(free) < want and not own_only:
             loans = self._loans_for(job, pool, cycle.now)
@@ -265,7 +266,7 @@ class Placement:
                 if self.try_place(job, cycle):
                     placed = True
                     continue
-                if not job.held and not lending and not self._guards.capped(job):
+                if not job.held and not lending and not self._guards.own_only(job):
                     unfit = job.gpus
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods

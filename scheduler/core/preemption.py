@@ -94,7 +94,9 @@ class Preemption:
         self._victims.promote(now)
         job = cluster.jobs.get(preemptor)
         # A job at its lifetime cap borrows no idle GPUs: their lender could not take them back.
-        free = idle_gpus(cluster, pool, need, own_only=job is not None and self._guards.capped(job))
+        free = idle_gpus(
+            cluster, pool, need, own_only=job is not None and self._guards.own_only(job)
+        )
         if len(free) < need and cluster.preempts_owners(pool):
             free += self._drain_held(pool, need - len(free), free, now)
         remaining = need - len(free)

@@ -166,7 +166,7 @@ decision before it is acted on.
   (`scheduler/core/guards.py`) hold a job back: a minimum runtime, a budget of
   preemptions per window, a lifetime cap per job (then it is a victim only to give back
   a pool's guaranteed floor, and borrows no other pool's GPUs, which could not be taken
-  back), and a cycle guard that refuses to reverse a recent preemption.
+  back, unless its own pool is too small for it), and a cycle guard that refuses to reverse a recent preemption.
 - **Checkpoints.** A victim gets a grace period to checkpoint, then its GPUs go to the
   preemptor; it is requeued and resumes from its last checkpoint. Work since that
   checkpoint is lost and accounted (per job, per pool).

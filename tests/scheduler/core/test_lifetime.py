@@ -493,3 +493,27 @@ def test_a_capped_job_borrows_nothing(world: World) -> None:
     assert core.job("uncapped").state is JobState.RUNNING
     assert core.job("capped").state is JobState.QUEUED
     assert core.pool_view("p1").borrowed == 2
+
+
+def test_a_capped_job_larger_than_its_pool_still_borrows(world: World) -> None:
+    """Held to its own pool, a capped job bigger than the pool would never run (the
+    starvation property found it: a 3-GPU P1 job of a 1-GPU pool, capped by one preemption,
+    waited for ever beside P2's idle GPUs). It borrows, like any job."""
+    spec = cluster(
+        [
+            pool("p0", "P0", 1000, 1, guaranteed=1, lending=0, borrowing=2, preemptible=False),
+            pool("p1", "P1", 500, 1, lending=0, borrowing=2),
+            pool("p2", "P2", 100, 2, lending=2),
+        ],
+        per_node=2,
+    )
+    core = world.make(spec)
+    core.seed([JobRequest("p2job", "p2", 2, preemptible=False, started_at=T0, duration_seconds=60)])
+    core.submit(JobRequest("big", "p1", 3))
+    assert core.job("big").state is JobState.QUEUED
+    views = [replace(v, preemptions_total=1) if v.id == "big" else v for v in core.take_dirty()]
+    core = Scheduler.restore(spec, FAST, clock=world.clock, jobs=views, meta=core.export_meta())
+    world.clock.advance(60)
+    core.tick()  # P2's job is done: its 2 GPUs are idle
+    assert core.job("big").state is JobState.RUNNING
+    assert core.pool_view("p1").borrowed == 2
