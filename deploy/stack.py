@@ -61,6 +61,9 @@ POLICY_BOUNDS: Mapping[str, Bound] = {
     "max_preemptions_checkpointing": Bound(0, 1000, integer=True),
     "max_preemptions_non_checkpointing": Bound(0, 1000, integer=True),
     "drain_after_seconds": Bound(0, MAX_NUMBER),
+    # P0 borrows what its SLO needs: grants keep the predicted quantile this share
+    # under the threshold, and go back once the load is served so without them.
+    "grant_slo_margin": Bound(0, 0.9),
 }
 
 
@@ -172,6 +175,7 @@ class Policy:
     max_preemptions_checkpointing: int  # lifetime cap (0: none) for jobs that checkpoint
     max_preemptions_non_checkpointing: int  # ... and for jobs that cannot
     drain_after_seconds: float  # a queue head waiting this long gets the GPUs that free up
+    grant_slo_margin: float  # grants keep the predicted quantile this share under the threshold
 
 
 @dataclass(frozen=True)
@@ -686,6 +690,7 @@ _POLICY_DEFAULTS: Mapping[str, float] = {
     "max_preemptions_checkpointing": 5,
     "max_preemptions_non_checkpointing": 1,
     "drain_after_seconds": 3600.0,
+    "grant_slo_margin": 0.2,
 }
 
 

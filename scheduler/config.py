@@ -16,6 +16,7 @@ from scheduler.core.model import (
     ClusterSpec,
     GpuSpec,
     LendingWindowSpec,
+    ModelSpec,
     PolicySpec,
     PoolSpec,
     ReservationSpec,
@@ -73,6 +74,24 @@ def cluster_spec(stack: Stack) -> ClusterSpec:
         for r in stack.reservations
     )
     per_node = stack.node_groups[0].gpus_per_node if stack.node_groups else 8
+    # The models whose serving the stack gives: their load sizes their pool's grants.
+    models = tuple(
+        ModelSpec(
+            name=m.name,
+            pool=m.pool,
+            service_time_seconds=m.serving.service_time_seconds,
+            gpus_per_replica=m.serving.gpus_per_replica,
+            replica_concurrency=m.serving.replica_concurrency,
+            threshold_seconds=m.slo.latency_threshold_seconds,
+            quantile=m.slo.latency_quantile,
+        )
+        for m in stack.models
+        if m.serving is not None
+    )
     return ClusterSpec(
-        pools=pools, gpus=gpus, reservations=reservations, gpus_per_new_node=per_node
+        pools=pools,
+        gpus=gpus,
+        reservations=reservations,
+        gpus_per_new_node=per_node,
+        models=models,
     )

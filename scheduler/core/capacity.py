@@ -20,14 +20,19 @@ GPUs per replica, p99 at 125 req/s on 8 GPUs (2 slots) is 23.4 ms (simulated:
 (21.3), 900 req/s on 32 GPUs 31.0 ms (30.3); at 350 req/s on 8 GPUs the queue is
 unstable and the latency infinite. Plain M/M/c would overstate these by 50-70%.
 
+``size_grant`` sizes a P0 grant from the model's request rate (the one deterministic
+function the rebalance calls), ``model_need`` says what a load needs.
+
 Owns: nothing (pure functions).
-May call: nothing in the core.
+May call: ``model`` (the values) only.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from scheduler.core.model import ModelSpec
 
 # Bisection steps for a quantile: the bracket shrinks 2**-60, far below a microsecond.
 _STEPS = 60
@@ -199,3 +204,92 @@ def gpus_needed(
         else:
             low = mid
     return high * per
+
+
+def serving_of(model: ModelSpec) -> ServingSpec:
+    """The queueing model's view of a stack model's replicas."""
+    return ServingSpec(
+        model.service_time_seconds, model.gpus_per_replica, model.replica_concurrency
+    )
+
+
+def model_need(rate_rps: float, model: ModelSpec, margin: float) -> int | None:
+    """GPUs that serve ``rate_rps`` of ``model`` with its quantile ``margin`` under the threshold."""
+    return gpus_needed(
+        rate_rps,
+        serving_of(model),
+        threshold_seconds=model.threshold_seconds,
+        quantile=model.quantile,
+        margin=margin,
+    )
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How a P0 grant was sized: its inputs and the prediction, recorded on the decision.
+
+    ``held`` GPUs serve the pool now and ``credit`` more are granted already but not
+    yet serving (a burst or a reservation still being filled): the next alert counts
+    them, so it does not ask twice. ``needed`` keeps the predicted quantile a
+    ``margin`` under the threshold (``UNSERVABLE``: no number of GPUs does); the grant
+    asks for the rest, at most ``headroom`` (what the borrowing limit leaves).
+    """
+
+    rate_rps: float
+    service_time_seconds: float
+    held_gpus: int
+    credit_gpus: int
+    needed_gpus: int
+    want_gpus: int
+    quantile_before_seconds: float  # predicted at held + credit GPUs (inf: unstable)
+    quantile_after_seconds: float  # ... and with the grant on top
+
+    def inputs(self) -> tuple[tuple[str, float], ...]:
+        """The decision's record of it (``Decision.sizing``): name, value pairs."""
+        return (
+            ("rate_rps", self.rate_rps),
+            ("service_time_seconds", self.service_time_seconds),
+            ("held_gpus", float(self.held_gpus)),
+            ("credit_gpus", float(self.credit_gpus)),
+            ("needed_gpus", float(self.needed_gpus)),
+            ("want_gpus", float(self.want_gpus)),
+            ("quantile_before_seconds", self.quantile_before_seconds),
+            ("quantile_after_seconds", self.quantile_after_seconds),
+        )
+
+
+# Needed by a load no number of GPUs serves within the threshold: ask for all there is.
+UNSERVABLE = 1 << 30
+
+
+def size_grant(
+    rate_rps: float,
+    model: ModelSpec,
+    *,
+    margin: float,
+    held: int,
+    credit: int,
+    headroom: int,
+) -> Sizing:
+    """The GPUs a grant asks for so that ``model`` serves ``rate_rps`` within its SLO.
+
+    A deterministic function of its arguments: the fewest whole replicas whose
+    predicted quantile is ``margin`` under the threshold, less what the pool holds
+    and has been granted already, capped by ``headroom`` (never below zero).
+    """
+    need = model_need(rate_rps, model, margin)
+    needed = UNSERVABLE if need is None else need
+    have = max(0, held) + max(0, credit)
+    want = max(0, min(needed - have, headroom))
+    serving = serving_of(model)
+    q = model.quantile
+    return Sizing(
+        rate_rps=rate_rps,
+        service_time_seconds=model.service_time_seconds,
+        held_gpus=held,
+        credit_gpus=credit,
+        needed_gpus=needed,
+        want_gpus=want,
+        quantile_before_seconds=latency_quantile(rate_rps, have, serving, q),
+        quantile_after_seconds=latency_quantile(rate_rps, have + want, serving, q),
+    )

@@ -129,6 +129,7 @@ class Scheduler:
             self._preemption.expire,  # victims past their grace period let go
             self._jobs.complete_due,  # jobs done with their work leave
             self._reservations.step,  # windows end; windows start draining
+            self._handover,  # what the load still needs of an ended window stays with P0
             self._lending.step,  # lending windows open; loans drained before they close
             self._rebalance.return_due,  # pools stable long enough give bursts back
             self._scaling.step,  # idle timers; scale up for queues, down for idle nodes
@@ -140,6 +141,11 @@ class Scheduler:
         """A public call starts: the one read of the clock it makes."""
         self._changes += 1
         return Cycle(self._clock(), self._numbering, dry_run=self._cluster.policy.dry_run)
+
+    def _handover(self, cycle: Cycle) -> None:
+        if self._reservations.ended:
+            self._rebalance.handover(self._reservations.ended, cycle)
+            self._reservations.ended = []
 
     def _promote(self, cycle: Cycle) -> None:
         # Every plan files them first anyway; done here too so that a due maturity is
@@ -252,19 +258,49 @@ class Scheduler:
 
     # ------------------------------------------------------------------ alerts and grants
 
-    def alert(self, *, pool: str, action: str, firing: bool, correlation_id: str) -> list[Decision]:
-        """An Alertmanager notification for ``pool``, already mapped to an action."""
+    def alert(
+        self,
+        *,
+        pool: str,
+        action: str,
+        firing: bool,
+        correlation_id: str,
+        model: str | None = None,
+        rate_rps: float | None = None,
+    ) -> list[Decision]:
+        """An Alertmanager notification for ``pool``, already mapped to an action.
+
+        ``rate_rps``: ``model``'s request rate the alert carried (None: it carried none);
+        with the stack's serving spec it sizes the grant, else ``rebalance_step_gpus``.
+        """
         p = self._cluster.pool(pool)
         kind = AlertAction.parse(action)
         cycle = self._begin()
         if not self._deliveries.first(correlation_id, kind, pool, firing):
             return cycle.out  # a retried delivery: decided already
         if kind is AlertAction.REBALANCE:
-            self._rebalance.on_alert(p, firing, correlation_id, cycle)
+            self._rebalance.on_alert(
+                p, firing, correlation_id, cycle, model=model, rate_rps=rate_rps
+            )
         else:
             self._scaling.on_alert(p, firing, correlation_id, cycle)
         self._placement.schedule(cycle)
         return cycle.out
+
+    def report_load(self, model: str, rate_rps: float | None) -> None:
+        """``model``'s current request rate, as the rim measured it (None: unknown now).
+
+        What P0's grants are sized by and kept for: bursts go back only once the load
+        would be served without them (rebalance.py). The service's load poller calls it
+        every few seconds, the trace replay at each change of its demand profile.
+        """
+        cycle = self._begin()
+        self._rebalance.report_load(model, rate_rps, cycle.now)
+
+    def load_need(self, pool: str) -> int | None:
+        """GPUs ``pool``'s reported load needs within its SLO with the margin (None: unknown)."""
+        self._cluster.pool(pool)
+        return self._rebalance.need(pool)
 
     def manual_rebalance(self, pool: str, gpus: int, correlation_id: str) -> list[Decision]:
         """An operator asks for ``gpus`` more GPUs for ``pool`` (returned like an alert's)."""

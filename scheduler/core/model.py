@@ -82,7 +82,8 @@ class Cause(StrEnum):
     ACK = "ack"  # released: the victim acknowledged
     DONE = "done"  # completed its duration
     RESOLVED = "resolved"  # the alert resolved
-    STABILIZED = "stabilized"  # resolved long enough: the grant goes back
+    STABILIZED = "stabilized"  # resolved (or the load low) long enough: the grant goes back
+    HANDOVER = "handover"  # a reservation window ends: what the load needs passes to a grant
     WINDOW_END = "window_end"
     DRAIN = "drain"  # a reservation window's drain lead began
     UNNEEDED = "unneeded"  # an autoscaled node idle long enough
@@ -118,6 +119,24 @@ class PoolSpec:
     min_nodes: int
     max_nodes: int
     lending_windows: tuple[LendingWindowSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a pool serves, as the stack's ``models[]`` says: what its load needs in GPUs.
+
+    One replica spans ``gpus_per_replica`` GPUs and serves ``replica_concurrency``
+    requests at a time, each holding it ``service_time_seconds`` on average; the
+    SLO is the ``quantile`` of latency under ``threshold_seconds``.
+    """
+
+    name: str
+    pool: str
+    service_time_seconds: float
+    gpus_per_replica: int
+    replica_concurrency: int
+    threshold_seconds: float
+    quantile: float
 
 
 @dataclass(frozen=True)
@@ -181,6 +200,14 @@ class PolicySpec:
     # No starvation behind smaller jobs: once the head of a pool's queue waited
     # this long, the pool's GPUs that free up are held for it until it fits.
     drain_after_seconds: float = 3600.0
+    # P0 borrows what its SLO needs: a grant is sized by the queueing model
+    # (``capacity``) so that the predicted latency quantile stays this share under
+    # the threshold, and borrowed GPUs go back once the load would be served with
+    # this margin without them (rebalance.py).
+    grant_slo_margin: float = 0.2
+    # Not in the stack file: the simulator's baselines size grants by
+    # ``rebalance_step_gpus`` and return them on the alert's resolution.
+    load_aware_grants: bool = True
 
     # Integer fields for which 0 means "off" rather than a bad value.
     OFF_AT_ZERO: ClassVar[frozenset[str]] = frozenset(
@@ -200,6 +227,7 @@ class ClusterSpec:
     gpus: tuple[GpuSpec, ...]
     reservations: tuple[ReservationSpec, ...] = ()
     gpus_per_new_node: int = 8  # GPUs a node added by scale-up brings
+    models: tuple[ModelSpec, ...] = ()  # with serving specs: grants sized from their load
 
 
 @dataclass(frozen=True)
@@ -243,9 +271,11 @@ class Decision:
     gpu_seconds_lost: float = 0.0  # release: work since the last checkpoint, times GPUs
     nodes: tuple[str, ...] = ()  # scale decisions: nodes added or removed
     grace_seconds: float = 0.0  # preempt: the victim's grace period
+    # rebalance sized from the load: its inputs and prediction (capacity.Sizing.inputs)
+    sizing: tuple[tuple[str, float], ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "id": self.id,
             "at": self.at,
             "action": str(self.action),
@@ -265,6 +295,9 @@ class Decision:
             "nodes": list(self.nodes),
             "grace_seconds": self.grace_seconds,
         }
+        if self.sizing:  # only where a grant was sized: every other record stays as it was
+            out["sizing"] = {k: _json_number(v) for k, v in self.sizing}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> Decision:
@@ -300,7 +333,21 @@ class Decision:
             gpu_seconds_lost=f("gpu_seconds_lost"),
             nodes=t("nodes"),
             grace_seconds=f("grace_seconds"),
+            sizing=_sizing_from(d.get("sizing")),
         )
+
+
+def _json_number(v: float) -> float | None:
+    """JSON has no infinity: an unstable queue's predicted latency is recorded as null."""
+    return None if v != v or v in (float("inf"), float("-inf")) else v
+
+
+def _sizing_from(v: object) -> tuple[tuple[str, float], ...]:
+    if not isinstance(v, dict):
+        return ()
+    return tuple(
+        (str(k), float(x) if isinstance(x, int | float) else float("inf")) for k, x in v.items()
+    )
 
 
 @dataclass(frozen=True)

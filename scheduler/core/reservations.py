@@ -38,6 +38,8 @@ class Reservations:
         self._queues = queues
         self._jobs = jobs
         self.holders: dict[str, str] = {}  # reservation name -> id of the job holding its window
+        # (pool, GPUs released) of the windows the last step ended: handed over (rebalance).
+        self.ended: list[tuple[str, int]] = []
         # The next window edge (a drain starts, a window ends) after the last step; until a
         # first step (after a restore, after a policy change) there is one to take now.
         self.next_edge = -math.inf
@@ -46,6 +48,7 @@ class Reservations:
         """Windows that end release their hold; windows draining or open get one (a tick step)."""
         cluster = self._cluster
         now = cycle.now
+        self.ended = []
         if now < self.next_edge:
             return  # no window drains or ends before its next edge: nothing to do
         self.next_edge = math.inf
@@ -59,6 +62,7 @@ class Reservations:
                 n = len(job.gpu_ids)
                 if job.state not in FINISHED_STATES:
                     self._jobs.finish(job, JobState.COMPLETED)
+                    self.ended.append((spec.pool, n))
                     cycle.decide(
                         Action.RESERVE,
                         spec.pool,

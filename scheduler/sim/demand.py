@@ -53,6 +53,7 @@ class Demand:
     breach: int  # below this many GPUs the predicted quantile passes the threshold
     rps: float
     spike: bool
+    rates: tuple[tuple[str, float], ...] = ()  # (model, requests per second): the load feed
 
 
 @lru_cache(maxsize=4096)
@@ -88,16 +89,18 @@ def changes(
             needed = breach = 0
             rps = 0.0
             spike = False
+            rates = []
             for m in loads:
                 r, s = m.rate(local)
                 r *= scale
                 rps += r
+                rates.append((m.model, r))
                 spike = spike or s
                 needed += _gpus(r, m.serving, m.threshold_seconds, m.quantile, margin)
                 breach += _gpus(r, m.serving, m.threshold_seconds, m.quantile, 0.0)
             if (needed, breach, spike) != last:
                 last = (needed, breach, spike)
-                yield Demand(max(at, t), needed, breach, rps, spike)
+                yield Demand(max(at, t), needed, breach, rps, spike, tuple(rates))
         day += timedelta(days=1)
 
 

@@ -144,6 +144,12 @@ def summarise(rec: Recorder, timezone: str) -> dict[str, object]:
             "gpu_hours_needed": q.needed_area / 3600.0,
             "gpu_hours_short": (q.needed_area - q.served_area) / 3600.0,
             "alerts": q.alerts,
+            "bell_wait_max_seconds": max(q.bell_waits, default=0.0),
+            "bells": len(q.bell_waits),
+            "shortfalls_after_first_grant": len(q.after_grant),
+            "gpus_granted": sum(g for g, _ in q.grants),
+            "gpus_lacking_at_grants": sum(n for _, n in q.grants),
+            "grants": len(q.grants),
         }
     calls = sorted(rec.call_seconds)
     return {

@@ -84,6 +84,7 @@ def _without_policy_rules(policy: PolicySpec) -> PolicySpec:
         preemption_priority_boost=0.0,
         drain_after_seconds=0.0,
         cost_before_class=False,
+        load_aware_grants=False,
     )
 
 

@@ -34,7 +34,7 @@ from itertools import count
 
 from scheduler.core.engine import Scheduler
 from scheduler.core.errors import SchedulerError
-from scheduler.core.model import Action, Decision, JobKind, JobRequest, Result
+from scheduler.core.model import Action, Cause, Decision, JobKind, JobRequest, Result
 from scheduler.sim.demand import Demand
 from scheduler.sim.policies import PolicyRun
 
@@ -102,6 +102,15 @@ class P0Pool:
     spike_seconds: float = 0.0
     spike_served_seconds: float = 0.0
     alerts: int = 0
+    # Issue 15's figures: a spike's first grant, the shortfalls that start after it,
+    # the wait at each bell (from the spike's start until served in full), and each
+    # grant's GPUs beside what P0 lacked when it was decided.
+    spike_start: float | None = None
+    first_grant: float | None = None
+    after_grant: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds)
+    bell_waits: list[float] = field(default_factory=list)
+    bell_open: bool = False  # short since this spike's start
+    grants: list[tuple[int, int]] = field(default_factory=list)  # (granted, lacking then)
     last: float = 0.0
     needed_area: float = 0.0  # GPU-seconds needed
     served_area: float = 0.0  # GPU-seconds served, up to what was needed
@@ -185,6 +194,7 @@ class Replay:
         if self._seeds:
             self._call(core.seed, self._seeds)
         for p in rec.p0.values():
+            self._feed_load(p)
             self._p0_check(p)
             self._push_next_demand(p)
         jobs = self.jobs
@@ -306,6 +316,7 @@ class Replay:
             assert p.pending is not None
             p.demand = p.pending
             self._push_next_demand(p)
+            self._feed_load(p)
             self._p0_check(p)
         elif kind == "fire":
             name, token = key, number
@@ -313,12 +324,17 @@ class Replay:
             if p.token == token and p.breach_since is not None and not p.firing:
                 p.firing = True
                 p.alerts += 1
+                # The alert carries the model's rate (the rule's annotation) when one
+                # model serves the pool; otherwise the load feed has them all.
+                rates = p.demand.rates
                 self._call(
                     core.alert,
                     pool=name,
                     action="rebalance",
                     firing=True,
                     correlation_id=f"sim-{name}-{int(p.breach_since)}",
+                    model=rates[0][0] if len(rates) == 1 else None,
+                    rate_rps=rates[0][1] if len(rates) == 1 else None,
                 )
         elif kind == "resolve":
             name, token = key, number
@@ -332,6 +348,14 @@ class Replay:
                     firing=False,
                     correlation_id=f"sim-{name}-resolved-{int(now)}",
                 )
+
+    def _feed_load(self, p: P0Pool) -> None:
+        """The load poller's report, as the service's would make it (rim -> core)."""
+        for model, rps in p.demand.rates:
+            try:
+                self.core.report_load(model, rps)
+            except SchedulerError:
+                return  # a model the policy's cluster does not size (no serving spec)
 
     def _push_next_demand(self, p: P0Pool) -> None:
         p.pending = nxt = next(p.next_demands)
@@ -358,10 +382,24 @@ class Replay:
         now = self.now
         d = p.demand
         short = p.serving < d.needed
+        if d.spike and p.spike_start is None:
+            p.spike_start, p.first_grant = now, None
+            p.bell_open = short
+            if not short:
+                p.bell_waits.append(0.0)
+        elif not d.spike and p.spike_start is not None:
+            if p.bell_open:
+                p.bell_waits.append(now - p.spike_start)
+            p.spike_start, p.first_grant, p.bell_open = None, None, False
         if short and p.short_since is None:
             p.short_since = now
         elif not short and p.short_since is not None:
             p.shortfalls.append((p.short_since, now - p.short_since))
+            if p.first_grant is not None and p.short_since >= p.first_grant:
+                p.after_grant.append((p.short_since, now - p.short_since))
+            if p.bell_open and p.spike_start is not None:
+                p.bell_waits.append(now - p.spike_start)
+                p.bell_open = False
             p.short_since = None
         breach = p.serving < d.breach
         if breach and p.breach_since is None:
@@ -398,6 +436,8 @@ class Replay:
         rec.decisions += len(ds)
         for d in ds:
             action = d.action
+            if action is Action.REBALANCE and d.cause is Cause.ALERT and d.gpus and not d.dry_run:
+                self._p0_grant(d, now)
             if d.result is not Result.OK:
                 continue
             job_id = d.job or ""
@@ -473,6 +513,14 @@ class Replay:
                     self._p0_account(p0, now)
                     p0.serving = serving
                     self._p0_check(p0)
+
+    def _p0_grant(self, d: Decision, now: float) -> None:
+        p0 = self.rec.p0.get(d.pool)
+        if p0 is None:
+            return
+        if p0.spike_start is not None and p0.first_grant is None:
+            p0.first_grant = now
+        p0.grants.append((d.gpus, max(0, p0.demand.needed - p0.serving)))
 
     def _pool_name(self, job_id: str) -> str:
         pool = self._pool_of_job.get(job_id)
