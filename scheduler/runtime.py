@@ -204,14 +204,36 @@ class SchedulerRuntime:
         return self._run("seed", lambda: self._core.seed(jobs))
 
     def on_alert(
-        self, *, pool: str, action: str, firing: bool, correlation_id: str
+        self,
+        *,
+        pool: str,
+        action: str,
+        firing: bool,
+        correlation_id: str,
+        model: str = "",
+        rate_rps: float | None = None,
     ) -> list[Decision]:
+        """An alert for ``pool``; ``rate_rps``, ``model``'s request rate it carried, sizes
+        P0's grant (None: ``rebalance_step_gpus``)."""
         return self._run(
             action,
             lambda: self._core.alert(
-                pool=pool, action=action, firing=firing, correlation_id=correlation_id
+                pool=pool,
+                action=action,
+                firing=firing,
+                correlation_id=correlation_id,
+                model=model or None,
+                rate_rps=rate_rps,
             ),
         )
+
+    def report_load(self, model: str, rate_rps: float | None) -> None:
+        """``model``'s request rate as the load poller measured it (None: unknown now).
+
+        Not persisted: it changes no job, and after a restart the next poll reports it again.
+        """
+        with self._lock:
+            self._core.report_load(model, rate_rps)
 
     def tick(self) -> list[Decision]:
         if self._retry:

@@ -206,11 +206,14 @@ class Builder:
         quiet: tuple[tuple[str, str], ...],
         out: tuple[Mapping[str, str], ...],
         title: str = "",
+        queried: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         """One alerting rule, its fixtures, the labels the expression yields in ``firing``
-        and its value there (``fired``)."""
+        and its value there (``fired``). ``queried``: more annotations, each a template
+        that queries Prometheus, with what it renders to in ``firing``."""
         static = {"severity": severity, **labels}
         ann = annotations(self.stack, name, text, value, dashboard)
+        ann |= {k: template for k, (template, _) in (queried or {}).items()}
         rule: dict[str, Any] = {"alert": name, "expr": expr}
         if for_seconds > 0:
             rule["for"] = dur(for_seconds)
@@ -218,6 +221,11 @@ class Builder:
         rule["annotations"] = ann
         shown = value.format(fired)
         exp = tuple(expected(name, o, static, ann, shown) for o in out)
+        if queried:
+            exp = tuple(
+                Expected(e.labels, {**e.annotations, **{k: r for k, (_, r) in queried.items()}})
+                for e in exp
+            )
         at = eval_seconds(self.stack, for_seconds)
         self.cases.append(Case(file, group, name, (rule,), firing, quiet, exp, at, signal, title))
 

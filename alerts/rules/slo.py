@@ -31,7 +31,13 @@ from alerts.rules.common import (
     zero_if_absent,
 )
 from deploy.stack import Model, Stack
-from exporters.catalog.model import MODEL_ERRORS, MODEL_REQUEST_DURATION, MODEL_REQUESTS
+from scheduler.core.alerts import REQUEST_RATE_ANNOTATION
+from exporters.catalog.model import (
+    MODEL_ERRORS,
+    MODEL_REQUEST_DURATION,
+    MODEL_REQUESTS,
+    request_rate_query,
+)
 from exporters.catalog.recorded import (
     budget_remaining,
     error_budget,
@@ -71,6 +77,14 @@ def p99_expr(stack: Stack, model: Model, window: str | None = None) -> str:
         f"histogram_quantile({num(model.slo.latency_quantile)}, "
         f"sum {by(('le', 'model', 'pool'))} ({buckets}))"
     )
+
+
+def request_rate_template(stack: Stack, model: Model) -> str:
+    """The annotation that carries the model's request rate to the scheduler, which sizes
+    P0's grant from it: a query when the alert fires (empty if the query finds nothing;
+    the scheduler then borrows ``rebalance_step_gpus``)."""
+    query = request_rate_query(model.name, fast_window(stack))
+    return f'{{{{ with query `{query}` }}}}{{{{ . | first | value | printf "%.3f" }}}}{{{{ end }}}}'
 
 
 def generate(b: Builder) -> None:
@@ -142,6 +156,13 @@ def generate(b: Builder) -> None:
                 quiet=histogram_fixture(m, 100, 0),
                 out=({"model": m.name, "pool": m.pool},),
                 title=m.name,
+                # The firing fixture counts 100 requests a scrape.
+                queried={
+                    REQUEST_RATE_ANNOTATION: (
+                        request_rate_template(stack, m),
+                        f"{100 / stack.prometheus.scrape_interval_seconds:.3f}",
+                    )
+                },
             )
 
         for sli, ratio, target, fixture in (

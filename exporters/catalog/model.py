@@ -62,3 +62,10 @@ MODEL_METRICS: tuple[Metric, ...] = (
     MODEL_REQUESTS_WAITING,
     MODEL_UNKNOWN_REQUESTS,
 )
+
+
+def request_rate_query(model: str, window: str) -> str:
+    """PromQL for ``model``'s requests per second over ``window``: every request is observed
+    in the duration histogram, so its ``_count`` is the request counter. The P0 latency
+    alert's ``request_rate_rps`` annotation and the scheduler's load poller both ask it."""
+    return f'sum(rate({MODEL_REQUEST_DURATION.count}{{model="{model}"}}[{window}]))'

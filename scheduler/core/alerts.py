@@ -17,6 +17,9 @@ from scheduler.core.errors import InvalidRequest
 
 # Alert correlation ids remembered for de-duplicating retried notifications.
 SEEN_ALERTS_KEPT = 1_000
+# The annotation in which P0's latency alert carries its model's request rate (req/s),
+# filled by a Prometheus template query when the alert fires: it sizes the grant.
+REQUEST_RATE_ANNOTATION = "request_rate_rps"
 
 
 class AlertAction(StrEnum):

@@ -19,8 +19,16 @@ class Runtime(Protocol):
     """What the service needs from ``scheduler.runtime.SchedulerRuntime``."""
 
     def on_alert(
-        self, *, pool: str, action: str, firing: bool, correlation_id: str
+        self,
+        *,
+        pool: str,
+        action: str,
+        firing: bool,
+        correlation_id: str,
+        model: str = "",
+        rate_rps: float | None = None,
     ) -> list[Decision]: ...
+    def report_load(self, model: str, rate_rps: float | None) -> None: ...
     def tick(self) -> list[Decision]: ...
     def checkpoint(self) -> None: ...
     def pools(self) -> Sequence[PoolView]: ...

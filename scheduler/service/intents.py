@@ -54,6 +54,10 @@ _ADDED = (
     ("user", "TEXT NOT NULL DEFAULT ''"),
     ("source_ip", "TEXT NOT NULL DEFAULT ''"),
     ("receipt", "INTEGER NOT NULL DEFAULT 1"),
+    # The model a P0 latency alert is about and the request rate it carried (NULL: none):
+    # what sizes the grant, kept so that a restart acts on the same numbers.
+    ("model", "TEXT NOT NULL DEFAULT ''"),
+    ("rate_rps", "REAL"),
 )
 # No index on ``receipt``: it is read once, at startup, and an index would cost a write
 # per alert state and another when its flag is set.
@@ -76,6 +80,8 @@ class QueuedIntent:
     action: str
     firing: bool
     received_at: float
+    model: str = ""
+    rate_rps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,12 @@ class Outcome:
 
 _COLUMNS = (
     "key, correlation_id, alert, pool, action, firing, state, received_at, updated_at, outcome, "
-    "pair, user, source_ip, receipt"
+    "pair, user, source_ip, receipt, model, rate_rps"
 )
 _PLACEHOLDERS = "(" + ",".join("?" * len(_COLUMNS.split(","))) + ")"
-# SQLite binds at most 32,766 parameters per statement (14 a row); bigger batches are
+# SQLite binds at most 32,766 parameters per statement (16 a row); bigger batches are
 # chunked inside one explicit transaction.
-_MAX_ROWS = 2300
+_MAX_ROWS = 2000
 
 
 def _insert(n: int) -> str:
@@ -118,7 +124,7 @@ def _flat(rows: Sequence[tuple[object, ...]]) -> list[object]:
 
 
 _PENDING = (
-    "SELECT id, key, correlation_id, alert, pool, action, firing, received_at "
+    "SELECT id, key, correlation_id, alert, pool, action, firing, received_at, model, rate_rps "
     "FROM alerts WHERE state = 'pending' ORDER BY id"
 )
 
@@ -126,7 +132,7 @@ _PENDING = (
 def _queued(r: tuple[Any, ...]) -> QueuedIntent:
     return QueuedIntent(
         int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
-        float(r[7]),
+        float(r[7]), str(r[8]), None if r[9] is None else float(r[9]),
     )  # fmt: skip
 
 
@@ -209,7 +215,8 @@ class IntentQueue:
                 rows = [
                     (it.key, it.correlation_id, it.alert, it.pool, it.action, int(it.firing),
                      "pending" if it.action and it.key not in late else "ignored", received,
-                     received, LATE_FIRING if it.key in late else it.reason, it.pair, user, ip, 0)
+                     received, LATE_FIRING if it.key in late else it.reason, it.pair, user, ip, 0,
+                     it.model, it.rate_rps)
                     for (intents, received), (user, ip) in zip(batches, who, strict=True)
                     for it in intents
                 ]  # fmt: skip

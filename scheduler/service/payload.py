@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from deploy.stack import Stack
+from scheduler.core.alerts import REQUEST_RATE_ANNOTATION
 from scheduler.service.errors import PayloadError
 
 MAX_ALERTS = 1000
 MAX_STRING = 8192
 ACTION_LABEL = "action"
 POOL_LABEL = "pool"
+MODEL_LABEL = "model"
+# The highest request rate taken from an annotation: a bigger number is a broken
+# template, not a load (the grant then falls back to the fixed step).
+MAX_RATE_RPS = 1e9
 
 _TOP = {
     "version": str,
@@ -64,6 +70,7 @@ class Alert:
     labels: Mapping[str, str]
     fingerprint: str
     starts_at_ns: int  # normalised: the same instant however the sender formatted it
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -193,11 +200,11 @@ def parse_notification(body: bytes) -> Notification:
         if not _FINGERPRINT.match(a["fingerprint"]):
             raise PayloadError(f"{p}.fingerprint: must be lowercase hex")
         labels = _string_map(a["labels"], f"{p}.labels")
-        _string_map(a.get("annotations", {}), f"{p}.annotations")
+        notes = _string_map(a.get("annotations", {}), f"{p}.annotations")
         starts = parse_time_ns(a["startsAt"], f"{p}.startsAt")
         if "endsAt" in a:
             parse_time_ns(a["endsAt"], f"{p}.endsAt")
-        out.append(Alert(a["status"], labels, a["fingerprint"], starts))
+        out.append(Alert(a["status"], labels, a["fingerprint"], starts, notes))
     return Notification(doc["groupKey"], doc["status"], doc["receiver"], tuple(out))
 
 
@@ -213,6 +220,22 @@ class Intent:
     firing: bool
     reason: str  # why it is ignored, when it is
     pair: str = ""  # the alert across its states (``Alert.pair``)
+    model: str = ""  # the ``model`` label: whose request rate ``rate_rps`` is
+    rate_rps: float | None = None  # the rate the alert carried; None: none usable
+
+
+def rate_of(alert: Alert) -> float | None:
+    """The request rate the alert's annotation carries; None when missing or unusable.
+
+    Never an error: an alert without a usable rate (an older rule, a query that found
+    nothing, a template that broke) is still acted on, by the fixed step.
+    """
+    text = alert.annotations.get(REQUEST_RATE_ANNOTATION, "").strip()
+    try:
+        rate = float(text)
+    except ValueError:
+        return None
+    return rate if math.isfinite(rate) and 0.0 <= rate <= MAX_RATE_RPS else None
 
 
 def actionable_pairs(stack: Stack) -> frozenset[tuple[str, str]]:
@@ -231,4 +254,15 @@ def intent_for(alert: Alert, allowed: frozenset[tuple[str, str]]) -> Intent:
     if (pool, action) not in allowed:
         reason = f"the stack maps no {action!r} action to pool {pool!r}"
         return Intent(alert.key, alert.correlation_id, name, pool, "", firing, reason, alert.pair)
-    return Intent(alert.key, alert.correlation_id, name, pool, action, firing, "", alert.pair)
+    return Intent(
+        alert.key,
+        alert.correlation_id,
+        name,
+        pool,
+        action,
+        firing,
+        "",
+        alert.pair,
+        alert.labels.get(MODEL_LABEL, ""),
+        rate_of(alert) if firing else None,
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from deploy.stack import Stack
+from deploy.stack import FAST_WINDOW_SCRAPES, Stack
 from scheduler.audit import AuditEntry, AuditLog, AuditUnavailable
 from scheduler.core.errors import SchedulerError
 from scheduler.service.audit_watch import AuditWatch
@@ -29,6 +29,7 @@ from scheduler.service.config import ServiceConfig
 from scheduler.service.endpoint import Endpoints, Handler
 from scheduler.service.errors import IntentStoreUnavailable
 from scheduler.service.intents import IntentQueue
+from scheduler.service.load_poll import LoadPoller
 from scheduler.service.loops import Loops
 from scheduler.service.metrics import ServiceMetrics
 from scheduler.service.reconcile import Marks, reconcile
@@ -121,6 +122,22 @@ class Service:
             config=config,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # Each P0 model's load, polled from Prometheus for the core (load_poll.py): the
+        # models whose serving the stack gives, with the fast alert's window.
+        sized = [m.name for m in stack.models if m.serving is not None and m.action == "rebalance"]
+        self.load = (
+            LoadPoller(
+                runtime,
+                self.call,
+                prometheus_url=stack.alerting.prometheus_url,
+                models=sized,
+                window=f"{FAST_WINDOW_SCRAPES * stack.prometheus.scrape_interval_seconds:.0f}s",
+                interval=stack.prometheus.scrape_interval_seconds,
+                stopping=self.loops.stopping,
+            )
+            if sized
+            else None
+        )
 
     @property
     def audit_commit(self) -> GroupCommit[list[AuditEntry], None]:
@@ -176,6 +193,8 @@ class Service:
             ("maintenance", self.loops.maintenance()),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
+        if self.load is not None:
+            self._tasks.append(asyncio.create_task(self.load.run(), name="load"))
 
     async def stop(self, app: web.Application) -> None:
         self.loops.stopping.set()

@@ -56,7 +56,14 @@ class Runtime(Protocol):
     """What the worker needs of ``scheduler.runtime.SchedulerRuntime``."""
 
     def on_alert(
-        self, *, pool: str, action: str, firing: bool, correlation_id: str
+        self,
+        *,
+        pool: str,
+        action: str,
+        firing: bool,
+        correlation_id: str,
+        model: str = "",
+        rate_rps: float | None = None,
     ) -> list[Decision]: ...
     def decisions_for(self, correlation_ids: Collection[str]) -> dict[str, list[Decision]]: ...
 
@@ -191,6 +198,8 @@ class IntentWorker:
                     i.action,
                     i.firing,
                     received_at,
+                    i.model,
+                    i.rate_rps,
                 )
             )
 
@@ -257,7 +266,12 @@ class IntentWorker:
         obj, op = f"pool/{it.pool}", f"alert.{it.action}"
         try:
             decisions = self.rt.on_alert(
-                pool=it.pool, action=it.action, firing=it.firing, correlation_id=it.correlation_id
+                pool=it.pool,
+                action=it.action,
+                firing=it.firing,
+                correlation_id=it.correlation_id,
+                model=it.model,
+                rate_rps=it.rate_rps,
             )
         except StoreUnavailable:
             raise

@@ -30,6 +30,7 @@ from alerts.rules import (
 from deploy.demo import FAST_TIMING
 from deploy.stack import Stack
 from exporters.catalog.model import MODEL_REQUEST_DURATION
+from scheduler.core.alerts import REQUEST_RATE_ANNOTATION
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 
@@ -97,6 +98,10 @@ def test_every_alert_carries_severity_annotations_and_routing_labels(stack: Stac
                     continue
                 labels, ann = rule["labels"], rule["annotations"]
                 assert labels["severity"] in (CRITICAL, WARNING, INFO)
+                # P0's latency alert carries its model's request rate as well (sizes the grant).
+                extra = (
+                    [REQUEST_RATE_ANNOTATION] if rule["labels"].get("action") == "rebalance" else []
+                )
                 assert list(ann) == [
                     "summary",
                     "summary_zh",
@@ -105,6 +110,7 @@ def test_every_alert_carries_severity_annotations_and_routing_labels(stack: Stac
                     "value",
                     "runbook_url",
                     "dashboard_url",
+                    *extra,
                 ]
                 assert ann["runbook_url"] == f"{stack.alerting.runbook_base_url}/{rule['alert']}.md"
                 assert ann["dashboard_url"].startswith(stack.grafana.url)

@@ -58,6 +58,11 @@ class FakeRuntime:
         self.actor: Actor | None = None
         self.actors: dict[str, Actor] = {}
         self.audited: set[str] = set()
+        self.rates: list[tuple[str, float | None]] = []  # (model, rate) each alert carried
+        self.loads: list[tuple[str, float | None]] = []  # the load poller's reports
+
+    def report_load(self, model: str, rate_rps: float | None) -> None:
+        self.loads.append((model, rate_rps))
 
     def _decide(self, action: Action, pool: str, cid: str) -> Decision:
         d = Decision(f"d{next(self._ids)}", time.time(), action, pool, Result.OK, "test", 8, correlation_id=cid)  # fmt: skip
@@ -70,7 +75,8 @@ class FakeRuntime:
         if pool not in self.pool_names:
             raise UnknownPool(pool)
 
-    def on_alert(self, *, pool: str, action: str, firing: bool, correlation_id: str) -> list[Decision]:  # fmt: skip
+    def on_alert(self, *, pool: str, action: str, firing: bool, correlation_id: str,
+                 model: str = "", rate_rps: float | None = None) -> list[Decision]:  # fmt: skip
         if self.fail_store:
             raise StoreUnavailable("disk gone")
         if self.on_alert_hook is not None:
@@ -78,6 +84,7 @@ class FakeRuntime:
         self.alerts.append(
             {"pool": pool, "action": action, "firing": firing, "cid": correlation_id}
         )
+        self.rates.append((model, rate_rps))
         # The real runtime's decisions for an alert's action: grow the pool, or scale it.
         kind = Action.SCALE_UP if action == "scale" else Action.REBALANCE
         return [self._decide(kind if firing else Action.RETURN, pool, correlation_id)]

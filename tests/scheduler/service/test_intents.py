@@ -89,3 +89,17 @@ def test_other_alerts_are_not_affected_by_a_resolved_one(tmp_path: Path) -> None
     new = q.record([_state("a2", True, "A"), _state("a1", True, "B")], 1.0)
     assert [(i.pair, bool(i.action)) for _, i in new] == [("a2", True), ("a1", False)]
     q.close()
+
+
+def test_the_model_and_rate_an_alert_carried_survive_a_restart(tmp_path: Path) -> None:
+    import dataclasses
+
+    q = IntentQueue(tmp_path / "q.db")
+    sized = dataclasses.replace(intent("r"), model="risk-scorer", rate_rps=350.5)
+    q.record_many([([sized, intent("s")], 1.0)])
+    q.close()
+    again = IntentQueue(tmp_path / "q.db")  # the worker's startup read after a crash
+    pending = {p.key: p for p in again.fetch_pending()}
+    assert (pending["r"].model, pending["r"].rate_rps) == ("risk-scorer", 350.5)
+    assert (pending["s"].model, pending["s"].rate_rps) == ("", None)
+    again.close()
