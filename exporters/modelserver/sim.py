@@ -20,7 +20,11 @@ the pool GPUs the extra capacity takes effect at once.
   ``token_time_seconds`` decode step per generated token, observing time to
   first token, inter-token latency and token counts.
 
-The pool is thus an M/G/c queue with c = slots. With the defaults (8 ms, 4
+The replica's numbers are the stack's ``models[].serving`` (what the scheduler sizes
+P0's grants by, ``scheduler.core.capacity``), so what the scheduler predicts and what
+the demo measures come from one description; arguments override them (tests).
+
+The pool is thus an M/G/c queue with c = slots. With the stack's (8 ms, 4
 GPUs per replica, concurrency 1), the demo's ``risk-scorer`` (p0-risk, 8 GPUs, so
 2 slots) has a capacity of 250 req/s. At 125 req/s (0.5x) queueing theory gives
 a p99 of 22 ms and the loopback HTTP path adds a few ms (about 30 ms measured);
@@ -182,16 +186,26 @@ class ModelServerSim:
         registry: CollectorRegistry,
         gpus_for_pool: Callable[[str], int],
         *,
-        service_time_seconds: float = 0.008,
+        service_time_seconds: float | None = None,
         service_time_shape: float = 16.0,
-        gpus_per_replica: int = 4,
-        replica_concurrency: int = 1,
+        gpus_per_replica: int | None = None,
+        replica_concurrency: int | None = None,
         queue_timeout_seconds: float = 2.0,
         max_queue: int = 2000,
         token_time_seconds: float = 0.002,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        # What one replica serves: the stack's ``models[].serving`` (the numbers the
+        # scheduler sizes P0's grants by), unless given here; without either, 8 ms on
+        # one replica of 4 GPUs serving one request at a time.
+        serving = next((m.serving for m in stack.models if m.serving is not None), None)
+        if service_time_seconds is None:
+            service_time_seconds = serving.service_time_seconds if serving else 0.008
+        if gpus_per_replica is None:
+            gpus_per_replica = serving.gpus_per_replica if serving else 4
+        if replica_concurrency is None:
+            replica_concurrency = serving.replica_concurrency if serving else 1
         if service_time_seconds <= 0 or service_time_shape <= 0:
             raise ValueError("service time and shape must be > 0")
         if gpus_per_replica < 1 or replica_concurrency < 1:

@@ -278,3 +278,18 @@ async def test_metrics_answer_prometheus_with_gzipped_openmetrics(env: Env) -> N
         ]
         == 1
     )
+
+
+def test_the_simulator_serves_with_the_stacks_serving_spec(stack: Stack) -> None:
+    import dataclasses
+
+    from deploy.stack import Serving
+
+    m = stack.models[0]
+    slow = dataclasses.replace(m, serving=Serving(0.02, 2, 3))
+    other = dataclasses.replace(stack, models=(slow, *stack.models[1:]))
+    sim = ModelServerSim(other, CollectorRegistry(), lambda p: 8)
+    assert (sim.service_time_seconds, sim.gpus_per_replica, sim.replica_concurrency) == (0.02, 2, 3)
+    assert sim.slots(8) == 12 and sim.capacity_qps(m.name, 8) == pytest.approx(600.0)
+    # Explicit arguments still win (the tests' fast servers).
+    assert ModelServerSim(other, CollectorRegistry(), lambda p: 8, gpus_per_replica=4).slots(8) == 6
