@@ -138,6 +138,7 @@ def figures(
         "granted": p0.get("gpus_granted", 0),
         "lacking": p0.get("gpus_lacking_at_grants", 0),
         "spike_served": p0.get("spike_served_share", 1.0),
+        "to_capacity": p0.get("time_to_capacity", {}),
     }
 
 
@@ -163,6 +164,17 @@ def table(name: str, rows: dict[str, dict[str, Any]], caps: tuple[int, int]) -> 
         )
     nb = rows["novabrain"]
     lines.append("")
+    ttc = nb["to_capacity"]
+    lines.append(
+        "novabrain's P0 grants, time to capacity (p50 / max s): "
+        + (
+            ", ".join(
+                f"{stage} {v['p50_seconds']:.0f} / {v['max_seconds']:.0f}"
+                for stage, v in ttc.items()
+            )
+            or "no grant"
+        )
+    )
     lines.append(f"novabrain's longest wait: {nb['longest_job']}")
     if nb["over_bound"]:
         lines.append(f"novabrain's jobs over the bound, by why: {nb['over_bound_why']}")

@@ -458,6 +458,23 @@ def scheduler(stack: Stack) -> dict[str, Any]:
             "reqps",
         ),
         *audit_panels(),
+        # Last, so that the panel ids alerts link to stay as they were.
+        timeseries(
+            "P0 grants: time to capacity",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (le, stage) (rate({s.GRANT_TIME_TO_CAPACITY.bucket}{{{POOL}}}[{RATE}])))",
+                    "{{stage}} p95",
+                ),
+                (
+                    f"histogram_quantile(0.5, sum by (le, stage) (rate({s.GRANT_TIME_TO_CAPACITY.bucket}{{{POOL}}}[{RATE}])))",
+                    "{{stage}} p50",
+                ),
+            ],
+            "s",
+            description="From a P0 grant's request (alert or operator) to its first victim "
+            "signalled, its last GPU free, and P0 serving on all of them.",
+        ),
     ]
     return _dashboard(
         stack, SCHEDULER_UID, "NovaBrain / Scheduler and pools", specs, [_pool_var(stack)]

@@ -35,12 +35,15 @@ from scheduler.core.model import (
     ReservationView,
     Result,
 )
+from scheduler.grant_timing import GrantTimer
 
 WAIT_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 DURATION_BUCKETS = (1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0)
 JOB_PREEMPTION_BUCKETS = (0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0)
 # GPU-seconds: nothing, a GPU-minute, -ten minutes, -hour, four, a day, a week, a month.
 JOB_LOST_BUCKETS = (0.0, 60.0, 600.0, 3600.0, 4 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0)
+# Seconds to capacity: at once, a heartbeat, a victim's ack, its grace, a minute or more.
+CAPACITY_BUCKETS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Accumulator:
         self.duration: dict[str, Buckets] = {}
         self.job_preemptions: dict[str, Buckets] = {}
         self.job_lost: dict[str, Buckets] = {}
+        self.grants = GrantTimer()
+        self.to_capacity: dict[tuple[str, str], Buckets] = {}  # (pool, stage)
 
     def observe(self, decisions: Sequence[Decision], jobs: Sequence[JobView] = ()) -> None:
         with self.lock:
@@ -76,6 +81,9 @@ class Accumulator:
                     n.observe(float(len(j.preemptions)))
                     lost = self.job_lost.setdefault(j.pool, Buckets(JOB_LOST_BUCKETS))
                     lost.observe(j.gpu_seconds_lost)
+            for pool, stage, seconds in self.grants.observe(decisions):
+                h = self.to_capacity.setdefault((pool, stage), Buckets(CAPACITY_BUCKETS))
+                h.observe(seconds)
             for d in decisions:
                 # Label values are the enums' strings (what the store and the audit hold).
                 self.decisions[(str(d.action), str(d.result))] += 1
@@ -114,6 +122,7 @@ _BUCKETS = {
     cat.DECISION_DURATION: DURATION_BUCKETS,
     cat.JOB_PREEMPTIONS: JOB_PREEMPTION_BUCKETS,
     cat.JOB_GPU_SECONDS_LOST: JOB_LOST_BUCKETS,
+    cat.GRANT_TIME_TO_CAPACITY: CAPACITY_BUCKETS,
 }
 
 
@@ -196,6 +205,9 @@ class SchedulerCollector(Collector):
                 ),
                 cat.JOB_GPU_SECONDS_LOST: self._histograms(
                     cat.JOB_GPU_SECONDS_LOST, (((p,), h) for p, h in acc.job_lost.items())
+                ),
+                cat.GRANT_TIME_TO_CAPACITY: self._histograms(
+                    cat.GRANT_TIME_TO_CAPACITY, acc.to_capacity.items()
                 ),
             }
 

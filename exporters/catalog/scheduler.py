@@ -57,6 +57,13 @@ DRAIN_HELD_GPUS = gauge(
     "GPUs a draining pool holds for the head of its queue.",
     "pool",
 )
+GRANT_TIME_TO_CAPACITY = histogram(
+    "scheduler_grant_time_to_capacity_seconds",
+    "Seconds from a P0 grant's request (alert or operator) to each stage: first victim "
+    "signalled, last GPU free, serving on all of them.",
+    "pool",
+    "stage",
+)
 CYCLES_REFUSED = counter(
     "scheduler_preemption_cycles_refused",
     "Preemptions refused because they would reverse a recent one.",
@@ -103,6 +110,7 @@ SCHEDULER_METRICS: tuple[Metric, ...] = (
     JOB_GPU_SECONDS_LOST,
     POOL_DRAINING,
     DRAIN_HELD_GPUS,
+    GRANT_TIME_TO_CAPACITY,
     CYCLES_REFUSED,
     DECISIONS,
     DECISION_DURATION,

@@ -150,6 +150,11 @@ def summarise(rec: Recorder, timezone: str) -> dict[str, object]:
             "gpus_granted": sum(g for g, _ in q.grants),
             "gpus_lacking_at_grants": sum(n for _, n in q.grants),
             "grants": len(q.grants),
+            "time_to_capacity": {
+                stage: {"p50_seconds": quantile(v, 0.5), "max_seconds": max(v, default=0.0)}
+                for stage in ("first_victim_signalled", "last_gpu_free", "serving")
+                if (v := [t for p, s, t in rec.to_capacity if p == name and s == stage])
+            },
         }
     calls = sorted(rec.call_seconds)
     return {

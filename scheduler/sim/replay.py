@@ -35,6 +35,7 @@ from itertools import count
 from scheduler.core.engine import Scheduler
 from scheduler.core.errors import SchedulerError
 from scheduler.core.model import Action, Cause, Decision, JobKind, JobRequest, Result
+from scheduler.grant_timing import GrantTimer
 from scheduler.sim.demand import Demand
 from scheduler.sim.policies import PolicyRun
 
@@ -135,6 +136,8 @@ class Recorder:
     nodes_added: int = 0
     end: float = 0.0
     stuck_wakeups: int = 0  # next_wakeup in the past after a tick: should stay 0
+    # Each grant's time to capacity, as the service exports it: (pool, stage, seconds).
+    to_capacity: list[tuple[str, str, float]] = field(default_factory=list)
     wall_seconds: float = 0.0
 
 
@@ -179,6 +182,7 @@ class Replay:
         self._node_serial = count(1)
         self._per_node = run.cluster.gpus_per_new_node
         self._live = 0  # trace jobs submitted and not finished
+        self._grants = GrantTimer()
         self._seeds: list[JobRequest] = []
         for name, (demands, replicas) in p0.items():
             it = demands()
@@ -429,6 +433,8 @@ class Replay:
         if self.on_decisions is not None:
             self.on_decisions(ds)
         rec = self.rec
+        if rec.p0:
+            rec.to_capacity += self._grants.observe(ds)
         now = self.now
         held = self._held
         touched: set[str] = set()

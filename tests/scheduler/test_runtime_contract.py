@@ -157,7 +157,9 @@ def test_reservation_and_scaling_show_in_metrics(stack: Stack, tmp_path: Path) -
     clock.now += 1.5  # the simulated victims checkpoint and let go
     rt.tick()
     assert gauge(cat.RESERVATION_SATISFIED.name, **key) == 1
-    assert rt.serving_gpus("p0-risk") == 16  # before the bell
+    # Before the bell: its own GPUs and the reservation's.
+    own = stack.pool("p0-risk").nominal_gpus
+    assert rt.serving_gpus("p0-risk") == own + stack.reservations[0].gpus
 
     nodes = gauge(cat.POOL_NODES.name, pool="p1-train")
     rt.manual_scale("p1-train", 1, "op-1")
