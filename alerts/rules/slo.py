@@ -31,7 +31,6 @@ from alerts.rules.common import (
     zero_if_absent,
 )
 from deploy.stack import Model, Stack
-from scheduler.core.alerts import REQUEST_RATE_ANNOTATION
 from exporters.catalog.model import (
     MODEL_ERRORS,
     MODEL_REQUEST_DURATION,
@@ -46,6 +45,7 @@ from exporters.catalog.recorded import (
     latency_miss_ratio,
     latency_threshold,
 )
+from scheduler.core.alerts import REQUEST_RATE_ANNOTATION
 
 SLO_FILE = "slo.rules.yml"
 # What the scheduler does about a breach, as on-call reads it.
