@@ -190,7 +190,8 @@ class SimulatedStack:
         self.workdir = Path(workdir)
         base = _fast_stack(stack) if fast else stack
         self.ports = {
-            k: free_port() for k in ("scheduler", "gpu_exporter", "model_server", "oncall", "wecom")
+            k: free_port()
+            for k in ("scheduler", "gpu_exporter", "model_server", "oncall", "wecom", "prometheus")
         }
         sched_url = f"http://127.0.0.1:{self.ports['scheduler']}/api/v1/alerts"
         self.oncall = OnCall()
@@ -220,6 +221,8 @@ class SimulatedStack:
             alerting=dataclasses.replace(
                 base.alerting,
                 scheduler_webhook_url=sched_url,
+                # The scheduler's load poller asks the demo's Prometheus for P0's load.
+                prometheus_url=f"http://127.0.0.1:{self.ports['prometheus']}",
                 webhook_credentials_file=str(self.workdir / "alertmanager-token"),
                 oncall=oncall,
             ),
@@ -387,7 +390,9 @@ class SimulatedStack:
             rule_files=list(rules),
             alertmanager_url=self.alertmanager.url,
         )
-        self.prometheus = PrometheusProcess(prom_cfg, self.workdir / "prometheus", rule_files=rules)
+        self.prometheus = PrometheusProcess(
+            prom_cfg, self.workdir / "prometheus", rule_files=rules, port=self.ports["prometheus"]
+        )
         await asyncio.to_thread(self.prometheus.start)
 
     def _update_world(self) -> None:
@@ -581,6 +586,14 @@ async def run_scenario(
     record(
         "webhook", f"webhook received; decision {d.get('id')}: {d.get('reason', '')}", decision=d
     )
+    sizing = d.get("sizing")
+    if isinstance(sizing, dict):  # the alert carried the model's rate: the grant was sized
+        record("sized", _sized(sizing, threshold, model.slo.latency_quantile), **sizing)
+    else:
+        record(
+            "sized",
+            f"no request rate on the alert: a fixed step of {stack.policy.rebalance_step_gpus} GPUs",
+        )
 
     async def moved() -> int | None:
         n = env.runtime.serving_gpus(pool)
@@ -599,6 +612,15 @@ async def run_scenario(
         f"after their grace period ({lost:.0f} GPU-seconds of work since their last checkpoints lost)",
         gpus=grown,
         victims=victims,
+    )
+
+    stages = await _time_to_capacity(env, str(d.get("job") or ""))
+    record(
+        "capacity",
+        "time to capacity: "
+        + ", ".join(f"{stage.replace('_', ' ')} {sec:.1f}s" for stage, sec in stages.items())
+        + " after the alert reached the scheduler",
+        **stages,
     )
 
     async def recovered() -> float | None:
@@ -631,7 +653,8 @@ async def run_scenario(
     again = await _until("preempted jobs resumed", resumed, step_timeout)
     record(
         "returned",
-        f"after {stack.policy.return_stabilization_seconds:.0f}s stable, borrowed GPUs returned: "
+        f"the load needing them no more for {stack.policy.return_stabilization_seconds:.0f}s, "
+        "borrowed GPUs returned: "
         f"{pool} holds {back}; {len(again)} preempted jobs resumed (from their last checkpoints where they had one)",
         gpus=back,
         resumed=again,
@@ -661,6 +684,38 @@ async def run_scenario(
         + ", ".join(f"{k} {v}" for k, v in by_channel.items()),
     )
     return timeline
+
+
+def _sized(sizing: dict[str, Any], threshold: float, quantile: float) -> str:
+    """The sized grant as on-call reads it: the inputs and the prediction (None: unstable)."""
+
+    def ms(v: Any) -> str:
+        return "unstable" if v is None else f"{float(v) * 1000:.0f} ms"
+
+    q = f"p{quantile * 100:g}"
+    return (
+        f"sized grant: {float(sizing['rate_rps']):.0f} req/s at "
+        f"{float(sizing['service_time_seconds']) * 1000:.0f} ms a request needs "
+        f"{int(sizing['needed_gpus'])} GPUs; {int(sizing['held_gpus'])} serving + "
+        f"{int(sizing['credit_gpus'])} granted, so {int(sizing['want_gpus'])} more; predicted {q} "
+        f"{ms(sizing['quantile_before_seconds'])} → {ms(sizing['quantile_after_seconds'])} "
+        f"(threshold {threshold * 1000:.0f} ms)"
+    )
+
+
+async def _time_to_capacity(env: SimulatedStack, burst: str) -> dict[str, float]:
+    """The grant's stages (grant_timing), from the scheduler's recorded decisions: only
+    the decisions of the grant and of its victims, so no other grant mixes in."""
+    from scheduler.core.model import Decision
+    from scheduler.grant_timing import GrantTimer
+
+    rows = await env.api("/api/v1/decisions?limit=10000")
+    ds = sorted((Decision.from_dict(r) for r in rows), key=lambda x: x.id)
+    grant = next((x for x in ds if x.job == burst and x.action == "rebalance"), None)
+    if grant is None:
+        return {}
+    mine = {burst, *grant.victims}
+    return {stage: secs for _, stage, secs in GrantTimer().observe(x for x in ds if x.job in mine)}
 
 
 async def _is(state: Callable[[], Awaitable[str | None]], want: str | None) -> bool:

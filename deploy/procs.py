@@ -54,10 +54,10 @@ class _Managed:
     name = "process"
     ready_path = "/-/ready"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"
@@ -150,8 +150,9 @@ class PrometheusProcess(_Managed):
         config: dict[str, Any],
         workdir: Path,
         rule_files: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
-        super().__init__(workdir)
+        super().__init__(workdir, port)
         self.config = dict(config)
         self.rule_files = dict(rule_files or {})
 

@@ -227,13 +227,13 @@ class SchedulerRuntime:
             ),
         )
 
-    def report_load(self, model: str, rate_rps: float | None) -> None:
+    def report_load(self, model: str, rate_rps: float | None) -> list[Decision]:
         """``model``'s request rate as the load poller measured it (None: unknown now).
 
-        Not persisted: it changes no job, and after a restart the next poll reports it again.
+        The rate itself is not persisted (after a restart the next poll reports it again);
+        a grant it causes (a firing pool whose load needs more) is, like any decision.
         """
-        with self._lock:
-            self._core.report_load(model, rate_rps)
+        return self._run("load", lambda: self._core.report_load(model, rate_rps))
 
     def tick(self) -> list[Decision]:
         if self._retry:

@@ -287,15 +287,19 @@ class Scheduler:
         self._placement.schedule(cycle)
         return cycle.out
 
-    def report_load(self, model: str, rate_rps: float | None) -> None:
+    def report_load(self, model: str, rate_rps: float | None) -> list[Decision]:
         """``model``'s current request rate, as the rim measured it (None: unknown now).
 
         What P0's grants are sized by and kept for: bursts go back only once the load
-        would be served without them (rebalance.py). The service's load poller calls it
-        every few seconds, the trace replay at each change of its demand profile.
+        would be served without them (rebalance.py), and while the pool's alert fires a
+        load that needs more grows it. The service's load poller calls it every few
+        seconds, the trace replay at each change of its demand profile.
         """
         cycle = self._begin()
-        self._rebalance.report_load(model, rate_rps, cycle.now)
+        self._rebalance.report_load(model, rate_rps, cycle)
+        if cycle.out:
+            self._placement.schedule(cycle)
+        return cycle.out
 
     def load_need(self, pool: str) -> int | None:
         """GPUs ``pool``'s reported load needs within its SLO with the margin (None: unknown)."""

@@ -79,24 +79,39 @@ class Rebalance:
         for m in cluster.spec.models:
             self._by_pool[m.pool] = (*self._by_pool.get(m.pool, ()), m)
         self._rates: dict[str, float] = {}  # model -> requests per second, as last reported
+        self._firing_cid: dict[str, str] = {}  # pool -> its firing alert's correlation id
         # pool -> (since, GPUs needed) change points, oldest first, pruned to the window.
         self._needs: dict[str, list[tuple[float, int]]] = {}
 
     # ------------------------------------------------------------------ the load
 
-    def report_load(self, model: str, rate_rps: float | None, now: float) -> None:
-        """``model``'s current request rate (None: unknown, the fallback rules hold)."""
+    def report_load(self, model: str, rate_rps: float | None, cycle: Cycle) -> None:
+        """``model``'s current request rate (None: unknown, the fallback rules hold).
+
+        While the pool's alert fires, a load that needs more than the pool holds and has
+        been granted grows it at once: under overload the measured rate is what the
+        GPUs could serve, not what arrives, so the alert's first rate can fall short,
+        and the alert, still firing, would not be sent again for hours.
+        """
+        pool_name = self._record_load(model, rate_rps, cycle.now)
+        pool = self._cluster.pools.get(pool_name)
+        if pool is not None and pool.firing and rate_rps is not None:
+            self._grow_for_alert(
+                pool, self._firing_cid.get(pool.name, ""), cycle, model, top_up=True
+            )
+
+    def _record_load(self, model: str, rate_rps: float | None, now: float) -> str:
         spec = self._models.get(model)
         if spec is None:
             raise InvalidRequest(f"no model {model!r} with a serving spec")
         if rate_rps is None or not math.isfinite(rate_rps) or rate_rps < 0:
             self._rates.pop(model, None)
             self._needs.pop(spec.pool, None)
-            return
+            return spec.pool
         self._rates[model] = rate_rps
         need = self.need(spec.pool)
         if need is None:
-            return
+            return spec.pool
         points = self._needs.setdefault(spec.pool, [])
         if points and points[-1][0] == now:
             points.pop()
@@ -106,6 +121,7 @@ class Rebalance:
         # Keep the change in force at the window's start; older ones no longer count.
         while len(points) > 1 and points[1][0] <= now - window:
             points.pop(0)
+        return spec.pool
 
     def need(self, pool: str) -> int | None:
         """GPUs the pool's load needs, with the margin (None: some model's load is unknown)."""
@@ -158,8 +174,9 @@ class Rebalance:
         if rate_rps is not None:
             spec = self._alert_model(pool, model)
             if spec is not None:
-                self.report_load(spec.name, rate_rps, cycle.now)
+                self._record_load(spec.name, rate_rps, cycle.now)
         if firing:
+            self._firing_cid[pool.name] = correlation_id
             pool.firing = True
             pool.resolved_at = None
             self._grow_for_alert(pool, correlation_id, cycle, model)
@@ -200,13 +217,21 @@ class Rebalance:
         return models[0] if len(models) == 1 else None
 
     def _grow_for_alert(
-        self, pool: Pool, correlation_id: str, cycle: Cycle, model: str | None
+        self,
+        pool: Pool,
+        correlation_id: str,
+        cycle: Cycle,
+        model: str | None,
+        *,
+        top_up: bool = False,
     ) -> None:
+        """Grow a firing pool: sized from its load, else by the step (not for a top-up)."""
         policy = self._cluster.policy
         spec = self._alert_model(pool, model)
         need = self.need(pool.name)
         if spec is None or need is None:
-            self._grow(pool, policy.rebalance_step_gpus, correlation_id, Cause.ALERT, cycle)
+            if not top_up:
+                self._grow(pool, policy.rebalance_step_gpus, correlation_id, Cause.ALERT, cycle)
             return
         held, credit = self._have(pool)
         # The other models' needs come off what the pool holds: the rest serves this one.
@@ -220,6 +245,8 @@ class Rebalance:
             headroom=self._headroom(pool),
         )
         if sizing.want_gpus == 0:
+            if top_up:
+                return  # the load feed says nothing new: no decision every poll
             why = (
                 f"{pool.name} is at its borrowing limit ({pool.spec.borrowing_limit})"
                 if sizing.needed_gpus > sizing.held_gpus + sizing.credit_gpus

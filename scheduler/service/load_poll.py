@@ -5,7 +5,8 @@ without them (``scheduler.core.rebalance``), so the core must know the load betw
 alerts. Every ``interval`` seconds this asks Prometheus's HTTP API for each model's
 request rate, with the query the latency alert's ``request_rate_rps`` annotation
 uses (``exporters.catalog.model.request_rate_query``), and reports it through
-``Runtime.report_load``. When Prometheus cannot be asked or answers nothing usable,
+``Runtime.report_load`` (a grant that causes, while P0's alert fires, is audited
+like a tick's decisions). When Prometheus cannot be asked or answers nothing usable,
 it reports the load unknown: the core then falls back to returning bursts on the
 alert's resolution, as before. The rim of a pure entry point: no policy here.
 """
@@ -22,8 +23,10 @@ from collections.abc import Sequence
 import aiohttp
 
 from exporters.catalog.model import request_rate_query
-from scheduler.core.errors import SchedulerError
+from scheduler.core.errors import SchedulerError, StoreUnavailable
+from scheduler.service.audit_writer import AuditWriter
 from scheduler.service.caller import Runtime, RuntimeCaller
+from scheduler.service.records import SCHEDULER_USER, decision_entry
 
 log = logging.getLogger("novabrain.scheduler.load")
 TIMEOUT_SECONDS = 5.0
@@ -50,6 +53,7 @@ class LoadPoller:
         runtime: Runtime,
         call: RuntimeCaller,
         *,
+        writer: AuditWriter,
         prometheus_url: str,
         models: Sequence[str],
         window: str,
@@ -58,6 +62,7 @@ class LoadPoller:
     ) -> None:
         self.rt = runtime
         self.call = call
+        self.writer = writer
         self.url = prometheus_url.rstrip("/") + "/api/v1/query"
         self.queries = {m: request_rate_query(m, window) for m in models}
         self.interval = interval
@@ -78,9 +83,17 @@ class LoadPoller:
                             "known" if rate is not None else "unknown (fallback)",
                         )
                     try:
-                        await self.call(self.rt.report_load, model, rate)
-                    except SchedulerError as e:  # a model the core does not size: say so once
+                        decisions = await self.call(self.rt.report_load, model, rate)
+                    except StoreUnavailable as e:
+                        log.warning("load of %s: store unavailable: %s", model, e)
+                        continue
+                    except SchedulerError as e:  # a model the core does not size
                         log.error("load of %s not reported: %s", model, e)
+                        continue
+                    if decisions:  # a firing pool grew: audited as the scheduler's, as a tick's
+                        await self.writer.write_quietly(
+                            [decision_entry(d, SCHEDULER_USER) for d in decisions]
+                        )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), timeout=self.interval)
 

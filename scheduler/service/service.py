@@ -129,6 +129,7 @@ class Service:
             LoadPoller(
                 runtime,
                 self.call,
+                writer=self.writer,
                 prometheus_url=stack.alerting.prometheus_url,
                 models=sized,
                 window=f"{FAST_WINDOW_SCRAPES * stack.prometheus.scrape_interval_seconds:.0f}s",

@@ -357,7 +357,7 @@ class Replay:
         """The load poller's report, as the service's would make it (rim -> core)."""
         for model, rps in p.demand.rates:
             try:
-                self.core.report_load(model, rps)
+                self._call(self.core.report_load, model, rps)
             except SchedulerError:
                 return  # a model the policy's cluster does not size (no serving spec)
 

@@ -97,6 +97,15 @@ async def test_p0_breach_moves_gpus_and_the_alert_resolves(tmp_path: Path) -> No
         # and P0 back at its own GPUs after the stabilization window.
         decisions = await env.api("/api/v1/decisions?limit=100")
         assert any(d["pool"] == pool and d["action"] == "rebalance" for d in decisions)
+        # Issue 15: the alert carried the model's request rate (its annotation's query ran
+        # in the real Prometheus) and the grant was sized from it; the load poller read the
+        # same query, and the burst went back because the load no longer needed it.
+        grant = next(d for d in decisions if d["pool"] == pool and d["action"] == "rebalance")
+        assert grant["sizing"]["rate_rps"] > 0 and grant["sizing"]["needed_gpus"] > own
+        back = [d for d in decisions if d["action"] == "return" and d["result"] == "ok"]
+        assert back and all("load needed at most" in d["reason"] for d in back)
+        stages = next(e for e in timeline.events if e.step == "capacity").data
+        assert set(stages) == {"first_victim_signalled", "last_gpu_free", "serving"}
         pools = {p["name"]: p for p in await env.api("/api/v1/pools")}
         assert pool in pools
 

@@ -228,3 +228,19 @@ def test_a_reservation_hands_what_the_load_needs_over_to_a_burst() -> None:
     core2.tick()
     core2._clock.now = T0 - (T0 % 60) + 5 * 60  # type: ignore[attr-defined]
     assert not [d for d in core2.tick() if d.cause is Cause.HANDOVER]
+
+
+def test_while_the_alert_fires_a_higher_load_grows_the_grant_once() -> None:
+    # Under overload the alert's rate is what the GPUs could serve, not what arrives:
+    # the load feed, once more is served, tops the grant up while the alert still fires.
+    clock = Clock()
+    core = make(clock)
+    first = grants(
+        core.alert(pool="p0", action="rebalance", firing=True, correlation_id="a", rate_rps=150.0)
+    )
+    assert first[0].gpus == 4  # 150 req/s needs 8
+    (more,) = grants(core.report_load("risk", 350.0))
+    assert more.gpus == 8 and more.correlation_id == "a" and more.cause is Cause.ALERT
+    assert core.report_load("risk", 350.0) == []  # nothing new: no decision every poll
+    core.alert(pool="p0", action="rebalance", firing=False, correlation_id="b")
+    assert grants(core.report_load("risk", 600.0)) == []  # not firing: the alert decides

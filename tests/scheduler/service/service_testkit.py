@@ -61,8 +61,9 @@ class FakeRuntime:
         self.rates: list[tuple[str, float | None]] = []  # (model, rate) each alert carried
         self.loads: list[tuple[str, float | None]] = []  # the load poller's reports
 
-    def report_load(self, model: str, rate_rps: float | None) -> None:
+    def report_load(self, model: str, rate_rps: float | None) -> list[Decision]:
         self.loads.append((model, rate_rps))
+        return []
 
     def _decide(self, action: Action, pool: str, cid: str) -> Decision:
         d = Decision(f"d{next(self._ids)}", time.time(), action, pool, Result.OK, "test", 8, correlation_id=cid)  # fmt: skip
