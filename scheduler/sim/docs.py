@@ -67,17 +67,29 @@ PARAMETERS: tuple[tuple[str, str, str, str], ...] = (
         "at least the slowest job's checkpoint time; 30-120",
     ),
     (
+        "grant_slo_margin",
+        "a P0 grant is sized so the queueing model's predicted latency quantile, at the "
+        "request rate the alert carried, stays this share under the threshold; borrowed "
+        "GPUs go back once the load is served with this margin without them",
+        "higher: bigger grants, GPUs kept longer (more preemption); lower: a grant that "
+        "just fits, and a load a little above the model's breaches again",
+        "0.1-0.3",
+    ),
+    (
         "rebalance_step_gpus",
-        "GPUs one P0 latency alert borrows",
+        "GPUs one P0 latency alert borrows when its request rate is unknown (no serving "
+        "spec for the model, an alert without the annotation, Prometheus unreachable)",
         "too few: another alert round (a minute or more) per shortfall; too many: needless "
         "preemptions",
         "what the largest spike beyond the reservation needs",
     ),
     (
         "return_stabilization_seconds",
-        "borrowed GPUs go back this long after the alert resolved",
-        "shorter: lenders get their GPUs back sooner, but a spike that outlasts it breaches again",
-        "the length of the spikes beyond the reservation windows",
+        "borrowed GPUs go back once the load needed no more than the pool holds without "
+        "them for this long (with the load unknown: this long after the alert resolved)",
+        "shorter: lenders get their GPUs back sooner; a load that dips and returns "
+        "breaches again",
+        "longer than the dips inside a spike; 300-900",
     ),
     (
         "scale_up_wait_seconds",
@@ -187,9 +199,28 @@ decision before it is acted on.
   checkpointing jobs, or jobs done before the drain). From `drain_lead_seconds` (default
   300) before a window ends they are preempted (cause `loan_end`), so none is left when
   it closes.
-- **Alerts.** When P0's latency alert fires (after its `for:` and Alertmanager's
-  `group_wait`), P0 grows by a step of GPUs, by preemption if need be; the grant goes
-  back after the alert has been resolved for the stabilization window.
+- **Alerts: P0 borrows what its SLO needs.** When P0's latency alert fires (after its
+  `for:` and Alertmanager's `group_wait`), P0 grows by preemption if need be. The alert
+  carries the model's request rate (annotation `request_rate_rps`, a Prometheus query
+  filled as it fires). With the stack's `models[].serving` (service time per request,
+  GPUs per replica, requests a replica serves at once), the grant is sized by the M/G/c
+  queueing model (`scheduler/core/capacity.py`, Erlang C): the fewest whole replicas
+  whose predicted p99 is `grant_slo_margin` under the threshold, less the GPUs P0 serves
+  on and those granted already but not yet arrived (so a second alert does not ask
+  twice), capped by the borrowing limit. The decision records the rate, the service
+  time, the GPUs held and granted, and the predicted p99 before and after. Without a
+  rate the grant is `rebalance_step_gpus`. While the alert fires, a higher load reported
+  by the scheduler's load poller (the same query, every scrape interval) tops the grant
+  up: under overload the measured rate is what P0 could serve, not what arrives.
+- **Borrowed GPUs go back when no longer needed.** Not when the alert resolves (it
+  resolves *because* the GPUs arrived): the newest grant goes back once the most the
+  load needed over the last `return_stabilization_seconds` is served within the margin
+  without it. A reservation window that ends while the load still needs its GPUs hands
+  them to a grant in the same step, so P0 is never short in between. With the load
+  unknown, grants go back `return_stabilization_seconds` after the alert resolved.
+- **Time to capacity.** Every grant's alert to first victim signalled, last GPU free,
+  and P0 serving on all of them is exported (the catalog's `GRANT_TIME_TO_CAPACITY`,
+  by pool and stage) and drawn on the scheduler dashboard.
 - **Scaling.** A pool whose queue waits asks the Cluster Autoscaler for nodes within
   `max_nodes`; idle autoscaled nodes are given back after the unneeded time.
 """
