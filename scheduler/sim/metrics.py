@@ -147,6 +147,7 @@ def summarise(rec: Recorder, timezone: str) -> dict[str, object]:
             "bell_wait_max_seconds": max(q.bell_waits, default=0.0),
             "bells": len(q.bell_waits),
             "shortfalls_after_first_grant": len(q.after_grant),
+            "short_minutes_after_first_grant": q.short_after_grant_seconds / 60.0,
             "gpus_granted": sum(g for g, _ in q.grants),
             "gpus_lacking_at_grants": sum(n for _, n in q.grants),
             "grants": len(q.grants),

@@ -109,6 +109,7 @@ class P0Pool:
     spike_start: float | None = None
     first_grant: float | None = None
     after_grant: list[tuple[float, float]] = field(default_factory=list)  # (start, seconds)
+    short_after_grant_seconds: float = 0.0  # short after a spike's first grant, in all
     bell_waits: list[float] = field(default_factory=list)
     bell_open: bool = False  # short since this spike's start
     grants: list[tuple[int, int]] = field(default_factory=list)  # (granted, lacking then)
@@ -379,6 +380,8 @@ class Replay:
                     p.spike_served_seconds += dt
             p.needed_area += d.needed * dt
             p.served_area += min(d.needed, p.serving) * dt
+            if p.first_grant is not None and p.serving < d.needed:
+                p.short_after_grant_seconds += dt
         p.last = now
 
     def _p0_check(self, p: P0Pool) -> None:
@@ -525,6 +528,7 @@ class Replay:
         if p0 is None:
             return
         if p0.spike_start is not None and p0.first_grant is None:
+            self._p0_account(p0, now)  # what came before the grant is not after it
             p0.first_grant = now
         p0.grants.append((d.gpus, max(0, p0.demand.needed - p0.serving)))
 
