@@ -25,13 +25,19 @@ def core(clock: Clock) -> Scheduler:
     return c
 
 
-def test_a_grant_through_victims_has_every_stage_in_order() -> None:
+def busy() -> tuple[Clock, Scheduler, GrantTimer]:
+    """P1's GPUs all taken by a job past its minimum runtime: a grant must preempt it."""
     clock = Clock()
     c = core(clock)
     timer = GrantTimer()
     timer.observe(c.submit(JobRequest("t1", "p1", 8, JobKind.TRAINING, checkpointable=True)))
     clock.advance(3600)
     timer.observe(c.tick())
+    return clock, c, timer
+
+
+def test_a_grant_through_victims_has_every_stage_in_order() -> None:
+    clock, c, timer = busy()
     out = timer.observe(c.alert(pool="p0", action="rebalance", firing=True, correlation_id="a"))
     assert out == [("p0", "first_victim_signalled", 0.0)]
     clock.advance(4.0)  # the victim checkpoints and acknowledges: its GPUs free, P0 serves
@@ -65,12 +71,7 @@ def test_a_grant_on_idle_gpus_serves_at_once_and_is_exported() -> None:
 
 
 def test_a_grant_cancelled_before_it_served_is_forgotten() -> None:
-    clock = Clock()
-    c = core(clock)
-    timer = GrantTimer()
-    timer.observe(c.submit(JobRequest("t1", "p1", 8, JobKind.TRAINING, checkpointable=True)))
-    clock.advance(3600)
-    timer.observe(c.tick())
+    clock, c, timer = busy()
     timer.observe(c.alert(pool="p0", action="rebalance", firing=True, correlation_id="a"))
     burst = next(j.id for j in c.iter_jobs() if j.elastic)
     assert timer.observe(c.cancel(burst)) == []
