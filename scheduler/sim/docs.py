@@ -87,8 +87,7 @@ PARAMETERS: tuple[tuple[str, str, str, str], ...] = (
         "return_stabilization_seconds",
         "borrowed GPUs go back once the load needed no more than the pool holds without "
         "them for this long (with the load unknown: this long after the alert resolved)",
-        "shorter: lenders get their GPUs back sooner; a load that dips and returns "
-        "breaches again",
+        "shorter: lenders get their GPUs back sooner; a load that dips and returns breaches again",
         "longer than the dips inside a spike; 300-900",
     ),
     (
