@@ -2,9 +2,9 @@
 
 The core never imports ``deploy``; this module is the one translation.
 GPUs get their home pool by walking the cluster's GPUs in node order and
-filling pools in stack order up to their nominal quota, so with node-aligned
-quotas (the example stack: 8 + 16 + 8 on 8-GPU nodes) every node belongs to
-exactly one pool, as the Kubernetes actuator's node labels require.
+filling pools in stack order up to their nominal quota. A node may hold GPUs of
+two pools: pool membership is the scheduler's own accounting (per GPU), not a
+node label, and every pod is placed on one node by the scheduler.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from scheduler.core.model import (
     PoolSpec,
 )
 from scheduler.core.ordering import VictimKey, boosted, work_lost
+from scheduler.core.pods import NodeIdle, shape
 
 BucketKey = tuple[bool, bool, int]  # (borrower, stateless, gpus): see victims.py
 IndexEntry = tuple[VictimKey, str]  # (ordering.index_key, job id): see victims.py
@@ -82,6 +83,7 @@ class Job:
         "maturing",
         "pending_victims",
         "plan_failed_at",
+        "pods",
         "pool",
         "preempted_for",
         "preemptible",
@@ -91,6 +93,7 @@ class Job:
         "progress",
         "queue_ticket",
         "queued_at",
+        "repack_counted",
         "reservation",
         "resume_count",
         "run_ticket",
@@ -99,10 +102,20 @@ class Job:
         "submitted_at",
     )
 
-    def __init__(self, req: JobRequest, *, preemptible: bool, grace: float, now: float) -> None:
+    def __init__(
+        self,
+        req: JobRequest,
+        *,
+        preemptible: bool,
+        grace: float,
+        now: float,
+        pods: tuple[int, ...] = (),
+    ) -> None:
         self.id = req.id
         self.pool = req.pool
         self.gpus = req.gpus
+        # Its pods' sizes, largest first (pods.shape): each pod's GPUs on one node.
+        self.pods: tuple[int, ...] = pods or (req.gpus,)
         self.kind = req.kind
         self.preemptible = preemptible
         self.checkpointable = req.checkpointable and req.kind is not JobKind.INFERENCE
@@ -123,6 +136,7 @@ class Job:
         self.gpu_ids: list[str] = []
         self.run_ticket = -1  # ticket of the current run (-1: none): timers of other runs are stale
         self.plan_failed_at: tuple[int, float] | None = None
+        self.repack_counted = False  # its wait was counted among the repacks declined
         # preemption: as a victim and as a preemptor
         self.resume_count = 0
         self.preemptions: list[float] = []  # when it was preempted, inside the budget window
@@ -192,6 +206,7 @@ class Job:
             reservation=self.reservation,
             correlation_id=self.correlation_id,
             preemptions_total=self.preemptions_total,
+            pods=self.pods,
         )
 
 
@@ -207,6 +222,7 @@ class Pool:
         self.borrowed = 0
         self.lent = 0
         self.free: dict[str, None] = {}  # idle home GPUs, in a deterministic order
+        self.idle = NodeIdle()  # the same GPUs by node (kept with ``free``: Cluster.put_idle)
         self.nodes: dict[str, list[str]] = {}  # node -> home GPU uuids
         # lending: the limit in force (raised inside a lending window), and while it
         # is raised, when the window's loans start to be drained and when it ends
@@ -222,15 +238,20 @@ class Pool:
         self.waiting_gpus = 0
         # placement (and preemption and jobs, as runs stop)
         self.running_gpus = 0
-        # A plan for ``plan_failed_need`` GPUs failed at ``plan_failed_at``: larger ones would too.
+        # A plan for pods ``plan_failed_pods`` failed at ``plan_failed_at``: pods covering them would too.
         self.plan_failed_at: tuple[int, float] | None = None
-        self.plan_failed_need = 0
+        self.plan_failed_pods: tuple[int, ...] = ()
         # victims: the running preemptible jobs in buckets in victim order; and the
         # other pools' jobs on this pool's GPUs (added by placement, dropped as they stop)
         self.victims: dict[BucketKey, list[IndexEntry]] = {}
         self.borrowers_on: dict[str, None] = {}
         # preemption
         self.lost = 0.0  # GPU-seconds lost to preemption
+        self.no_hole_preemptions = 0  # committed plans whose GPUs hold no pod of the preemptor
+        # placement: waits in which the job's GPUs were idle but on too many nodes; pods
+        # placed across nodes (only placement blind to nodes does: the baseline)
+        self.repacks_declined = 0
+        self.pods_spanning_nodes = 0
         # rebalance
         self.elastic: dict[str, None] = {}  # its bursts, returned together
         self.firing = False
@@ -293,6 +314,16 @@ class Cluster:
         # its own. Otherwise P1 borrowing by preemption and P2 reclaiming ping-pong.
         self.top_priority = max((p.priority for p in self.pools.values()), default=0)
         self.gpus: dict[str, Gpu] = {}
+        self.node_gpus: dict[str, int] = {}  # node -> its GPUs (of any pool)
+        self.topology = 0  # bumped as GPUs come and go (what may ever fit changes)
+        # The GPUs of the largest node: no pod is larger; a job without a pod size is
+        # one pod up to it (pods.shape).
+        self.largest_node = 0
+        # A replica's GPUs per pool serving a model (the stack's gpus_per_replica; the
+        # first model of a pool that says): its replicas' pod size.
+        self.replica_gpus: dict[str, int] = {}
+        for m in spec.models:
+            self.replica_gpus.setdefault(m.pool, m.gpus_per_replica)
         for g in spec.gpus:
             self.add_gpu(g)
         self.jobs: dict[str, Job] = {}
@@ -321,10 +352,43 @@ class Cluster:
             raise UnknownPool(g.pool)
         if g.uuid in self.gpus:
             raise InvalidRequest(f"GPU {g.uuid} listed twice")
-        self.gpus[g.uuid] = Gpu(g.uuid, g.node, g.pool)
+        gpu = self.gpus[g.uuid] = Gpu(g.uuid, g.node, g.pool)
         pool = self.pools[g.pool]
-        pool.free[g.uuid] = None
+        self.put_idle(gpu)
         pool.nodes.setdefault(g.node, []).append(g.uuid)
+        n = self.node_gpus[g.node] = self.node_gpus.get(g.node, 0) + 1
+        self.topology += 1
+        self.largest_node = max(self.largest_node, n)
+
+    def remove_gpu(self, uuid: str) -> None:
+        """An idle GPU leaves with its node (scale-down)."""
+        g = self.gpus.pop(uuid)
+        self.take_idle(g)
+        self.topology += 1
+        self.node_gpus[g.node] -= 1
+        if not self.node_gpus[g.node]:
+            del self.node_gpus[g.node]
+
+    def put_idle(self, g: Gpu) -> None:
+        pool = self.pools[g.home]
+        pool.free[g.uuid] = None
+        pool.idle.add(g.node, g.uuid)
+
+    def take_idle(self, g: Gpu) -> None:
+        pool = self.pools[g.home]
+        if pool.free.pop(g.uuid, 0) is None:
+            pool.idle.remove(g.node, g.uuid)
+
+    def job_pods(
+        self, pool: str, gpus: int, gpus_per_pod: int | None, *, replica: bool
+    ) -> tuple[int, ...]:
+        """A request's pod sizes: P0 replicas (``replica``) are the stack's replica size."""
+        per = gpus_per_pod
+        if per is None and replica:
+            per = self.replica_gpus.get(pool, 1)
+            if gpus % per:
+                per = 1  # a grant that is not whole replicas: single-GPU pods
+        return shape(gpus, per, self.largest_node or self.spec.gpus_per_new_node)
 
     def preempts_owners(self, pool: Pool) -> bool:
         """Whether ``pool`` takes lower classes' own GPUs by preemption (else it only reclaims)."""
@@ -368,7 +432,7 @@ class Cluster:
         g.holder = None
         g.held_for = None
         self.set_claim(g, None)
-        self.pools[g.home].free[g.uuid] = None
+        self.put_idle(g)
         self.capacity_epoch += 1
 
     def let_go(self, g: Gpu) -> None:
@@ -380,7 +444,7 @@ class Cluster:
             self.capacity_epoch += 1
 
     def hold(self, g: Gpu, job: Job) -> None:
-        self.pools[g.home].free.pop(g.uuid, None)
+        self.take_idle(g)
         g.held_for = job.id
         self.set_claim(g, job.pool)
         job.held.append(g.uuid)

@@ -1,30 +1,203 @@
-"""Which idle GPUs a pool gets: the one place that chooses GPUs for a claim.
+"""Which GPUs a job gets: the one place that chooses GPUs for a claim, pod by pod, on nodes.
 
-Today a pool takes its own idle GPUs first (in the order they joined), then
-borrows idle GPUs from the other pools, lowest priority first, within its
-borrowing limit and each lender's lending limit: the stack's, or for a job that
-may run on a lending window's loans, for the lenders it may take them from
-(``loans``), the limit in force. Placement,
-seeding and preemption planning all choose through ``idle_gpus`` (``seed_room``
-counts a batch of seeds the same way before any is placed); node-aware placement
-(packing a job onto few nodes) replaces this module's choice and nothing else.
+A job is pods (``Job.pods``, largest first); each pod gets all its GPUs on one node,
+as Kubernetes runs it. ``fit`` chooses, for a pool, GPUs that hold every pod or
+nothing:
+
+- a job's pods go on as few nodes as possible: all on the node that holds them with
+  the fewest GPUs to spare, else the node that can take the most GPUs first;
+- bin-packing: of the nodes a pod fits on, the one with the fewest usable GPUs
+  (the fullest), so that whole nodes stay free for big jobs and for scale-down;
+- on a node, GPUs already claimed for the job first (held for it), then the pool's
+  own idle GPUs, then (unless ``own_only``) borrowed idle GPUs, lowest-priority
+  lender first, within the pool's borrowing limit and each lender's lending limit
+  (the stack's, or for a job that may run on a lending window's loans, for the
+  lenders it may take them from, ``loans``, the limit in force);
+- a preemption plan adds its victims' GPUs (``extra``, with what claiming each
+  costs against the limits), and prefers holes that take the fewest of them.
+
+The common case, a pool's own idle GPUs, looks at node counts only
+(``pods.NodeIdle``), not at every node. With the policy's ``node_aware`` off, the
+pool's GPUs are one bag (a pod may span nodes): the baseline the simulator compares.
+``seed_room`` checks a batch of seeds the same way before any is placed.
 
 Owns: nothing (a pure choice over the cluster's records).
-May call: ``cluster``.
+May call: ``cluster``, ``pods``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import islice
 
 from scheduler.core.cluster import Cluster, Gpu, Pool
+from scheduler.core.pods import NodeIdle
+
+# What claiming a GPU costs against the limits.
+FREE = 0  # the pool's own, or already claimed for the job
+BORROW = 1  # a foreign GPU already lent (its borrower is preempted): the borrowing limit
+LEND = 2  # a foreign GPU not yet lent: the borrowing limit and its home's lending limit
+
+Candidate = tuple[Gpu, int]  # a GPU and its cost
+BAG = ""  # the one "node" of a pool blind to nodes
+
+
+class Scratch:
+    """Claims counted but not made (a batch of seeds checked before any is placed)."""
+
+    __slots__ = ("borrowed", "lent", "taken")
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+        self.borrowed: dict[str, int] = {}
+        self.lent: dict[str, int] = {}
+
+    def take(self, pool: Pool, gpus: Iterable[Gpu]) -> None:
+        for g in gpus:
+            self.taken.add(g.uuid)
+            if g.home != pool.name:
+                self.borrowed[pool.name] = self.borrowed.get(pool.name, 0) + 1
+                self.lent[g.home] = self.lent.get(g.home, 0) + 1
+
+
+def fit(
+    cluster: Cluster,
+    pool: Pool,
+    pods: Sequence[int],
+    *,
+    own_only: bool,
+    loans: Collection[Pool] = (),
+    ready: Sequence[Gpu] = (),
+    extra: Mapping[str, Sequence[Candidate]] | None = None,
+    scratch: Scratch | None = None,
+) -> list[Gpu] | None:
+    """GPUs for every pod of ``pods`` (listed pod by pod, in order), or None if they do not fit.
+
+    ``ready``: GPUs already claimed for the job. ``extra``: more GPUs by node, with
+    their cost (a plan's victims'). Read-only.
+    """
+    if not pods:
+        return []
+    aware = cluster.policy.node_aware
+    if aware and not ready and not extra and scratch is None:
+        got = _own_fast(cluster, pool, pods)
+        if got is not None or own_only:
+            return got
+    elif not aware and not extra and scratch is None:
+        return _bag(cluster, pool, sum(pods), own_only=own_only, loans=loans, ready=ready)
+    return _general(cluster, pool, pods, own_only, loans, ready, extra or {}, scratch)
+
+
+def idle_total(cluster: Cluster, pool: Pool, *, own_only: bool) -> int:
+    """How many idle GPUs ``pool`` may claim now, wherever they are."""
+    n = len(pool.free)
+    if own_only:
+        return n
+    room = pool.spec.borrowing_limit - pool.borrowed
+    lendable = sum(
+        max(0, min(len(p.free), p.spec.lending_limit - p.lent))
+        for p in cluster.by_priority
+        if p is not pool
+    )
+    return n + max(0, min(room, lendable))
+
+
+def ever_fits(cluster: Cluster, pool: Pool, pods: Sequence[int], *, own_only: bool) -> bool:
+    """Whether ``pods`` fit ``pool`` on an empty cluster, within the limits (the most each
+    lender ever lends; ``own_only``: on its own GPUs): a job that never could is refused,
+    not queued for ever."""
+    got = _general(cluster, pool, pods, own_only, (), (), {}, None, everything=True)
+    return got is not None
+
+
+def seed_room(cluster: Cluster, demands: Sequence[tuple[Pool, Sequence[int]]]) -> int | None:
+    """The first demand (pool, pods) idle GPUs cannot meet when all are met in order, as
+    ``fit`` would meet them; None if all are met."""
+    scratch = Scratch()
+    for i, (pool, pods) in enumerate(demands):
+        got = fit(cluster, pool, pods, own_only=False, scratch=scratch)
+        if got is None:
+            return i
+        scratch.take(pool, got)
+    return None
+
+
+def _own_fast(cluster: Cluster, pool: Pool, pods: Sequence[int]) -> list[Gpu] | None:
+    """The pods on the pool's own idle GPUs, by node counts alone; None if they do not fit."""
+    if sum(pods) > len(pool.free):
+        return None
+    idle = pool.idle
+    largest = cluster.largest_node
+    gpus = cluster.gpus
+    out: list[Gpu] = []
+    left = list(pods)
+    used: set[str] = set()
+    while left:
+        node = _best_fit(idle, sum(left), largest, used)
+        if node is not None:
+            on = idle.on[node]
+            out.extend(gpus[u] for u in islice(on, sum(left)))
+            return out
+        placed = False
+        for node in idle.fullest_first(largest):
+            if node in used:
+                continue
+            room = idle.count(node)
+            took = _pack(left, room)
+            if not took:
+                return None  # the fullest node left holds no pod: nor does any other
+            it = iter(idle.on[node])
+            for p in took:
+                out.extend(gpus[u] for u in islice(it, p))
+            used.add(node)
+            placed = True
+            break
+        if not placed:
+            return None
+    return out
+
+
+def _best_fit(idle: NodeIdle, need: int, largest: int, used: set[str]) -> str | None:
+    """The fullest node not ``used`` with ``need`` idle GPUs or more."""
+    if not used:
+        return idle.best_fit(need, largest)
+    for n in range(need, largest + 1):
+        for node in idle.by_count.get(n, ()):
+            if node not in used:
+                return node
+    return None
+
+
+def _pack(left: list[int], room: int) -> list[int]:
+    """Pods of ``left`` (largest first) that fit in ``room`` GPUs, first fit; removed from ``left``."""
+    took = []
+    for p in list(left):
+        if p <= room:
+            took.append(p)
+            room -= p
+            left.remove(p)
+    return took
+
+
+def _bag(
+    cluster: Cluster,
+    pool: Pool,
+    want: int,
+    *,
+    own_only: bool,
+    loans: Collection[Pool],
+    ready: Sequence[Gpu],
+) -> list[Gpu] | None:
+    """Blind to nodes: any ``want`` GPUs, the ready ones, then own, then borrowed."""
+    out = list(ready[:want])
+    more = idle_gpus(cluster, pool, want - len(out), own_only=own_only, loans=loans)
+    return out + more if len(out) + len(more) >= want else None
 
 
 def idle_gpus(
     cluster: Cluster, pool: Pool, want: int, *, own_only: bool, loans: Collection[Pool] = ()
 ) -> list[Gpu]:
-    """Up to ``want`` idle GPUs ``pool`` may claim now: its own first, then borrowed."""
+    """Up to ``want`` idle GPUs ``pool`` may claim now, blind to nodes: its own, then borrowed."""
     gpus = cluster.gpus
     out = [gpus[u] for u in islice(pool.free, want)]
     if len(out) >= want or own_only:
@@ -45,28 +218,166 @@ def idle_gpus(
     return out
 
 
-def seed_room(cluster: Cluster, demands: Sequence[tuple[Pool, int]]) -> int | None:
-    """The first demand that idle GPUs cannot meet when all are met in order, as
-    ``idle_gpus`` would meet them (own first, then borrowed); None if all are met."""
-    free = {name: len(p.free) for name, p in cluster.pools.items()}
-    lent = {name: p.lent for name, p in cluster.pools.items()}
-    borrowed = {name: p.borrowed for name, p in cluster.pools.items()}
-    for i, (pool, want) in enumerate(demands):
-        own = min(want, free[pool.name])
-        free[pool.name] -= own
-        want -= own
+class _Tally:
+    """How many candidates a node has: of cost FREE, and costly by lender ("" for BORROW)."""
+
+    __slots__ = ("costly", "free")
+
+    def __init__(self) -> None:
+        self.free = 0
+        self.costly: dict[str, int] = {}
+
+    def add(self, g: Gpu, cost: int) -> None:
+        if cost == FREE:
+            self.free += 1
+        else:
+            key = "" if cost == BORROW else g.home
+            self.costly[key] = self.costly.get(key, 0) + 1
+
+    def usable(self, borrow_room: int, lend_room: Mapping[str, int]) -> int:
+        costly = 0
+        for key, n in self.costly.items():
+            costly += n if key == "" else min(n, max(0, lend_room.get(key, 0)))
+        return self.free + min(max(0, borrow_room), costly)
+
+
+class _Node:
+    """One node's candidates for a job, cheapest first; tallied in all and idle only."""
+
+    __slots__ = ("all", "cands", "idle")
+
+    def __init__(self) -> None:
+        self.cands: list[tuple[int, bool, int, Gpu, int]] = []  # (sort key..., GPU, cost)
+        self.all = _Tally()
+        self.idle = _Tally()  # not a victim's: a hole of these preempts nobody
+
+
+def _general(
+    cluster: Cluster,
+    pool: Pool,
+    pods: Sequence[int],
+    own_only: bool,
+    loans: Collection[Pool],
+    ready: Sequence[Gpu],
+    extra: Mapping[str, Sequence[Candidate]],
+    scratch: Scratch | None,
+    *,
+    everything: bool = False,
+) -> list[Gpu] | None:
+    aware = cluster.policy.node_aware
+    taken = scratch.taken if scratch is not None else set()
+    sb = scratch.borrowed if scratch is not None else {}
+    sl = scratch.lent if scratch is not None else {}
+    borrow_room = pool.spec.borrowing_limit - pool.borrowed - sb.get(pool.name, 0)
+    if own_only:
+        borrow_room = 0
+    lend_room: dict[str, int] = {}
+    rank = {p.name: i for i, p in enumerate(cluster.by_priority)}
+    nodes: dict[str, _Node] = {}
+
+    def add(g: Gpu, cost: int, victim: int) -> None:
+        key = g.node if aware else BAG
+        node = nodes.get(key)
+        if node is None:
+            node = nodes[key] = _Node()
+        # Idle before a victim's (earlier victims in victim order first), free before
+        # costly, lowest-priority lender first.
+        node.cands.append((victim, cost != FREE, rank.get(g.home, 0) if cost else 0, g, cost))
+        node.all.add(g, cost)
+        if not victim:
+            node.idle.add(g, cost)
+
+    if everything:
+        borrow_room = 0 if own_only else pool.spec.borrowing_limit
         for lender in cluster.by_priority:
-            room = pool.spec.borrowing_limit - borrowed[pool.name]
-            if want <= 0 or room <= 0:
-                break
-            if lender is pool:
+            lend_room[lender.name] = lender.most_lent
+        for g in cluster.gpus.values():
+            if g.home == pool.name or not own_only:
+                add(g, FREE if g.home == pool.name else LEND, 0)
+    for g in ready:
+        add(g, FREE, 0)
+    for u in () if everything else pool.free:
+        if u not in taken:
+            add(cluster.gpus[u], FREE, 0)
+    if borrow_room > 0 and not everything:
+        for lender in cluster.by_priority:
+            if lender is pool or not lender.free:
                 continue
-            n = min(lender.spec.lending_limit - lent[lender.name], room, want, free[lender.name])
-            if n > 0:
-                free[lender.name] -= n
-                lent[lender.name] += n
-                borrowed[pool.name] += n
-                want -= n
-        if want > 0:
-            return i
-    return None
+            limit = lender.lending_limit if lender in loans else lender.spec.lending_limit
+            room = lend_room[lender.name] = limit - lender.lent - sl.get(lender.name, 0)
+            if room <= 0:
+                continue
+            for u in lender.free:
+                if u not in taken:
+                    add(cluster.gpus[u], LEND, 0)
+    for i, cands in enumerate(extra.values(), start=1):
+        for g, cost in cands:
+            if cost != FREE and borrow_room <= 0:
+                continue
+            if cost == LEND and g.home not in lend_room:
+                home = cluster.pools[g.home]
+                lend_room[g.home] = home.spec.lending_limit - home.lent
+            add(g, cost, i)
+    for node in nodes.values():
+        node.cands.sort(key=lambda c: c[:3])
+
+    by_pod: dict[int, list[list[Gpu]]] = {}
+    left = sorted(pods, reverse=True)
+    while left:
+        total = sum(left)
+        sizes = {name: n.all.usable(borrow_room, lend_room) for name, n in nodes.items()}
+        whole = [name for name, u in sizes.items() if u >= total]
+        if whole:
+            # The hole that takes the fewest victims' GPUs, then borrows the fewest,
+            # then the fullest node.
+            name = min(
+                whole,
+                key=lambda n: (
+                    max(0, total - nodes[n].idle.usable(borrow_room, lend_room)),
+                    max(0, total - nodes[n].all.free),
+                    sizes[n],
+                    n,
+                ),
+            )
+            took = list(left)
+            left.clear()
+        else:
+            # As few nodes as possible: the node that takes the most first.
+            name = max(sizes, key=lambda n: (sizes[n], n), default="")
+            took = _pack(left, sizes[name]) if name else []
+            if not took:
+                return None
+        node = nodes.pop(name)
+        for p in took:
+            pod, borrowed = _take(node, p, lend_room, borrow_room)
+            borrow_room -= borrowed
+            by_pod.setdefault(p, []).append(pod)
+    out: list[Gpu] = []
+    for p in pods:
+        out.extend(by_pod[p].pop(0))
+    return out
+
+
+def _take(
+    node: _Node, p: int, lend_room: dict[str, int], borrow_room: int
+) -> tuple[list[Gpu], int]:
+    """``p`` GPUs of ``node``, cheapest first, within the limits; the node keeps the rest."""
+    out: list[Gpu] = []
+    rest = []
+    borrowed = 0
+    for c in node.cands:
+        g, cost = c[3], c[4]
+        if len(out) < p and (
+            cost == FREE
+            or (borrowed < borrow_room and (cost == BORROW or lend_room.get(g.home, 0) > 0))
+        ):
+            if cost == LEND:
+                lend_room[g.home] -= 1
+            if cost != FREE:
+                borrowed += 1
+            out.append(g)
+        else:
+            rest.append(c)
+    node.cands = rest
+    assert len(out) == p, "the node's tally said the pod fits"
+    return out, borrowed

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from collections import deque
 
-from scheduler.core.cluster import Cluster, Job, RunTimers
+from scheduler.core.cluster import Cluster, Job, Pool, RunTimers
 from scheduler.core.decisions import Cycle
 from scheduler.core.errors import Conflict, InvalidRequest
+from scheduler.core.fit import ever_fits
 from scheduler.core.model import (
     FINISHED_STATES,
     WAITING_STATES,
     Action,
     Cause,
+    JobKind,
     JobRequest,
     JobState,
     Result,
@@ -47,6 +49,8 @@ class Jobs:
         self._victims = victims
         self._ends = RunTimers(cluster.jobs)  # when each running job's work is done
         self._finished: deque[str] = deque()
+        self._fits: dict[tuple[str, tuple[int, ...], bool], bool] = {}
+        self._fits_topology = -1
 
     def check(self, req: JobRequest) -> None:
         """Raise if ``req`` can never run here; changes nothing."""
@@ -65,6 +69,23 @@ class Jobs:
                 f"{req.gpus} GPUs exceed what {pool.name} may ever hold: {pool.nominal} nominal "
                 f"+ {min(pool.spec.borrowing_limit, lendable)} borrowable within the limits"
             )
+        per = req.gpus_per_pod
+        if per is not None:
+            if per < 1 or req.gpus % per:
+                raise InvalidRequest(
+                    f"gpus_per_pod must be a whole divisor of gpus ({req.gpus}), got {per}"
+                )
+            largest = cluster.largest_node or cluster.spec.gpus_per_new_node
+            if per > largest:
+                raise InvalidRequest(
+                    f"a pod of {per} GPUs fits on no node (the largest has {largest})"
+                )
+        pods = self.pods_of(req)
+        if not self._ever_fits(pool, pods):
+            raise InvalidRequest(
+                f"{req.gpus} GPUs in pods of {pods[0]} fit on no nodes "
+                f"{pool.name} may ever hold within the limits"
+            )
         if req.grace_seconds is not None and req.grace_seconds < 0:
             raise InvalidRequest("grace_seconds must be >= 0")
         if req.duration_seconds is not None and req.duration_seconds < 0:
@@ -79,9 +100,31 @@ class Jobs:
         grace = (
             cluster.policy.default_grace_seconds if req.grace_seconds is None else req.grace_seconds
         )
-        job = Job(req, preemptible=preemptible, grace=grace, now=now)
+        job = Job(req, preemptible=preemptible, grace=grace, now=now, pods=self.pods_of(req))
         cluster.jobs[job.id] = job
         return job
+
+    def _ever_fits(self, pool: Pool, pods: tuple[int, ...], *, own_only: bool = False) -> bool:
+        """``fit.ever_fits``, remembered until nodes come or go (shapes are few)."""
+        cluster = self._cluster
+        if self._fits_topology != cluster.topology:
+            self._fits.clear()
+            self._fits_topology = cluster.topology
+        key = (pool.name, pods, own_only)
+        known = self._fits.get(key)
+        if known is None:
+            known = self._fits[key] = ever_fits(cluster, pool, pods, own_only=own_only)
+        return known
+
+    def must_borrow(self, job: Job) -> bool:
+        """Whether ``job``'s pods fit on no nodes of its own pool's GPUs: it can only ever run
+        on borrowed ones (so even at its lifetime cap it may borrow: else it would starve)."""
+        return not self._ever_fits(self._cluster.pools[job.pool], job.pods, own_only=True)
+
+    def pods_of(self, req: JobRequest) -> tuple[int, ...]:
+        """The pods ``req`` asks for: its own pod size, a P0 replica's, or node-sized."""
+        replica = req.kind in (JobKind.INFERENCE, JobKind.RESERVATION)
+        return self._cluster.job_pods(req.pool, req.gpus, req.gpus_per_pod, replica=replica)
 
     def ends_at(self, job: Job, at: float) -> None:
         """The current run of ``job`` completes its work at ``at``."""

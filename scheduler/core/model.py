@@ -208,6 +208,9 @@ class PolicySpec:
     # Not in the stack file: the simulator's baselines size grants by
     # ``rebalance_step_gpus`` and return them on the alert's resolution.
     load_aware_grants: bool = True
+    # Not in the stack file: False places as if a pool's GPUs were one bag, blind to
+    # nodes (a pod may span nodes): the simulator's baseline for node-aware placement.
+    node_aware: bool = True
 
     # Integer fields for which 0 means "off" rather than a bad value.
     OFF_AT_ZERO: ClassVar[frozenset[str]] = frozenset(
@@ -247,6 +250,9 @@ class JobRequest:
     started_at: float | None = None
     last_checkpoint: float | None = None
     submitted_at: float | None = None
+    # Its pods' size (``gpus`` must be a multiple); None: a P0 replica's size for
+    # inference, else one pod up to the largest node, node-sized pods above it.
+    gpus_per_pod: int | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +390,9 @@ class JobView:
     # window): what the lifetime cap and the priority boost count. Persisted with the job
     # (as the budget window's times are), so a restart forgets neither.
     preemptions_total: int = 0
+    # Its pods' sizes, largest first; ``gpu_ids`` (and ``held_gpu_ids``) list the GPUs
+    # pod by pod in this order, each pod's on one node. Empty: one pod of ``gpus``.
+    pods: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -414,6 +423,7 @@ class JobView:
             "reservation": self.reservation,
             "correlation_id": self.correlation_id,
             "preemptions_total": self.preemptions_total,
+            "pods": list(self.pods),
         }
 
 
@@ -444,6 +454,12 @@ class PoolView:
     loans_until: float | None = None  # a lending window's loans are drained from then
     draining_for: str | None = None  # the queue head its freed GPUs are held for
     held_for_head: int = 0  # GPUs held for that head
+    largest_waiting_pod: int = 0  # GPUs of the largest pod in its queue (0: none waits)
+    # Fragmentation: of its idle GPUs, the share that pod can use, whole pods per node
+    free_usable_ratio: float = 1.0
+    no_hole_preemptions: int = 0  # preemptions that freed no hole its preemptor fits (0)
+    repacks_declined: int = 0  # waits with enough idle GPUs, on too many nodes
+    pods_spanning_nodes: int = 0  # pods placed across nodes (0 unless blind to nodes)
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

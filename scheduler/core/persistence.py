@@ -170,7 +170,9 @@ class Persistence:
             submitted_at=v.submitted_at,
         )
         self._cluster.pool(v.pool)
-        job = Job(req, preemptible=v.preemptible, grace=v.grace_seconds, now=v.queued_at)
+        # A job stored before jobs had pods: the pods it would be given now.
+        pods = v.pods or self._jobs.pods_of(req)
+        job = Job(req, preemptible=v.preemptible, grace=v.grace_seconds, now=v.queued_at, pods=pods)
         job.state = v.state
         job.started_at = v.started_at
         job.last_checkpoint = v.last_checkpoint
@@ -198,7 +200,7 @@ class Persistence:
             g = cluster.gpus.get(u)
             if g is None or g.holder is not None:
                 raise Conflict(f"stored allocation of {u} to {v.id} is inconsistent")
-            cluster.pools[g.home].free.pop(u, None)
+            cluster.take_idle(g)
             g.holder = job.id
             cluster.set_claim(g, job.pool)
             if g.home != job.pool and v.state is JobState.RUNNING:

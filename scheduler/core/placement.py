@@ -23,7 +23,7 @@ Owns: the order of admission; a running job's start (``Job.state``,
 ``Job.started_at``, ``Job.gpu_ids``, ``Job.run_ticket``) and its pool's serving GPUs
 (``Pool.running_gpus``); the borrowers on each pool's GPUs as runs start
 (``Pool.borrowers_on``); the failed-plan memos (``Job.plan_failed_at``, ``Pool.plan_failed_at``,
-``Pool.plan_failed_need``).
+``Pool.plan_failed_pods``); the repacks declined (``Pool.repacks_declined``).
 May call: ``preemption``, ``jobs``, ``queues``, ``victims``, ``fit``, ``guards``, ``cluster``,
 ``decisions``.
 """
@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import islice
 
 from scheduler.core.cluster import Cluster, Gpu, Job, Pool
 from scheduler.core.decisions import Cycle
 from scheduler.core.errors import InvalidRequest
-from scheduler.core.fit import idle_gpus, seed_room
+from scheduler.core.fit import fit, idle_total, seed_room
 from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
 from scheduler.core.model import Action, Cause, JobKind, JobRequest, JobState, Result
+from scheduler.core.pods import covers
 from scheduler.core.preemption import Preemption
 from scheduler.core.queues import Queues
 from scheduler.core.victims import VictimIndex
@@ -134,23 +134,27 @@ class Placement:
             if not any(lender.free for lender in cluster.by_priority if lender is not pool):
                 return False
         ready = [cluster.gpus[u] for u in job.held if cluster.gpus[u].holder is None]
-        if len(ready) >= job.gpus:
-            cause = Cause.PREEMPTION if job.freed_for else Cause.QUEUE
-            self.place(job, ready[: job.gpus], cycle, cause)
-            return True
-        want = job.gpus - len(ready)
-        # A job at its lifetime cap borrows nothing its own pool could give it: its lender
-        # could not take it back.
-        own_only = own_only or cluster.policy.dry_run or self._guards.own_only(job)
-        free = idle_gpus(cluster, pool, want, own_only=own_only)
-        if len(free) < want and not own_only:
+        asked_own_only = own_only
+        own_only = own_only or cluster.policy.dry_run or self._capped(job)
+        gpus = fit(cluster, pool, job.pods, own_only=own_only, ready=ready)
+        if gpus is None and not own_only:
             loans = self._loans_for(job, pool, cycle.now)
             if loans:
-                free = idle_gpus(cluster, pool, want, own_only=False, loans=loans)
-        if len(free) < want:
+                gpus = fit(cluster, pool, job.pods, own_only=False, ready=ready, loans=loans)
+        if gpus is None:
+            # Enough idle GPUs, on too many nodes: only moving running pods (a repack,
+            # which this scheduler does not do) would let it start now. Counted once a wait.
+            if (
+                not asked_own_only
+                and not job.repack_counted
+                and len(ready) + idle_total(cluster, pool, own_only=own_only) >= job.gpus
+            ):
+                job.repack_counted = True
+                pool.repacks_declined += 1
             return False
-        freed = ready and job.freed_for  # on GPUs a preemption freed for it (not just drained)
-        self.place(job, ready + free, cycle, Cause.PREEMPTION if freed else Cause.QUEUE)
+        # On GPUs a preemption freed for it (not just drained)?
+        freed = job.freed_for and any(g.uuid in job.held for g in gpus)
+        self.place(job, gpus, cycle, Cause.PREEMPTION if freed else Cause.QUEUE)
         return True
 
     def place(self, job: Job, gpus: Sequence[Gpu], cycle: Cycle, cause: Cause) -> None:
@@ -160,7 +164,7 @@ class Placement:
         pool = cluster.pools[job.pool]
         self._queues.leave(job)
         for g in gpus:
-            cluster.pools[g.home].free.pop(g.uuid, None)
+            cluster.take_idle(g)
             g.holder = job.id
             g.held_for = None
             cluster.set_claim(g, job.pool)
@@ -173,10 +177,18 @@ class Placement:
         job.held = []
         job.freed_for = False
         job.gpu_ids = [g.uuid for g in gpus]
+        if len(job.pods) > 1 or len({g.node for g in gpus}) > 1:
+            at = 0
+            for size in job.pods:
+                pod = gpus[at : at + size]
+                at += size
+                if any(g.node != pod[0].node for g in pod):
+                    pool.pods_spanning_nodes += 1
         waited = now - job.queued_at
         job.state = JobState.RUNNING
         job.started_at = now
         job.plan_failed_at = None
+        job.repack_counted = False
         job.run_ticket = cluster.next_ticket()
         pool.running_gpus += job.gpus
         self._placed += 1
@@ -213,7 +225,9 @@ class Placement:
                 raise InvalidRequest(f"{req.id}: started_at is in the future")
         cluster = self._cluster
         running = [r for r in reqs if r.started_at is not None]
-        short = seed_room(cluster, [(cluster.pools[r.pool], r.gpus) for r in running])
+        short = seed_room(
+            cluster, [(cluster.pools[r.pool], self._jobs.pods_of(r)) for r in running]
+        )
         if short is not None:
             req = running[short]
             raise InvalidRequest(f"{req.id}: no room to seed {req.gpus} GPUs in {req.pool}")
@@ -228,8 +242,8 @@ class Placement:
         self._queues.enqueue(job, JobState.QUEUED, now)
         if req.started_at is None:
             return
-        free = idle_gpus(self._cluster, self._cluster.pools[job.pool], job.gpus, own_only=False)
-        assert len(free) == job.gpus, "check_seeds counted the room"
+        free = fit(self._cluster, self._cluster.pools[job.pool], job.pods, own_only=False)
+        assert free is not None, "check_seeds counted the room"
         job.queued_at = req.started_at
         self.place(job, free, cycle, Cause.SEED)
         job.started_at = req.started_at
@@ -249,11 +263,11 @@ class Placement:
         cluster = self._cluster
         blocked = 0
         placed = False
-        # Placing only ever uses up idle GPUs here, so once a job of n GPUs did
-        # not fit, no later job of n or more (holding nothing) will: skip the try.
-        # Not while a lending window lends, nor after a capped job (which borrows
-        # nothing): what fits depends on the job then.
-        unfit = math.inf
+        # Placing only ever uses up idle GPUs here, so once a job's pods did not
+        # fit, no later job whose pods cover them (``pods.covers``; holding nothing)
+        # will: skip the try. Not while a lending window lends, nor after a capped
+        # job (which borrows nothing): what fits depends on the job then.
+        unfit: tuple[int, ...] | None = None
         lending = any(p.loans_until is not None for p in self._windowed)
         head = self._queues.head(pool)
         # Behind a head the pool drains for, jobs backfill idle GPUs but take none by force.
@@ -262,20 +276,21 @@ class Placement:
         seen = 0
         for job in self._queues.first(pool, limit):
             seen += 1
-            if job.held or job.gpus < unfit:
+            if job.held or unfit is None or not covers(job.pods, unfit):
                 if self.try_place(job, cycle):
                     placed = True
                     continue
-                if not job.held and not lending and not self._guards.own_only(job):
-                    unfit = job.gpus
+                if not job.held and not lending and not self._capped(job):
+                    unfit = job.pods
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods
             if drained_for is not None and job is not drained_for:
                 continue
             mark = (cluster.capacity_epoch, now)
-            need = job.gpus - len(job.held)
             if job.plan_failed_at == mark or (
-                pool.plan_failed_at == mark and need >= pool.plan_failed_need
+                pool.plan_failed_at == mark
+                and not job.held
+                and covers(job.pods, pool.plan_failed_pods)
             ):
                 blocked += 1
                 self._blocked()
@@ -289,13 +304,15 @@ class Placement:
                     if job.kind is JobKind.RESERVATION
                     else (Cause.REBALANCE if job.elastic else Cause.PRIORITY)
                 )
-                plan = self._preemption.plan(pool, need, job.id, now, best_effort=False)
+                plan = self._preemption.plan(pool, job.gpus, job.id, now, best_effort=False)
                 if plan is None:
                     job.plan_failed_at = mark
                     if self._failed_at != now:
                         self._failed_at, self._decided_at_failure = now, cycle.next_decision
-                    if pool.plan_failed_at != mark or need < pool.plan_failed_need:
-                        pool.plan_failed_at, pool.plan_failed_need = mark, need
+                    if not job.held and (
+                        pool.plan_failed_at != mark or covers(pool.plan_failed_pods, job.pods)
+                    ):
+                        pool.plan_failed_at, pool.plan_failed_pods = mark, job.pods
                     blocked += 1
                     self._blocked()
                 else:
@@ -309,15 +326,30 @@ class Placement:
     def _hold_for_head(self, pool: Pool, head: Job) -> None:
         """The pool drains for its head: its idle GPUs are held for it, up to its size.
 
-        Unless they are enough for it: then it takes them in this pass anyway.
+        Unless they are enough for it: then it takes them in this pass anyway. The
+        fullest nodes' first, so that the holes grow where the head's pods fit soonest.
         """
         cluster = self._cluster
         want = head.gpus - len(head.held)
-        if want <= len(pool.free):
+        if want <= 0 or (want <= len(pool.free) and not cluster.policy.node_aware):
             return
-        for u in list(islice(pool.free, want)):
-            cluster.hold(cluster.gpus[u], head)
+        ready = [cluster.gpus[u] for u in head.held if cluster.gpus[u].holder is None]
+        if fit(cluster, pool, head.pods, own_only=True, ready=ready) is not None:
+            return
+        largest = cluster.largest_node
+        for node in pool.idle.fullest_first(largest) if cluster.policy.node_aware else ("",):
+            uuids = list(pool.idle.on[node]) if node else list(pool.free)
+            for u in uuids[:want]:
+                cluster.hold(cluster.gpus[u], head)
+            want -= min(want, len(uuids))
+            if want <= 0:
+                break
         cluster.dirty.add(head.id)
+
+    def _capped(self, job: Job) -> bool:
+        """A job at its lifetime cap borrows nothing: its lender could not take it back.
+        Unless its pods fit on no nodes of its own pool: it would never run."""
+        return self._guards.own_only(job) and not self._jobs.must_borrow(job)
 
     def _loans_for(self, job: Job, pool: Pool, now: float) -> tuple[Pool, ...]:
         """The pools lending past their usual limit now whose loans ``job`` may take."""

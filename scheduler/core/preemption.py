@@ -26,14 +26,16 @@ May call: ``jobs``, ``queues``, ``victims``, ``guards``, ``fit``, ``cluster``, `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from scheduler.core.cluster import Cluster, Gpu, Job, Pool, RunTimers
 from scheduler.core.decisions import Cycle
-from scheduler.core.fit import idle_gpus
+from scheduler.core.fit import BORROW, FREE, LEND, Candidate, fit, idle_total
 from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
 from scheduler.core.model import Action, Cause, JobState, Result
+from scheduler.core.pods import fits_on
 from scheduler.core.queues import Queues
 from scheduler.core.victims import VictimIndex
 
@@ -44,18 +46,11 @@ class Plan:
 
     free: tuple[Gpu, ...]  # idle GPUs to claim now
     victims: tuple[Job, ...]  # jobs to preempt, in victim order
-    gpus: int  # GPUs the plan yields (free + claimable from victims)
+    gpus: int  # GPUs the plan yields (its pods' GPUs)
     floor: frozenset[str] = frozenset()  # victims taken only for the preemptor's floor
-
-
-class _Room:
-    """Claims a plan has counted against the limits so far, before it makes any."""
-
-    __slots__ = ("borrowed", "lent")
-
-    def __init__(self) -> None:
-        self.borrowed = 0  # foreign GPUs the preemptor's pool would claim
-        self.lent: dict[str, int] = {}  # home pool -> its owners' GPUs that would become lent
+    take: tuple[Gpu, ...] = ()  # the victims' GPUs to hold for the preemptor
+    hole: tuple[Gpu, ...] = ()  # every GPU of the pods it makes room for, pod by pod
+    pods: tuple[int, ...] = ()  # ... and those pods' sizes
 
 
 class Preemption:
@@ -84,40 +79,55 @@ class Preemption:
         best_effort: bool,
         count: bool = True,
     ) -> Plan | None:
-        """Idle GPUs plus the fewest, cheapest victims that give ``pool`` ``need`` GPUs.
+        """Idle GPUs plus the fewest, cheapest victims that make room for the preemptor's pods.
 
-        Returns None when ``need`` cannot be met (unless ``best_effort``, which
-        returns whatever can be had, possibly nothing). Read-only, but for
-        counting a reversal the guards refuse (``count``).
+        The preemptor is a waiting job (its pods, with the GPUs already held for
+        it), or a rebalance burst of ``need`` GPUs (whole replicas of the pool).
+        Every pod needs a hole on one node (``fit.fit``): victims are walked in
+        victim order until idle GPUs, held ones and theirs hold every pod, and only
+        the victims whose GPUs the holes take are preempted; a plan that frees GPUs
+        but no hole is never made. Returns None when no hole can be made (unless
+        ``best_effort``, which returns the most whole pods it can, possibly none).
+        Read-only, but for counting a reversal the guards refuse (``count``).
         """
         cluster = self._cluster
         self._victims.promote(now)
         job = cluster.jobs.get(preemptor)
-        # A job at its lifetime cap borrows no idle GPUs: their lender could not take them back.
-        free = idle_gpus(
-            cluster, pool, need, own_only=job is not None and self._guards.own_only(job)
-        )
-        if len(free) < need and cluster.preempts_owners(pool):
-            free += self._drain_held(pool, need - len(free), free, now)
-        remaining = need - len(free)
-        if remaining <= 0:
-            return Plan(tuple(free[:need]), (), need)
-        # The idle GPUs taken from lenders count against the limits too.
-        room = _Room()
-        own_free = 0
-        for g in free:
-            if g.home != pool.name:
-                room.lent[g.home] = room.lent.get(g.home, 0) + 1
-                room.borrowed += 1
-            else:
-                own_free += 1
-        # GPUs short of the guaranteed floor: reclaimed even from capped jobs.
-        floor_left = pool.spec.guaranteed_gpus - pool.own - own_free
+        # A job at its lifetime cap borrows no idle GPUs: their lender could not take them
+        # back; unless its pods fit on no nodes of its own pool (it would never run).
+        capped = job is not None and self._guards.own_only(job) and not self._jobs.must_borrow(job)
+        pods: tuple[int, ...]
+        if job is not None:
+            pods = job.pods
+            ready = [cluster.gpus[u] for u in job.held]
+        else:
+            per = cluster.replica_gpus.get(pool.name, 1)
+            pods = (per,) * (need // per)
+            ready = []
+        if not pods:
+            return Plan((), (), 0)
+        total = sum(pods)
+        extra: dict[str, list[Candidate]] = {}
+        if cluster.preempts_owners(pool) and not capped:
+            held = [(g, LEND) for g in self._drain_held(pool, now)]
+            if held:
+                extra[""] = held
+        hole = fit(cluster, pool, pods, own_only=capped, ready=ready, extra=extra)
+        if hole is not None:
+            return self._plan(pods, hole, ready, ())
+        # Walk the victims in victim order until their GPUs make the holes.
+        idle = len(ready) + idle_total(cluster, pool, own_only=capped) + len(extra.get("", ()))
+        near = self._near(pool, ready, capped, extra)
+        # GPUs short of the guaranteed floor (its idle own GPUs count as had): reclaimed
+        # even from capped jobs.
+        floor_left = pool.spec.guaranteed_gpus - pool.own - len(pool.free)
         floor: set[str] = set()
-        chosen: list[tuple[Job, int]] = []
-        got = 0
+        chosen: list[Job] = []
+        offered = 0
+        smallest = min(pods)
         guards = self._guards
-        for c in self._victims.candidates(pool, remaining, now):
+        aware = cluster.policy.node_aware
+        for c in self._victims.candidates(pool, total, now):
             victim = cluster.jobs[c.job_id]
             refusal = guards.refusal(victim, preemptor, now)
             floor_only = (
@@ -130,52 +140,132 @@ class Preemption:
                 if count:
                     refusal.refused(victim, preemptor, now)
                 continue
-            n = len(self._claimable(victim, pool, room, floor_left if floor_only else None))
-            if n == 0:
+            gs = self._eligible(victim, pool, capped, floor_left if floor_only else None)
+            if not gs:
                 continue
             if floor_only:
                 floor.add(victim.id)
-                floor_left -= n
-            chosen.append((victim, n))
-            got += n
-            if got >= remaining:
-                break
-        if got < remaining and not best_effort:
+                floor_left -= len(gs)
+            extra[victim.id] = gs
+            chosen.append(victim)
+            offered += len(gs)
+            # Fit again only when this victim's GPUs may complete a hole: enough GPUs
+            # in all, and on a node of its that could hold a pod.
+            grown = False
+            for g, _ in gs:
+                key = g.node if aware else ""
+                near[key] = near.get(key, 0) + 1
+                grown = grown or near[key] >= smallest
+            if not grown or idle + offered < total:
+                continue
+            hole = fit(cluster, pool, pods, own_only=capped, ready=ready, extra=extra)
+            if hole is not None:
+                hole = self._fewest(pool, pods, capped, ready, dict(extra), hole)
+                return self._plan(pods, hole, ready, chosen, floor)
+        if not best_effort:
             return None
-        # Fewest victims: drop, latest first, any victim the others already cover.
-        for i in range(len(chosen) - 1, -1, -1):
-            if got - chosen[i][1] >= remaining:
-                got -= chosen[i][1]
-                del chosen[i]
-        victims = tuple(v for v, _ in chosen)
+        # The most whole pods the victims make room for (a rebalance burst).
+        lo, hi, best = 0, len(pods) - 1, None
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            got = fit(cluster, pool, pods[:mid], own_only=capped, ready=ready, extra=extra)
+            if got is None:
+                hi = mid - 1
+            else:
+                lo, best = mid, got
+        if best is None:
+            return Plan((), (), 0)
+        return self._plan(pods[:lo], best, ready, chosen, floor)
+
+    def _fewest(
+        self,
+        pool: Pool,
+        pods: tuple[int, ...],
+        capped: bool,
+        ready: list[Gpu],
+        extra: dict[str, list[Candidate]],
+        hole: list[Gpu],
+    ) -> list[Gpu]:
+        """Fewest victims: drop, latest in victim order first, any the others' holes cover."""
+        used = {g.holder for g in hole if g.holder is not None}
+        for victim in reversed([v for v in extra if v]):
+            if victim not in used:
+                del extra[victim]  # its GPUs are in no hole: the others cover it
+                continue
+            if len(used) <= 1:
+                break
+            rest = {k: v for k, v in extra.items() if k != victim}
+            got = fit(self._cluster, pool, pods, own_only=capped, ready=ready, extra=rest)
+            if got is not None:
+                hole, extra = got, rest
+                used = {g.holder for g in hole if g.holder is not None}
+        return hole
+
+    def _plan(
+        self,
+        pods: tuple[int, ...],
+        hole: list[Gpu],
+        ready: list[Gpu],
+        chosen: Sequence[Job],
+        floor: set[str] | frozenset[str] = frozenset(),
+    ) -> Plan:
+        """The plan that makes ``hole``: the victims whose GPUs it takes, in victim order."""
+        held = {g.uuid for g in ready}
+        owners = {g.holder for g in hole if g.uuid not in held and g.holder is not None}
+        victims = tuple(v for v in chosen if v.id in owners)
+        take = tuple(g for g in hole if g.holder in owners and g.uuid not in held)
+        free = tuple(g for g in hole if g.holder is None and g.uuid not in held)
         return Plan(
-            tuple(free),
+            free,
             victims,
-            len(free) + min(got, remaining),
+            sum(pods),
             frozenset(v.id for v in victims if v.id in floor),
+            take,
+            tuple(hole),
+            pods,
         )
+
+    def _near(
+        self, pool: Pool, ready: list[Gpu], capped: bool, extra: dict[str, list[Candidate]]
+    ) -> dict[str, int]:
+        """Per node, the GPUs a hole could use there before any victim (an upper bound)."""
+        cluster = self._cluster
+        if not cluster.policy.node_aware:
+            return {"": len(ready) + idle_total(cluster, pool, own_only=capped)}
+        near: dict[str, int] = {}
+        for p in [pool] if capped else cluster.by_priority:
+            for node, gpus in p.idle.on.items():
+                near[node] = near.get(node, 0) + len(gpus)
+        for g in ready:
+            near[g.node] = near.get(g.node, 0) + 1
+        for g, _ in extra.get("", ()):
+            near[g.node] = near.get(g.node, 0) + 1
+        return near
 
     def commit(self, plan: Plan, job: Job, cause: Cause, cycle: Cycle) -> None:
         """Claim the plan's idle GPUs and preempt its victims; freed GPUs are held for ``job``."""
         cluster = self._cluster
         pool = cluster.pools[job.pool]
-        still = job.gpus - len(job.held)
-        for g in plan.free[:still]:
+        for g in plan.free:
             if g.held_for is not None:  # held for a draining head: the top class takes it
                 cluster.jobs[g.held_for].held.remove(g.uuid)
                 cluster.dirty.add(g.held_for)
             cluster.hold(g, job)
-        still -= min(still, len(plan.free))
         for victim in plan.victims:
-            floor = still if victim.id in plan.floor else None
-            claimable = self._claimable(victim, pool, _Room(), floor)[:still]
-            for g in claimable:
+            mine = [g for g in plan.take if g.holder == victim.id]
+            for g in mine:
                 cluster.hold(g, job)
-            still -= len(claimable)
             victim_cause = cause
-            if cause is Cause.PRIORITY and any(g.home == pool.name for g in claimable):
+            if cause is Cause.PRIORITY and any(g.home == pool.name for g in mine):
                 victim_cause = Cause.RECLAIM
             self._preempt(victim, job, victim_cause, cycle)
+        if plan.victims and cluster.policy.node_aware:
+            # The invariant every plan keeps: what it frees holds the preemptor's pods.
+            on: dict[str, int] = {}
+            for g in plan.hole:
+                on[g.node] = on.get(g.node, 0) + 1
+            if fits_on(plan.pods, on) is None:
+                pool.no_hole_preemptions += 1
         job.freed_for = bool(job.held) or job.freed_for
         cluster.dirty.add(job.id)
 
@@ -218,69 +308,46 @@ class Preemption:
         """Preempt ``victim`` for no one: its GPUs go home (a lending window closes)."""
         self._preempt(victim, None, cause, cycle, reason=reason)
 
-    def _drain_held(self, pool: Pool, want: int, taken: list[Gpu], now: float) -> list[Gpu]:
-        """Idle GPUs lower pools hold for a queue head they drain, that ``pool`` may claim."""
+    def _drain_held(self, pool: Pool, now: float) -> list[Gpu]:
+        """Idle GPUs lower pools hold for a queue head they drain (``fit`` counts the limits)."""
         cluster = self._cluster
-        borrowed = pool.borrowed + sum(1 for g in taken if g.home != pool.name)
         out: list[Gpu] = []
         for lender in cluster.by_priority:
-            if lender.priority >= pool.priority or len(out) >= want:
+            if lender.priority >= pool.priority:
                 break
             head = self._queues.head(lender)
             if head is None or not head.held or not self._queues.draining(head, now):
                 continue
-            lent = lender.lent + sum(1 for g in taken if g.home == lender.name)
             for u in head.held:
                 g = cluster.gpus[u]
-                if len(out) >= want or borrowed >= pool.spec.borrowing_limit:
-                    break
-                if lent >= lender.spec.lending_limit:
-                    break
                 if g.holder is None and g.home == lender.name:
                     out.append(g)
-                    borrowed += 1
-                    lent += 1
         return out
 
-    def _claimable(
-        self, victim: Job, pool: Pool, room: _Room, floor: int | None = None
-    ) -> list[Gpu]:
-        """GPUs of ``victim`` that ``pool`` may claim, counting them in ``room``.
+    def _eligible(
+        self, victim: Job, pool: Pool, capped: bool, floor: int | None = None
+    ) -> list[Candidate]:
+        """GPUs of ``victim`` that ``pool`` may claim, with what each costs against the limits.
 
         ``floor``: the victim is taken only to reclaim ``pool``'s guaranteed floor,
-        so only that many of ``pool``'s own GPUs.
+        so only that many of ``pool``'s own GPUs. ``capped``: the preemptor borrows nothing.
         """
         cluster = self._cluster
+        gpus = [g for g in map(cluster.gpus.__getitem__, victim.gpu_ids) if g.held_for is None]
         if floor is not None:
-            own = [
-                g
-                for g in map(cluster.gpus.__getitem__, victim.gpu_ids)
-                if g.home == pool.name and g.held_for is None
-            ]
-            return own[:floor]
+            return [(g, FREE) for g in gpus if g.home == pool.name][:floor]
         # Only the top class takes owners' GPUs from lower classes; others reclaim their own.
-        lower = cluster.pools[victim.pool].priority < pool.priority and cluster.preempts_owners(
-            pool
+        lower = (
+            not capped
+            and cluster.pools[victim.pool].priority < pool.priority
+            and cluster.preempts_owners(pool)
         )
-        out = []
-        for u in victim.gpu_ids:
-            g = cluster.gpus[u]
-            if g.held_for is not None:
-                continue
+        out: list[Candidate] = []
+        for g in gpus:
             if g.home == pool.name:  # reclaiming its own GPU
-                out.append(g)
-                continue
-            if not lower:
-                continue
-            if pool.borrowed + room.borrowed >= pool.spec.borrowing_limit:
-                continue
-            home = cluster.pools[g.home]
-            if victim.pool == g.home:  # an owner's GPU becomes lent
-                if home.lent + room.lent.get(g.home, 0) >= home.spec.lending_limit:
-                    continue
-                room.lent[g.home] = room.lent.get(g.home, 0) + 1
-            room.borrowed += 1
-            out.append(g)
+                out.append((g, FREE))
+            elif lower:  # an owner's GPU becomes lent; a borrower's stays lent
+                out.append((g, LEND if victim.pool == g.home else BORROW))
         return out
 
     def _preempt(

@@ -77,8 +77,7 @@ class Scaling:
                     p.nodes[node] = gpus
                     raise Conflict(f"node {node} still has GPUs in use")
                 for u in gpus:
-                    del p.free[u]
-                    del self._cluster.gpus[u]
+                    self._cluster.remove_gpu(u)
                 p.nominal -= len(gpus)
                 del p.autoscaled[node]
                 return

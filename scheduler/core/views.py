@@ -12,9 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from scheduler.core.cluster import Cluster
+from scheduler.core.cluster import Cluster, Pool
 from scheduler.core.model import JobView, PoolView
 from scheduler.core.queues import Queues
+
+
+def usable_ratio(pool: Pool, pod: int) -> float:
+    """Of the pool's idle GPUs, the share a pod of ``pod`` GPUs can use (1.0: none idle, or no pod).
+
+    Per node, whole pods only: a node with 5 idle GPUs gives a 4-GPU pod 4 of them.
+    """
+    idle = len(pool.free)
+    if not idle or pod <= 1:
+        return 1.0
+    usable = sum(len(nodes) * (n // pod) * pod for n, nodes in pool.idle.by_count.items())
+    return usable / idle
 
 
 class Views:
@@ -55,6 +67,13 @@ class Views:
             loans_until=p.loans_until,
             draining_for=None if draining is None else draining.id,
             held_for_head=0 if draining is None else len(draining.held),
+            largest_waiting_pod=(
+                pod := max((j.pods[0] for j in self._queues.waiting(p)), default=0)
+            ),
+            free_usable_ratio=usable_ratio(p, pod),
+            no_hole_preemptions=p.no_hole_preemptions,
+            repacks_declined=p.repacks_declined,
+            pods_spanning_nodes=p.pods_spanning_nodes,
         )
 
     def jobs(self) -> Iterator[JobView]:

@@ -52,8 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--columns",
         default=None,
-        metavar="submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL]",
-        help="which CSV columns hold each field (default: ElasticFlow's)",
+        metavar="submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL]"
+        "[,gpus_per_pod=COL]",
+        help="which CSV columns hold each field (default: ElasticFlow's); gpus_per_pod: "
+        "each job's pod size (without it, one pod up to the node size, node-sized pods above)",
     )
     p.add_argument(
         "--time-format",

@@ -185,6 +185,11 @@ def summarise(rec: Recorder, timezone: str) -> dict[str, object]:
             "gpu_hours_lost_by_pool": {p: s / 3600.0 for p, s in sorted(rec.lost_by_pool.items())},
             "lost_share_of_run": lost_total / run_gpu_seconds if run_gpu_seconds else 0.0,
         },
+        "placement": {
+            "pods_spanning_nodes": rec.pods_spanning_nodes,
+            "preemptions_without_hole": rec.no_hole_preemptions,
+            "repacks_declined": rec.repacks_declined,
+        },
         "decision_cost": {
             "calls": len(calls),
             "p50_us": quantile(calls, 0.5) * 1e6,

@@ -2,13 +2,19 @@
 
 ElasticFlow's traces (``job_id,submission_time,duration,num_gpu``, seconds from the
 trace's start) are read as they are. Any other CSV names its columns with
-``Columns.parse("submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL]")``
+``Columns.parse("submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL]
+[,gpus_per_pod=COL]")``
 and its times with a ``TimeFormat``: epoch seconds, seconds from the start, or ISO
 8601 dates (naive ones are local to the stack's timezone). Rows are sorted by
 submission time; fractional GPU requests are rounded up; a row that cannot be read
 (a missing or malformed field, a negative duration, no GPUs) is skipped and counted
 with its reason, never fatal. A trace that cannot be opened, or that lacks a mapped
 column, raises ``TraceError``.
+
+``gpus_per_pod`` (optional) is each job's pod size: the job runs as ``gpus /
+gpus_per_pod`` pods, each on one node. An empty cell, or a trace without the
+column, leaves it to the scheduler: one pod up to the node size, node-sized pods
+above that. A size that does not divide the job's GPUs skips the row.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from zoneinfo import ZoneInfo
 from scheduler.sim.errors import TraceError
 
 REQUIRED = ("submit", "duration", "gpus")
-OPTIONAL = ("id", "pool", "priority")
+OPTIONAL = ("id", "pool", "priority", "gpus_per_pod")
 ELASTICFLOW = {
     "id": "job_id",
     "submit": "submission_time",
@@ -51,10 +57,11 @@ class Columns:
     id: str | None = None
     pool: str | None = None
     priority: str | None = None
+    gpus_per_pod: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Columns:
-        """``submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL]``."""
+        """``submit=COL,duration=COL,gpus=COL[,id=COL][,pool=COL][,priority=COL][,gpus_per_pod=COL]``."""
         mapping: dict[str, str] = {}
         for item in text.split(","):
             key, sep, col = item.partition("=")
@@ -88,6 +95,7 @@ class TraceJob:
     gpus: int
     pool: str | None = None  # the trace's own pool or priority class, if it has one
     priority: str | None = None
+    gpus_per_pod: int | None = None  # None: the scheduler's default pods
 
 
 @dataclass
@@ -196,6 +204,13 @@ def _job(
     gpus = _number(row, cols.gpus, "GPU count")
     if gpus <= 0:
         raise _Skip("no GPUs")
+    per: int | None = None
+    if _field(row, cols.gpus_per_pod) is not None:
+        assert cols.gpus_per_pod is not None
+        raw = _number(row, cols.gpus_per_pod, "gpus_per_pod")
+        if raw < 1 or raw != int(raw) or math.ceil(gpus) % int(raw):
+            raise _Skip("gpus_per_pod not a whole divisor of the GPU count")
+        per = int(raw)
     return TraceJob(
         id=_field(row, cols.id) or f"line-{line}",
         submit=submit,
@@ -203,4 +218,5 @@ def _job(
         gpus=math.ceil(gpus),  # a fractional GPU still takes a whole one
         pool=_field(row, cols.pool),
         priority=_field(row, cols.priority),
+        gpus_per_pod=per,
     )

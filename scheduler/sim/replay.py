@@ -55,6 +55,7 @@ class SimJob:
     checkpointable: bool
     duration: float
     submit: float  # epoch seconds
+    gpus_per_pod: int | None = None  # None: the core's default pods
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,11 @@ class Recorder:
     stuck_wakeups: int = 0  # next_wakeup in the past after a tick: should stay 0
     # Each grant's time to capacity, as the service exports it: (pool, stage, seconds).
     to_capacity: list[tuple[str, str, float]] = field(default_factory=list)
+    # placement, per the core's counters at the end: pods placed across nodes, preemptions
+    # that freed no hole their preemptor's pods fit, waits a repack would have ended
+    pods_spanning_nodes: int = 0
+    no_hole_preemptions: int = 0
+    repacks_declined: int = 0
     wall_seconds: float = 0.0
 
 
@@ -254,6 +260,11 @@ class Replay:
             if p.short_since is not None:
                 p.shortfalls.append((p.short_since, self.now - p.short_since))
         rec.cycles_refused = core.cycles_refused
+        for name in core.pool_names():
+            v = core.pool_view(name)
+            rec.pods_spanning_nodes += v.pods_spanning_nodes
+            rec.no_hole_preemptions += v.no_hole_preemptions
+            rec.repacks_declined += v.repacks_declined
         rec.wall_seconds = time.perf_counter() - t0
         return rec
 
@@ -278,6 +289,7 @@ class Replay:
                     checkpointable=job.checkpointable,
                     duration_seconds=job.duration,
                     submitted_at=job.submit,
+                    gpus_per_pod=job.gpus_per_pod,
                 ),
             )
         except SchedulerError as e:

@@ -182,6 +182,13 @@ def markdown(
             f"{pre['gpu_hours_lost']:,.1f} GPU-hours lost ({100 * pre['lost_share_of_run']:.2f}% of "
             "the GPU time run)"
         )
+        pl = s["placement"]
+        lines.append(
+            f"- placement: {pl['pods_spanning_nodes']} pods placed across nodes, "
+            f"{pl['preemptions_without_hole']} preemptions that freed no hole the preemptor's "
+            f"pods fit, {pl['repacks_declined']} waits only a repack of running pods would "
+            "have ended"
+        )
         if timings:
             c = s["decision_cost"]
             r = s["replay"]

@@ -124,6 +124,7 @@ def map_jobs(traces: Sequence[Trace], stack: Stack, start: float) -> tuple[list[
                     checkpointable=checkpointable,
                     duration=j.duration,
                     submit=start + (j.submit - origin),
+                    gpus_per_pod=j.gpus_per_pod,
                 )
             )
     out.sort(key=lambda j: (j.submit, j.id))

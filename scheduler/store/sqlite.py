@@ -295,4 +295,6 @@ def _job_from_dict(d: dict[str, Any]) -> JobView:
         reservation=d["reservation"],
         correlation_id=str(d.get("correlation_id", "")),
         preemptions_total=int(d.get("preemptions_total", len(d["preemptions"]))),
+        # Absent in rows written before jobs had pods: the core gives them today's.
+        pods=tuple(int(p) for p in d.get("pods", ())),
     )

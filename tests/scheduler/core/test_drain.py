@@ -298,6 +298,8 @@ def test_gpus_held_for_the_head_go_only_to_the_head(
         for u, head in before.items():
             if jobs[head].state is JobState.CANCELLED:
                 continue  # the head left: what was held for it is free again
+            if jobs[head].state is JobState.RUNNING and u not in jobs[head].gpu_ids:
+                continue  # the head started on a node it fits: holds elsewhere went back
             now_on = [j for j in jobs.values() if u in j.gpu_ids or u in j.held_gpu_ids]
             for j in now_on:
                 # Still the head's, or the head runs on it, or the top class took it.

@@ -26,6 +26,7 @@ from scheduler.core import (
     PolicySpec,
     Scheduler,
 )
+from scheduler.core.errors import InvalidRequest
 
 POLICY = replace(
     FAST,
@@ -154,6 +155,18 @@ def check_invariants(core: Scheduler, spec: ClusterSpec, policy: PolicySpec, now
         assert len(recent) <= policy.preemption_budget
         cap = policy.preemption_cap(checkpointable=j.checkpointable)
         assert j.kind is JobKind.INFERENCE or not cap or j.preemptions_total <= cap
+    # 5. Pods: every pod's GPUs on one node (``gpu_ids`` lists them pod by pod), and
+    # no preemption committed without freeing a hole its preemptor's pods fit.
+    node = {u: g.node for u, g in core._cluster.gpus.items()}
+    for j in jobs:
+        if j.state in (JobState.RUNNING, JobState.PREEMPTING):
+            assert sum(j.pods) == j.gpus
+            at = 0
+            for size in j.pods:
+                assert len({node[u] for u in j.gpu_ids[at : at + size]}) == 1, (j.id, j.pods)
+                at += size
+    for p in spec.pools:
+        assert core.pool_view(p.name).no_hole_preemptions == 0
     # Queues hold the waiting jobs and nothing else.
     for p in spec.pools:
         assert len(core._cluster.pools[p.name].queue) == core.pool_view(p.name).waiting
@@ -220,16 +233,20 @@ def run(core: Scheduler, clock: Clock, evs: list[tuple[object, ...]], n: int = 0
             assert isinstance(p, str) and isinstance(gpus, int) and isinstance(dur, int)
             if fits(core.cluster, p, gpus):
                 kind_ = JobKind.INFERENCE if p == "p0" else JobKind.TRAINING
-                core.submit(
-                    JobRequest(
-                        f"j{n}",
-                        p,
-                        gpus,
-                        kind_,
-                        checkpointable=bool(ckpt),
-                        duration_seconds=float(dur),
+                try:
+                    core.submit(
+                        JobRequest(
+                            f"j{n}",
+                            p,
+                            gpus,
+                            kind_,
+                            checkpointable=bool(ckpt),
+                            duration_seconds=float(dur),
+                        )
                     )
-                )
+                except InvalidRequest as e:
+                    # Within the counts, but its pods fit on no nodes it may ever hold.
+                    assert "fit on no nodes" in str(e), e
                 n += 1
         elif kind == "advance":
             assert isinstance(ev[1], int)

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import scheduler.core.ordering as ordering
 from scheduler.core import Action, JobKind, JobRequest, JobState, PolicySpec, Scheduler
+from scheduler.core.errors import InvalidRequest
 from scheduler.core.ordering import Candidate, VictimKey
 
 KeyFn = Callable[[Candidate, int], VictimKey]
@@ -154,7 +155,10 @@ def full_cluster(
             last_checkpoint=None if ckpt is None else started + ckpt * ago,
         )
         if fits(core, p, gpus):
-            core.seed([req])  # on its own pool first, else borrowed within the limits
+            try:
+                core.seed([req])  # on its own pool first, else borrowed within the limits
+            except InvalidRequest:
+                continue  # room enough in all, but not for its pod on one node
             history[req.id] = preempted
     # Fill every idle GPU, so that P0 gets everything by preemption.
     filler = 0
