@@ -171,6 +171,12 @@ class SchedulerCollector(Collector):
             rows[cat.POOL_DRAINING].append((s(cat.POOL_DRAINING, p.name), draining))
             held = float(p.held_for_head)
             rows[cat.DRAIN_HELD_GPUS].append((s(cat.DRAIN_HELD_GPUS, p.name), held))
+            usable = p.free_usable_ratio
+            rows[cat.POOL_FREE_USABLE_RATIO].append((s(cat.POOL_FREE_USABLE_RATIO, p.name), usable))
+            no_hole = float(p.no_hole_preemptions)
+            rows[cat.NO_HOLE_PREEMPTIONS].append((s(cat.NO_HOLE_PREEMPTIONS, p.name), no_hole))
+            declined = float(p.repacks_declined)
+            rows[cat.REPACKS_DECLINED].append((s(cat.REPACKS_DECLINED, p.name), declined))
         for (pool, prio), (n, oldest_wait) in sorted(snap.queues.items()):
             rows[cat.QUEUE_LENGTH].append((s(cat.QUEUE_LENGTH, pool, prio), float(n)))
             rows[cat.QUEUE_OLDEST_WAIT].append((s(cat.QUEUE_OLDEST_WAIT, pool, prio), oldest_wait))

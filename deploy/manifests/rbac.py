@@ -3,10 +3,10 @@
 ``RULES`` is every API call ``scheduler/actuators/kubernetes.py`` makes, as
 (API group, resource, verb); ``tests/deploy/test_manifests_rbac.py`` collects
 the calls from the actuator's recorded-request tests and fails when the two
-differ in either direction. The one cluster-scoped resource (nodes: pool
-membership is a node label and taint) is in the ClusterRole; everything else is
-a Role in the namespace the actuator acts in, so the scheduler cannot create or
-delete pods anywhere else. The inference Deployments it scales are named.
+differ in either direction. Every rule is a Role in the namespace the actuator
+acts in, so the scheduler cannot create or delete pods anywhere else; it touches
+no node (pool membership is its own accounting, not a node label), so it has no
+ClusterRole (a cluster-scoped rule would bring one back). The inference Deployments it scales are named.
 The exporter's pod-resources client talks to the kubelet's local socket, not
 the API server, and needs no rule.
 """
@@ -37,8 +37,7 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("", "nodes", ("patch",), cluster_scoped=True),  # pool label and taint
-    Rule("batch", "jobs", ("list", "patch")),  # poll; suspend and resume
+    Rule("batch", "jobs", ("list", "patch")),  # poll; suspend, resume on its pods' nodes
     Rule("", "pods", ("create", "delete", "list")),  # balloon pods
     Rule("", "pods/eviction", ("create",)),  # preempt an inference replica
     Rule("apps", "deployments/scale", ("get", "patch")),  # P0 growth and return
@@ -71,12 +70,13 @@ def _subject(stack: Stack) -> dict[str, str]:
 
 def objects(stack: Stack) -> list[dict[str, Any]]:
     workloads = stack.kubernetes.namespace
-    return [
+    cluster_rules = _policy_rules(stack, cluster_scoped=True)
+    cluster_role = [
         obj(
             RBAC_API,
             "ClusterRole",
             meta(stack, CLUSTER_ROLE, COMPONENT, namespace=""),
-            rules=_policy_rules(stack, cluster_scoped=True),
+            rules=cluster_rules,
         ),
         obj(
             RBAC_API,
@@ -89,6 +89,9 @@ def objects(stack: Stack) -> list[dict[str, Any]]:
             },
             subjects=[_subject(stack)],
         ),
+    ]
+    return [
+        *(cluster_role if cluster_rules else []),
         obj(
             RBAC_API,
             "Role",

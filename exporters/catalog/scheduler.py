@@ -64,6 +64,23 @@ GRANT_TIME_TO_CAPACITY = histogram(
     "pool",
     "stage",
 )
+POOL_FREE_USABLE_RATIO = gauge(
+    "scheduler_pool_free_gpus_usable_ratio",
+    "Fragmentation: of a pool's idle GPUs, the share the largest pod waiting in its queue "
+    "can use (whole pods per node); 1 when nothing is idle or nothing waits.",
+    "pool",
+)
+NO_HOLE_PREEMPTIONS = counter(
+    "scheduler_preemptions_without_hole",
+    "Preemptions committed whose freed GPUs hold no pod of their preemptor (should stay 0).",
+    "pool",
+)
+REPACKS_DECLINED = counter(
+    "scheduler_repacks_declined",
+    "Waits in which a job's GPUs were idle but spread over too many nodes for its pods "
+    "(moving running pods would have placed it; the scheduler does not).",
+    "pool",
+)
 CYCLES_REFUSED = counter(
     "scheduler_preemption_cycles_refused",
     "Preemptions refused because they would reverse a recent one.",
@@ -111,6 +128,9 @@ SCHEDULER_METRICS: tuple[Metric, ...] = (
     POOL_DRAINING,
     DRAIN_HELD_GPUS,
     GRANT_TIME_TO_CAPACITY,
+    POOL_FREE_USABLE_RATIO,
+    NO_HOLE_PREEMPTIONS,
+    REPACKS_DECLINED,
     CYCLES_REFUSED,
     DECISIONS,
     DECISION_DURATION,

@@ -3,23 +3,34 @@
 How decisions map onto the API (namespace ``namespace``; every object the
 scheduler manages carries the label ``novabrain.io/managed=true``):
 
-* pool membership: a node is labelled ``novabrain.io/pool=<pool>`` and tainted
-  ``novabrain.io/pool=<pool>:NoSchedule`` when GPUs on it are placed for a pool
-  (``place``/``return``). Node-level, so quotas must be node-aligned (the
-  example stack is: 8/16/8 on 8-GPU nodes); a node shared by two pools carries
-  the label of the pool placed last.
+* placement, pod by pod: pool membership is the scheduler's own accounting (which
+  pool claims which GPU), not a node label, so a node may hold GPUs of two pools.
+  The core places each pod of a job on one node and lists the job's GPUs pod by
+  pod (``JobView.pods``). ``place`` of a training/batch job un-suspends its Job in
+  one PATCH that also sets, on the pod template, a required node affinity on
+  ``kubernetes.io/hostname`` to the nodes its pods were given, ``parallelism`` to
+  its pod count, and the annotation ``novabrain.io/placement`` (each pod's node and
+  GPU uuids, for people and audits). Node affinity, not ``nodeName``: Kubernetes
+  lets the scheduling directives of a suspended Job's pod template change (node
+  affinity, node selector, tolerations; KEP-2926, GA in 1.27) but not
+  ``nodeName``; and ``nodeName`` bypasses kube-scheduler, so a pod bound to a node
+  whose GPUs a victim still holds in its grace period fails with
+  ``OutOfnvidia.com/gpu`` instead of staying Pending until they free. What it
+  does not pin: which of the job's nodes each of its pods lands on (one template
+  for all pods); kube-scheduler fits each pod whole on one of them.
 * preemption, never a bare delete: a training/batch Job (named after the job id)
   is suspended (``PATCH .spec.suspend=true``; the Job controller stops its pods
   with their ``terminationGracePeriodSeconds``); an inference replica pod is
   evicted through the Eviction API with the victim's grace period (PDBs apply).
 * resumption: ``place`` of a training/batch job un-suspends its Job.
 * P0 growth: ``place`` of a rebalance burst raises the replicas of the pool's
-  inference Deployment by the GPUs granted (one GPU per replica); ``return``
-  lowers them again.
+  inference Deployment by its pods (the model's GPUs per replica each); ``return``
+  lowers them again. A Deployment's replicas share one template, so they are not
+  pinned to the burst's nodes (changing it would roll every replica).
 * scale-up: one balloon pod per node wanted, priority class
   ``novabrain-balloon`` (a negative priority), requesting a node's worth of
-  GPUs with the pool's node selector and toleration, so the Cluster Autoscaler
-  adds a node and any real pod preempts the balloon. Scale-down deletes one of
+  GPUs, so the Cluster Autoscaler adds a node and any real pod preempts the
+  balloon. Scale-down deletes one of
   the pool's balloon pods (a placeholder, not a workload).
 * feedback (``poll``): managed Jobs map back to job ids by the annotation
   ``novabrain.io/job-id`` (else their name); a managed Job's annotation
@@ -31,16 +42,19 @@ client library sends for each decision (verb, path, query and JSON body) and
 that the responses are parsed, against request/response pairs written from the
 Kubernetes API reference and replayed through the client's HTTP layer. What is
 NOT verified, since no API server or cluster can run here: server-side
-behaviour (admission, RBAC, the Job controller honouring ``suspend``,
+behaviour (admission, RBAC, the Job controller honouring ``suspend`` and
+accepting the template's new node affinity, kube-scheduler fitting each pod on
+one of the given nodes,
 PodDisruptionBudgets turning an eviction into a 429, the Cluster Autoscaler
-reacting to balloon pods, nodes joining with the pool's label), and the
+reacting to balloon pods), and the
 ``novabrain-balloon`` PriorityClass existing (it must be created at install).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as k8s
@@ -53,7 +67,8 @@ from scheduler.actuators.errors import ActuatorConfigError
 from scheduler.core.errors import ActuatorError
 from scheduler.core.model import Action, Decision, JobKind, JobView, Result
 
-POOL_LABEL = "novabrain.io/pool"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+PLACEMENT_ANNOTATION = "novabrain.io/placement"
 # The decisions ``_apply`` turns into API calls; the others (rebalance, reserve, ...) it skips.
 _ACTED_ON = frozenset(
     {Action.PLACE, Action.PREEMPT, Action.RETURN, Action.CANCEL, Action.SCALE_UP, Action.SCALE_DOWN}
@@ -78,6 +93,7 @@ class KubernetesActuator(Actuator):
         gpu_nodes: Mapping[str, str],  # GPU uuid -> node name
         deployments: Mapping[str, str],  # pool -> its inference Deployment
         gpus_per_node: int,
+        replica_gpus: Mapping[str, int] | None = None,  # pool -> its model's GPUs per replica
         clock: Callable[[], float],
         balloon_image: str = "registry.k8s.io/pause:3.9",
     ) -> None:
@@ -88,6 +104,7 @@ class KubernetesActuator(Actuator):
         self._gpu_nodes = dict(gpu_nodes)
         self._deployments = dict(deployments)
         self._gpus_per_node = gpus_per_node
+        self._replica_gpus = dict(replica_gpus or {})
         self._clock = clock
         self._balloon_image = balloon_image
         self._reported: dict[str, float] = {}
@@ -111,20 +128,19 @@ class KubernetesActuator(Actuator):
 
     def _apply(self, d: Decision, job: JobView | None) -> None:
         if d.action == Action.PLACE and job is not None:
-            self._label_nodes(d.gpu_ids, d.pool)
             if job.elastic:
-                self._scale_deployment(d.pool, d.gpus)
+                self._scale_deployment(d.pool, self._replicas(d.pool, d.gpus))
             elif job.kind in (JobKind.TRAINING, JobKind.BATCH):
-                self._suspend(job.id, False)
+                self._start(job.id, self.pod_nodes(job, d.gpu_ids))
         elif d.action == Action.PREEMPT and job is not None:
             if job.kind in (JobKind.TRAINING, JobKind.BATCH):
                 self._suspend(job.id, True)
             elif job.elastic:
-                self._scale_deployment(job.pool, -job.gpus)
+                self._scale_deployment(job.pool, -self._replicas(job.pool, job.gpus))
             elif job.kind is JobKind.INFERENCE:
                 self._evict(job.id, d.grace_seconds)
         elif d.action == Action.RETURN and d.gpus:
-            self._scale_deployment(d.pool, -d.gpus)
+            self._scale_deployment(d.pool, -self._replicas(d.pool, d.gpus))
         elif (
             d.action == Action.CANCEL
             and job is not None
@@ -137,18 +153,56 @@ class KubernetesActuator(Actuator):
             for node in d.nodes:
                 self.scale_down(d.pool, node, d.correlation_id)
 
-    def _label_nodes(self, gpu_ids: tuple[str, ...], pool: str) -> None:
-        nodes = sorted({self._gpu_nodes[u] for u in gpu_ids if u in self._gpu_nodes})
-        for node in nodes:
-            self._core.patch_node(
-                node,
-                {
-                    "metadata": {"labels": {POOL_LABEL: pool}},
-                    "spec": {
-                        "taints": [{"key": POOL_LABEL, "value": pool, "effect": "NoSchedule"}]
-                    },
+    def _replicas(self, pool: str, gpus: int) -> int:
+        """Inference replicas (pods) of ``pool`` that ``gpus`` GPUs make."""
+        return max(1, gpus // self._replica_gpus.get(pool, 1))
+
+    def pod_nodes(self, job: JobView, gpu_ids: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """(node, GPU uuids) of each of ``job``'s pods: ``gpu_ids`` lists them pod by pod."""
+        out = []
+        at = 0
+        for size in job.pods or (len(gpu_ids),):
+            gpus = tuple(gpu_ids[at : at + size])
+            at += size
+            nodes = {self._gpu_nodes[u] for u in gpus if u in self._gpu_nodes}
+            if len(nodes) != 1:
+                raise ActuatorError(
+                    f"{job.id}: a pod's GPUs {', '.join(gpus)} are not on one known node"
+                )
+            out.append((nodes.pop(), gpus))
+        return out
+
+    def _start(self, job_id: str, pods: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Un-suspend the Job with its pods held to the nodes the scheduler gave them."""
+        nodes = sorted({node for node, _ in pods})
+        placement = [{"pod": i, "node": n, "gpus": list(g)} for i, (n, g) in enumerate(pods)]
+        affinity = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": HOSTNAME_LABEL, "operator": "In", "values": nodes}
+                            ]
+                        }
+                    ]
+                }
+            }
+        }
+        self._batch.patch_namespaced_job(
+            k8s_name(job_id),
+            self._ns,
+            {
+                "metadata": {
+                    "annotations": {PLACEMENT_ANNOTATION: json.dumps(placement, sort_keys=True)}
                 },
-            )
+                "spec": {
+                    "suspend": False,
+                    "parallelism": len(pods),
+                    "template": {"spec": {"affinity": affinity}},
+                },
+            },
+        )
 
     def _suspend(self, job_id: str, suspend: bool) -> None:
         self._batch.patch_namespaced_job(k8s_name(job_id), self._ns, {"spec": {"suspend": suspend}})
@@ -191,10 +245,6 @@ class KubernetesActuator(Actuator):
             "spec": {
                 "priorityClassName": BALLOON_PRIORITY_CLASS,
                 "terminationGracePeriodSeconds": 0,
-                "nodeSelector": {POOL_LABEL: pool},
-                "tolerations": [
-                    {"key": POOL_LABEL, "operator": "Equal", "value": pool, "effect": "NoSchedule"}
-                ],
                 "containers": [
                     {
                         "name": "balloon",
@@ -275,6 +325,9 @@ def from_stack(
         # Balloon pods reserve whole nodes of the (first) node group the
         # Cluster Autoscaler scales.
         gpus_per_node=stack.node_groups[0].gpus_per_node,
+        replica_gpus={
+            m.pool: m.serving.gpus_per_replica for m in stack.models if m.serving is not None
+        },
         clock=clock,
         balloon_image=stack.kubernetes.balloon_image,
     )

@@ -42,8 +42,6 @@ def test_overlays_add_only_what_they_say(builds: dict[str, list[dict[str, Any]]]
     assert names(builds["demo"]) == base
     extra = names(builds["production"]) - base
     assert {k for k, _ in extra} == {
-        "ClusterRole",
-        "ClusterRoleBinding",
         "Role",
         "RoleBinding",
         "PriorityClass",

@@ -11,7 +11,7 @@ server answers, not what a server would do with it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -62,14 +62,16 @@ class Replayer:
         return _Response(want.status, want.response)
 
 
-def actuator(recording: list[Exchange]) -> tuple[KubernetesActuator, Replayer]:
+def actuator(
+    recording: list[Exchange], gpu_nodes: dict[str, str] | None = None
+) -> tuple[KubernetesActuator, Replayer]:
     api = k8s.ApiClient(k8s.Configuration(host="http://127.0.0.1:1"))
     replayer = Replayer(recording)
     api.rest_client.pool_manager = replayer
     act = KubernetesActuator(
         api,
         namespace=NS,
-        gpu_nodes={"GPU-a": "gpu-node-4", "GPU-b": "gpu-node-4"},
+        gpu_nodes=gpu_nodes or {"GPU-a": "gpu-node-4", "GPU-b": "gpu-node-4"},
         deployments={"p0-risk": "risk-scorer"},
         gpus_per_node=8,
         clock=lambda: 1_800_000_000.0,
@@ -178,22 +180,9 @@ def test_preempting_an_inference_replica_evicts_it_with_its_grace() -> None:
     assert not rep.recording
 
 
-def test_p0_growth_raises_the_deployment_replicas_and_labels_the_nodes() -> None:
+def test_p0_growth_raises_the_deployment_replicas_and_touches_no_node() -> None:
     act, rep = actuator(
         [
-            Exchange(
-                "PATCH",
-                "/api/v1/nodes/gpu-node-4",
-                {
-                    "metadata": {"labels": {"novabrain.io/pool": "p0-risk"}},
-                    "spec": {
-                        "taints": [
-                            {"key": "novabrain.io/pool", "value": "p0-risk", "effect": "NoSchedule"}
-                        ]
-                    },
-                },
-                response={"metadata": {"name": "gpu-node-4"}},
-            ),
             Exchange("GET", SCALE_PATH, response=scale(8)),
             Exchange("PATCH", SCALE_PATH, {"spec": {"replicas": 10}}, response=scale(10)),
         ]
@@ -214,33 +203,71 @@ def test_p0_growth_raises_the_deployment_replicas_and_labels_the_nodes() -> None
     assert not rep2.recording
 
 
-def test_resuming_a_job_unsuspends_it() -> None:
-    act, rep = actuator(
-        [
-            Exchange(
-                "PATCH",
-                "/api/v1/nodes/gpu-node-4",
-                {
-                    "metadata": {"labels": {"novabrain.io/pool": "p1-train"}},
-                    "spec": {
-                        "taints": [
-                            {
-                                "key": "novabrain.io/pool",
-                                "value": "p1-train",
-                                "effect": "NoSchedule",
+def start_patch(nodes: list[str], placement: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one PATCH that resumes a Job with its pods held to their nodes."""
+    return {
+        "metadata": {
+            "annotations": {"novabrain.io/placement": json.dumps(placement, sort_keys=True)}
+        },
+        "spec": {
+            "suspend": False,
+            "parallelism": len(placement),
+            "template": {
+                "spec": {
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {
+                                                "key": "kubernetes.io/hostname",
+                                                "operator": "In",
+                                                "values": nodes,
+                                            }
+                                        ]
+                                    }
+                                ]
                             }
-                        ]
-                    },
-                },
-            ),
-            Exchange("PATCH", JOB_PATH, {"spec": {"suspend": False}}),
-        ]
-    )
+                        }
+                    }
+                }
+            },
+        },
+    }
+
+
+def test_resuming_a_job_unsuspends_it_on_the_node_its_pod_was_given() -> None:
+    placement = [{"pod": 0, "node": "gpu-node-4", "gpus": ["GPU-a", "GPU-b"]}]
+    act, rep = actuator([Exchange("PATCH", JOB_PATH, start_patch(["gpu-node-4"], placement))])
     act.apply(
         decision(Action.PLACE, "p1-train", job="train-7", gpus=2, gpu_ids=("GPU-a", "GPU-b")),
         view("train-7", JobKind.TRAINING, pool="p1-train"),
     )
     assert not rep.recording
+
+
+def test_a_multi_pod_job_gets_each_pods_node() -> None:
+    gpu_nodes = {"GPU-a": "gpu-node-4", "GPU-b": "gpu-node-4", "GPU-c": "gpu-node-5"}
+    gpu_nodes |= {"GPU-d": "gpu-node-5"}
+    placement = [
+        {"pod": 0, "node": "gpu-node-5", "gpus": ["GPU-c", "GPU-d"]},
+        {"pod": 1, "node": "gpu-node-4", "gpus": ["GPU-a", "GPU-b"]},
+    ]
+    act, rep = actuator(
+        [Exchange("PATCH", JOB_PATH, start_patch(["gpu-node-4", "gpu-node-5"], placement))],
+        gpu_nodes=gpu_nodes,
+    )
+    job = replace(view("train-7", JobKind.TRAINING, pool="p1-train", gpus=4), pods=(2, 2))
+    ids = ("GPU-c", "GPU-d", "GPU-a", "GPU-b")
+    act.apply(decision(Action.PLACE, "p1-train", job="train-7", gpus=4, gpu_ids=ids), job)
+    assert not rep.recording
+    # A placement Kubernetes cannot run (a pod across two nodes) is refused, not sent.
+    act2, rep2 = actuator([], gpu_nodes=gpu_nodes)
+    spread = ("GPU-a", "GPU-c", "GPU-b", "GPU-d")
+    with pytest.raises(ActuatorError, match="not on one known node"):
+        act2.apply(decision(Action.PLACE, "p1-train", job="train-7", gpus=4, gpu_ids=spread), job)
+    assert rep2.seen == []
 
 
 def test_scale_up_creates_a_negative_priority_balloon_and_scale_down_removes_it() -> None:
@@ -265,15 +292,6 @@ def test_scale_up_creates_a_negative_priority_balloon_and_scale_down_removes_it(
                     "spec": {
                         "priorityClassName": "novabrain-balloon",
                         "terminationGracePeriodSeconds": 0,
-                        "nodeSelector": {"novabrain.io/pool": "p1-train"},
-                        "tolerations": [
-                            {
-                                "key": "novabrain.io/pool",
-                                "operator": "Equal",
-                                "value": "p1-train",
-                                "effect": "NoSchedule",
-                            }
-                        ],
                         "containers": [
                             {
                                 "name": "balloon",
