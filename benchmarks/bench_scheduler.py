@@ -199,10 +199,12 @@ def bench_rebalance(gpus: int, jobs: int, samples: int) -> dict[str, float]:
         cpu.append(time.thread_time() - c0)
         # Literals, not Action members: this also runs on checkouts from before the
         # enums (--against), and Action is a StrEnum, equal to its value.
-        assert ds and ds[-1].action == Action.REBALANCE, ds[-1]
-        moved += ds[-1].gpus
+        # The grant's decision (jobs the pass after it places may follow it).
+        grant = next((d for d in reversed(ds) if d.action == Action.REBALANCE), None)
+        assert grant is not None, ds
+        moved += grant.gpus
         # Untimed: give the GPUs back so the next sample sees a full cluster again.
-        burst = ds[-1].job
+        burst = grant.job
         assert burst is not None
         victims = [d.job for d in ds if d.action == Action.PREEMPT and d.job]
         core.cancel(burst)

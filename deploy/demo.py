@@ -606,12 +606,16 @@ async def run_scenario(
         for j in await env.api("/api/v1/jobs")
         if j["id"] in victims
     )
+    pods, spanning = _pods_on_nodes(stack, await env.api("/api/v1/jobs"))
     record(
         "moved",
         f"GPUs moved: {pool} {own} → {grown}; preempted {', '.join(victims) or 'none'} "
-        f"after their grace period ({lost:.0f} GPU-seconds of work since their last checkpoints lost)",
+        f"after their grace period ({lost:.0f} GPU-seconds of work since their last checkpoints lost); "
+        f"{pods} pods running, {spanning} of them across nodes",
         gpus=grown,
         victims=victims,
+        pods=pods,
+        pods_spanning_nodes=spanning,
     )
 
     stages = await _time_to_capacity(env, str(d.get("job") or ""))
@@ -716,6 +720,23 @@ async def _time_to_capacity(env: SimulatedStack, burst: str) -> dict[str, float]
         return {}
     mine = {burst, *grant.victims}
     return {stage: secs for _, stage, secs in GrantTimer().observe(x for x in ds if x.job in mine)}
+
+
+def _pods_on_nodes(stack: Stack, jobs: list[dict[str, Any]]) -> tuple[int, int]:
+    """(pods running, pods whose GPUs are on more than one node): the API lists a job's
+    GPUs pod by pod."""
+    node = {g.uuid: g.node for g in stack.gpus()}
+    pods = spanning = 0
+    for j in jobs:
+        ids = j["gpu_ids"]
+        at = 0
+        for size in j.get("pods") or [len(ids)]:
+            if not ids:
+                break
+            pods += 1
+            spanning += len({node.get(u, u) for u in ids[at : at + size]}) > 1
+            at += size
+    return pods, spanning
 
 
 async def _is(state: Callable[[], Awaitable[str | None]], want: str | None) -> bool:

@@ -70,14 +70,24 @@ def fit(
     ready: Sequence[Gpu] = (),
     extra: Mapping[str, Sequence[Candidate]] | None = None,
     scratch: Scratch | None = None,
+    counted: bool = False,
 ) -> list[Gpu] | None:
     """GPUs for every pod of ``pods`` (listed pod by pod, in order), or None if they do not fit.
 
     ``ready``: GPUs already claimed for the job. ``extra``: more GPUs by node, with
-    their cost (a plan's victims'). Read-only.
+    their cost (a plan's victims'). ``counted``: the caller checked that enough GPUs
+    are idle in all. Read-only.
     """
     if not pods:
         return []
+    # Fewer GPUs to be had than the pods need, wherever they are: the common miss.
+    if (
+        not counted
+        and not extra
+        and scratch is None
+        and sum(pods) > len(ready) + idle_total(cluster, pool, own_only=own_only, loans=loans)
+    ):
+        return None
     aware = cluster.policy.node_aware
     if aware and not ready and not extra and scratch is None:
         got = _own_fast(cluster, pool, pods)
@@ -88,17 +98,19 @@ def fit(
     return _general(cluster, pool, pods, own_only, loans, ready, extra or {}, scratch)
 
 
-def idle_total(cluster: Cluster, pool: Pool, *, own_only: bool) -> int:
+def idle_total(
+    cluster: Cluster, pool: Pool, *, own_only: bool, loans: Collection[Pool] = ()
+) -> int:
     """How many idle GPUs ``pool`` may claim now, wherever they are."""
     n = len(pool.free)
-    if own_only:
-        return n
     room = pool.spec.borrowing_limit - pool.borrowed
-    lendable = sum(
-        max(0, min(len(p.free), p.spec.lending_limit - p.lent))
-        for p in cluster.by_priority
-        if p is not pool
-    )
+    if own_only or room <= 0:
+        return n
+    lendable = 0
+    for p in cluster.by_priority:
+        if p is not pool and p.free:
+            limit = p.lending_limit if p in loans else p.spec.lending_limit
+            lendable += max(0, min(len(p.free), limit - p.lent))
     return n + max(0, min(room, lendable))
 
 

@@ -136,7 +136,10 @@ class Placement:
         ready = [cluster.gpus[u] for u in job.held if cluster.gpus[u].holder is None]
         asked_own_only = own_only
         own_only = own_only or cluster.policy.dry_run or self._capped(job)
-        gpus = fit(cluster, pool, job.pods, own_only=own_only, ready=ready)
+        have = len(ready) + idle_total(cluster, pool, own_only=own_only)
+        gpus = None
+        if have >= job.gpus:
+            gpus = fit(cluster, pool, job.pods, own_only=own_only, ready=ready, counted=True)
         if gpus is None and not own_only:
             loans = self._loans_for(job, pool, cycle.now)
             if loans:
@@ -144,11 +147,7 @@ class Placement:
         if gpus is None:
             # Enough idle GPUs, on too many nodes: only moving running pods (a repack,
             # which this scheduler does not do) would let it start now. Counted once a wait.
-            if (
-                not asked_own_only
-                and not job.repack_counted
-                and len(ready) + idle_total(cluster, pool, own_only=own_only) >= job.gpus
-            ):
+            if have >= job.gpus and not asked_own_only and not job.repack_counted:
                 job.repack_counted = True
                 pool.repacks_declined += 1
             return False

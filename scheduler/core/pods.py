@@ -33,6 +33,8 @@ def covers(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     Both largest first: ``a`` has as many pods, each at least as large as ``b``'s at
     its place (a placement of ``a`` would give every pod of ``b`` a node).
     """
+    if len(b) == 1:  # the common case, hot in a pass over a queue
+        return a[0] >= b[0]
     return len(a) >= len(b) and all(x >= y for x, y in zip(a, b, strict=False))
 
 

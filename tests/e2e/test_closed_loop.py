@@ -41,6 +41,8 @@ async def test_p0_breach_moves_gpus_and_the_alert_resolves(tmp_path: Path) -> No
         moved = next(e for e in timeline.events if e.step == "moved")
         victims = moved.data["victims"]
         assert victims
+        # Every pod running once P0 grew has its GPUs on one node.
+        assert moved.data["pods"] > 0 and moved.data["pods_spanning_nodes"] == 0
         after = {j["id"]: j for j in await env.api("/api/v1/jobs")}
         releases = {
             d["job"]: d

@@ -93,3 +93,32 @@ def test_a_mapped_column_the_file_lacks_is_named(tmp_path: Path) -> None:
         read(write(tmp_path), Columns.parse("submit=start,duration=run_seconds,gpus=gpu_request"))
     with pytest.raises(TraceError, match="cannot read trace"):
         read(tmp_path / "missing.csv")
+
+
+PODS_LAYOUT = """\
+job_id,submission_time,duration,num_gpu,per_pod
+a,0,600,8,2
+b,10,600,8,
+c,20,600,6,4
+d,30,600,4,x
+e,40,600,16,8
+"""
+
+
+def test_an_optional_gpus_per_pod_column_gives_each_job_its_pods(tmp_path: Path) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text(PODS_LAYOUT, encoding="utf-8")
+    cols = "id=job_id,submit=submission_time,duration=duration,gpus=num_gpu,gpus_per_pod=per_pod"
+    trace = read(path, Columns.parse(cols))
+    # An empty cell leaves it to the scheduler; a size that does not divide is skipped.
+    assert [(j.id, j.gpus_per_pod) for j in trace.jobs] == [("a", 2), ("b", None), ("e", 8)]
+    assert dict(trace.skipped) == {
+        "gpus_per_pod not a whole divisor of the GPU count": 1,
+        "gpus_per_pod not a number": 1,
+    }
+    # Replayed, every pod of every job has its GPUs on one node.
+    stack = load_stack(STACK)
+    result = compare(stack, Options(traces=[path], columns=Columns.parse(cols)))
+    for summary in result.summaries.values():
+        assert summary["placement"]["pods_spanning_nodes"] == 0
+        assert summary["placement"]["preemptions_without_hole"] == 0
