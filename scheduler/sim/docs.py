@@ -165,6 +165,11 @@ borrowing limit (how many foreign GPUs it may hold). The scheduler's core
 (`scheduler/core/`, pure and deterministic) decides; the service persists each
 decision before it is acted on.
 
+- **Pods on nodes.** A job is pods (`gpus_per_pod`; else one pod up to the largest
+  node, node-sized pods above; a P0 replica is the model's `gpus_per_replica`). Each
+  pod gets all its GPUs on one node, a job's pods the fewest nodes, the fullest node
+  they fit (`scheduler/core/fit.py`). A preemption frees pod-shaped holes or is not
+  taken. Blind to nodes: `--variant NAME:node_aware=false`.
 - **Borrowing.** A job takes its own pool's idle GPUs first, then idle GPUs of other
   pools, lowest class first, within both limits. Borrowing idle GPUs preempts no one.
 - **Reclaim.** A pool whose lent GPUs are held by borrowers takes them back by
@@ -177,7 +182,8 @@ decision before it is acted on.
   (`scheduler/core/guards.py`) hold a job back: a minimum runtime, a budget of
   preemptions per window, a lifetime cap per job (then it is a victim only to give back
   a pool's guaranteed floor, and borrows no other pool's GPUs, which could not be taken
-  back, unless its own pool is too small for it), and a cycle guard that refuses to reverse a recent preemption.
+  back, unless its own pool is too small for it or its pods fit on no node of its pool),
+  and a cycle guard that refuses to reverse a recent preemption.
 - **Checkpoints.** A victim gets a grace period to checkpoint, then its GPUs go to the
   preemptor; it is requeued and resumes from its last checkpoint. Work since that
   checkpoint is lost and accounted (per job, per pool).
