@@ -405,29 +405,6 @@ def scheduler(stack: Stack) -> dict[str, Any]:
             "s",
         ),
         timeseries(
-            "Fragmentation: idle GPUs usable by the largest waiting pod",
-            [(f"min by (pool) ({q(s.POOL_FREE_USABLE_RATIO.series)})", "{{pool}}")],
-            "percentunit",
-            description="Of each pool's idle GPUs, the share the largest pod in its queue can "
-            "use, whole pods per node (1: nothing idle or nothing waits). Below it: "
-            "preemptions that freed no usable hole (must stay 0) and waits a repack of "
-            "running pods would have ended.",
-        ),
-        timeseries(
-            "Preemptions without a hole, repacks declined",
-            [
-                (
-                    f"sum by (pool) (increase({q(s.NO_HOLE_PREEMPTIONS.series)}[{RATE}]))",
-                    "{{pool}} no hole",
-                ),
-                (
-                    f"sum by (pool) (increase({q(s.REPACKS_DECLINED.series)}[{RATE}]))",
-                    "{{pool}} repack declined",
-                ),
-            ],
-            "none",
-        ),
-        timeseries(
             "Scale events",
             [
                 (
@@ -497,6 +474,30 @@ def scheduler(stack: Stack) -> dict[str, Any]:
             "s",
             description="From a P0 grant's request (alert or operator) to its first victim "
             "signalled, its last GPU free, and P0 serving on all of them.",
+        ),
+        # Placement on nodes: appended, so that the panel ids alerts link to stay put.
+        timeseries(
+            "Fragmentation: idle GPUs usable by the largest waiting pod",
+            [(f"min by (pool) ({q(s.POOL_FREE_USABLE_RATIO.series)})", "{{pool}}")],
+            "percentunit",
+            description="Of each pool's idle GPUs, the share the largest pod in its queue can "
+            "use, whole pods per node (1: nothing idle or nothing waits). Below it: "
+            "preemptions that freed no usable hole (must stay 0) and waits a repack of "
+            "running pods would have ended.",
+        ),
+        timeseries(
+            "Preemptions without a hole, repacks declined",
+            [
+                (
+                    f"sum by (pool) (increase({q(s.NO_HOLE_PREEMPTIONS.series)}[{RATE}]))",
+                    "{{pool}} no hole",
+                ),
+                (
+                    f"sum by (pool) (increase({q(s.REPACKS_DECLINED.series)}[{RATE}]))",
+                    "{{pool}} repack declined",
+                ),
+            ],
+            "none",
         ),
     ]
     return _dashboard(
