@@ -43,18 +43,40 @@ BAG = ""  # the one "node" of a pool blind to nodes
 
 
 class Scratch:
-    """Claims counted but not made (a batch of seeds checked before any is placed)."""
+    """Claims counted but not made (a batch of seeds checked before any is placed).
 
-    __slots__ = ("borrowed", "lent", "taken")
+    Each pool's idle GPUs by node are copied the first time a seed of it is fitted
+    (``idle_of``), so that own-pool seeds fit by node counts, as on the live cluster.
+    """
+
+    __slots__ = ("borrowed", "idle", "lent", "taken")
 
     def __init__(self) -> None:
         self.taken: set[str] = set()
         self.borrowed: dict[str, int] = {}
         self.lent: dict[str, int] = {}
+        self.idle: dict[str, tuple[NodeIdle, list[int]]] = {}  # pool -> (copy, [idle GPUs])
+
+    def idle_of(self, pool: Pool) -> tuple[NodeIdle, list[int]]:
+        got = self.idle.get(pool.name)
+        if got is None:
+            copy = NodeIdle()
+            n = 0
+            for node, uuids in pool.idle.on.items():
+                for u in uuids:
+                    if u not in self.taken:
+                        copy.add(node, u)
+                        n += 1
+            got = self.idle[pool.name] = (copy, [n])
+        return got
 
     def take(self, pool: Pool, gpus: Iterable[Gpu]) -> None:
         for g in gpus:
             self.taken.add(g.uuid)
+            copy = self.idle.get(g.home)
+            if copy is not None and g.uuid in copy[0].on.get(g.node, ()):
+                copy[0].remove(g.node, g.uuid)
+                copy[1][0] -= 1
             if g.home != pool.name:
                 self.borrowed[pool.name] = self.borrowed.get(pool.name, 0) + 1
                 self.lent[g.home] = self.lent.get(g.home, 0) + 1
@@ -89,8 +111,12 @@ def fit(
     ):
         return None
     aware = cluster.policy.node_aware
-    if aware and not ready and not extra and scratch is None:
-        got = _own_fast(cluster, pool, pods)
+    if aware and not ready and not extra:
+        if scratch is None:
+            got = _own_fast(cluster, pool, pods, pool.idle, len(pool.free))
+        else:
+            idle, count = scratch.idle_of(pool)
+            got = _own_fast(cluster, pool, pods, idle, count[0])
         if got is not None or own_only:
             return got
     elif not aware and not extra and scratch is None:
@@ -134,11 +160,13 @@ def seed_room(cluster: Cluster, demands: Sequence[tuple[Pool, Sequence[int]]]) -
     return None
 
 
-def _own_fast(cluster: Cluster, pool: Pool, pods: Sequence[int]) -> list[Gpu] | None:
-    """The pods on the pool's own idle GPUs, by node counts alone; None if they do not fit."""
-    if sum(pods) > len(pool.free):
+def _own_fast(
+    cluster: Cluster, pool: Pool, pods: Sequence[int], idle: NodeIdle, count: int
+) -> list[Gpu] | None:
+    """The pods on the pool's own idle GPUs (``idle``, ``count`` of them), by node counts
+    alone; None if they do not fit."""
+    if sum(pods) > count:
         return None
-    idle = pool.idle
     largest = cluster.largest_node
     gpus = cluster.gpus
     out: list[Gpu] = []
