@@ -31,7 +31,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import islice
 
 from scheduler.core.cluster import Cluster, Gpu, Pool
-from scheduler.core.pods import NodeIdle
+from scheduler.core.pods import NodeIdle, fits_on
 
 # What claiming a GPU costs against the limits.
 FREE = 0  # the pool's own, or already claimed for the job
@@ -119,6 +119,9 @@ def fit(
             got = _own_fast(cluster, pool, pods, idle, count[0])
         if got is not None or own_only:
             return got
+        if scratch is None and len(pods) == 1 and pods[0] == 1:
+            # One GPU, borrowed: the fullest lender node, lowest-priority lender first.
+            return _one_borrowed(cluster, pool, loans)
     elif not aware and not extra and scratch is None:
         return _bag(cluster, pool, sum(pods), own_only=own_only, loans=loans, ready=ready)
     return _general(cluster, pool, pods, own_only, loans, ready, extra or {}, scratch)
@@ -144,6 +147,13 @@ def ever_fits(cluster: Cluster, pool: Pool, pods: Sequence[int], *, own_only: bo
     """Whether ``pods`` fit ``pool`` on an empty cluster, within the limits (the most each
     lender ever lends; ``own_only``: on its own GPUs): a job that never could is refused,
     not queued for ever."""
+    # On the pool's own nodes alone, by their sizes (cheap): most jobs fit there.
+    sizes = [len(uuids) for uuids in pool.nodes.values()]
+    if len(set(pods)) == 1:
+        if sum(n // pods[0] for n in sizes) >= len(pods):
+            return True
+    elif len(pods) <= 32 and fits_on(tuple(pods), {str(i): n for i, n in enumerate(sizes)}):
+        return True
     got = _general(cluster, pool, pods, own_only, (), (), {}, None, everything=True)
     return got is not None
 
@@ -195,6 +205,22 @@ def _own_fast(
         if not placed:
             return None
     return out
+
+
+def _one_borrowed(cluster: Cluster, pool: Pool, loans: Collection[Pool]) -> list[Gpu] | None:
+    """One idle GPU of another pool, within the limits (the pool has none of its own)."""
+    if pool.spec.borrowing_limit - pool.borrowed < 1:
+        return None
+    for lender in cluster.by_priority:
+        if lender is pool or not lender.free:
+            continue
+        limit = lender.lending_limit if lender in loans else lender.spec.lending_limit
+        if limit - lender.lent < 1:
+            continue
+        node = lender.idle.best_fit(1, cluster.largest_node)
+        if node is not None:
+            return [cluster.gpus[next(iter(lender.idle.on[node]))]]
+    return None
 
 
 def _best_fit(idle: NodeIdle, need: int, largest: int, used: set[str]) -> str | None:
@@ -363,15 +389,29 @@ def _general(
 
     by_pod: dict[int, list[list[Gpu]]] = {}
     left = sorted(pods, reverse=True)
-    while left:
-        total = sum(left)
+
+    def measure() -> tuple[dict[str, int], list[str]]:
+        """Each node's usable GPUs, and the nodes by them, most first (ties: name, last first)."""
         sizes = {name: n.all.usable(borrow_room, lend_room) for name, n in nodes.items()}
-        whole = [name for name, u in sizes.items() if u >= total]
-        if whole:
+        return sizes, sorted(sizes, key=lambda n: (sizes[n], n), reverse=True)
+
+    sizes, order = measure()
+    # No placement can exist: too few GPUs, or too few nodes with room for a pod.
+    smallest = left[-1]
+    if sum(sizes.values()) < sum(left) or sum(u // smallest for u in sizes.values()) < len(left):
+        return None
+    at = 0  # ``order`` before it is used up
+    while left:
+        if not sizes:
+            return None
+        total = sum(left)
+        while order[at] not in sizes:
+            at += 1
+        if sizes[order[at]] >= total:
             # The hole that takes the fewest victims' GPUs, then borrows the fewest,
             # then the fullest node.
             name = min(
-                whole,
+                (n for n, u in sizes.items() if u >= total),
                 key=lambda n: (
                     max(0, total - nodes[n].idle.usable(borrow_room, lend_room)),
                     max(0, total - nodes[n].all.free),
@@ -383,15 +423,21 @@ def _general(
             left.clear()
         else:
             # As few nodes as possible: the node that takes the most first.
-            name = max(sizes, key=lambda n: (sizes[n], n), default="")
-            took = _pack(left, sizes[name]) if name else []
+            name = order[at]
+            took = _pack(left, sizes[name])
             if not took:
                 return None
         node = nodes.pop(name)
+        del sizes[name]
+        borrowed_here = 0
         for p in took:
             pod, borrowed = _take(node, p, lend_room, borrow_room)
             borrow_room -= borrowed
+            borrowed_here += borrowed
             by_pod.setdefault(p, []).append(pod)
+        if borrowed_here and left:
+            sizes, order = measure()  # the limits moved: every node's room may have
+            at = 0
     out: list[Gpu] = []
     for p in pods:
         out.extend(by_pod[p].pop(0))
