@@ -152,7 +152,8 @@ def test_the_borrowing_limit_caps_a_sized_grant() -> None:
     (g,) = grants(
         core.alert(pool="p0", action="rebalance", firing=True, correlation_id="a", rate_rps=350.0)
     )
-    assert g.gpus == 6 and dict(g.sizing)["want_gpus"] == 6
+    # Capped at 6 GPUs: the grant is the whole 4-GPU replicas (pods) that fit in them.
+    assert g.gpus == 4 and dict(g.sizing)["want_gpus"] == 6
 
 
 def test_bursts_go_back_only_when_the_load_no_longer_needs_them() -> None:

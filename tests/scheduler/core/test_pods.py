@@ -18,6 +18,7 @@ from scheduler.core import (
     JobKind,
     JobRequest,
     JobState,
+    ModelSpec,
     PolicySpec,
     PoolSpec,
     Scheduler,
@@ -33,7 +34,7 @@ def nodes_cluster(
     sizes: dict[str, int],
     pools: list[PoolSpec],
     homes: list[str] | None = None,
-    replica_gpus: tuple[tuple[str, int], ...] = (),
+    models: tuple[ModelSpec, ...] = (),
 ) -> ClusterSpec:
     """GPUs on named nodes of the given sizes; homes in node order unless given."""
     gpus = []
@@ -43,7 +44,7 @@ def nodes_cluster(
         for _ in range(n):
             gpus.append(GpuSpec(f"GPU-{i:03d}", node, order[i]))
             i += 1
-    return ClusterSpec(tuple(pools), tuple(gpus), replica_gpus=replica_gpus)
+    return ClusterSpec(tuple(pools), tuple(gpus), models=models)
 
 
 def node_of(core: Scheduler, job: str) -> list[str]:
@@ -99,7 +100,7 @@ def p0_over_p2(per_node: int, blockers: dict[str, int]) -> tuple[Scheduler, Cloc
             pool("p0", "P0", 1000, 0, borrowing=2 * per_node, preemptible=False),
             pool("p2", "P2", 100, 2 * per_node, lending=2 * per_node),
         ],
-        replica_gpus=(("p0", 4),),
+        models=(ModelSpec("risk", "p0", 0.01, 4, 1, 0.1, 0.99),),
     )
     clock = Clock()
     core = Scheduler(spec, FAST, clock=clock)
