@@ -39,10 +39,9 @@ def covers(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 
 def fits_on(pods: tuple[int, ...], capacity: dict[str, int]) -> dict[str, list[int]] | None:
-    """Which node each pod goes on (first fit, largest pod first) in ``capacity``; None: no fit.
-
-    For checking a hole already chosen (the GPUs a plan frees): the caller knows
-    how many of the GPUs each node has; this says whether the pods fit on them.
+    """Which node each pod goes on (largest pod first, onto the node with most room) in
+    ``capacity`` (node -> GPUs); None: no fit. A cheap check on node sizes alone
+    (whether a shape could ever fit a pool's own nodes), not a placement.
     """
     left = dict(capacity)
     out: dict[str, list[int]] = {}

@@ -35,7 +35,6 @@ from scheduler.core.fit import BORROW, FREE, LEND, Candidate, fit, idle_total
 from scheduler.core.guards import Guards
 from scheduler.core.jobs import Jobs
 from scheduler.core.model import Action, Cause, JobState, Result
-from scheduler.core.pods import fits_on
 from scheduler.core.queues import Queues
 from scheduler.core.victims import VictimIndex
 
@@ -260,12 +259,15 @@ class Preemption:
                 victim_cause = Cause.RECLAIM
             self._preempt(victim, job, victim_cause, cycle)
         if plan.victims and cluster.policy.node_aware:
-            # The invariant every plan keeps: what it frees holds the preemptor's pods.
-            on: dict[str, int] = {}
-            for g in plan.hole:
-                on[g.node] = on.get(g.node, 0) + 1
-            if fits_on(plan.pods, on) is None:
-                pool.no_hole_preemptions += 1
+            # The invariant every plan keeps: its hole, listed pod by pod, puts each of the
+            # preemptor's pods on one node.
+            at = 0
+            for size in plan.pods:
+                pod = plan.hole[at : at + size]
+                at += size
+                if len(pod) < size or any(g.node != pod[0].node for g in pod):
+                    pool.no_hole_preemptions += 1
+                    break
         job.freed_for = bool(job.held) or job.freed_for
         cluster.dirty.add(job.id)
 
