@@ -1,30 +1,35 @@
-"""The decision fingerprint: replay a job trace through the trace simulator and digest every decision.
+"""The decision fingerprint: replay a job trace through ``novabrain simulate``'s replay and digest every decision.
 
 Each decision is serialised exactly as the store writes it (``json.dumps(d.to_dict())``),
-one line per decision, in order; the SHA-256 of those lines is the fingerprint. Two
-versions of the scheduler core that print the same fingerprint for the same trace
-made the same decisions, byte for byte: ids, times, victims, GPUs, reasons.
+one line per decision, in order; the SHA-256 of those lines is the fingerprint, one
+per policy (the built-in ``static``, ``naive`` and ``novabrain`` by default, each on
+its own ``Scheduler``). Two versions of the scheduler core that print the same
+fingerprints for the same trace made the same decisions, byte for byte: ids, times,
+victims, GPUs, reasons. The replay is the event-driven one of ``novabrain simulate``
+(``scheduler/sim/replay.py``) with the stack's world: P0's daily load and its latency
+alert, the market-bell reservations, checkpoints, acknowledgements and autoscaling.
 
-Used to show that a refactoring of the policy core changed no decision: run it on
-the old and on the new checkout (``--out`` writes the lines, so that ``diff`` shows
-the first decision that differs).
+Used to show that a refactoring of the policy core (or of the replay's hot paths)
+changed no decision: run it on the old and on the new checkout (``--out`` writes the
+lines, so that ``diff`` shows the first decision that differs).
 
     python benchmarks/decision_fingerprint.py                        # the vendored sample
     python benchmarks/decision_fingerprint.py --trace cluster04.csv --hours 48 --out d.jsonl
 
-Prints numbers and exits 0; a missing or unreadable trace is one line and exit 2.
+Prints numbers and exits 0; a missing or unreadable trace, or a bad policy, is one
+line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,47 +39,43 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.stack import load_stack  # noqa: E402
 from scheduler.config import cluster_spec, policy_spec  # noqa: E402
-from scheduler.core.model import Decision, PolicySpec  # noqa: E402
-from scheduler.sim.trace import SimConfig, TraceJob, read_trace, simulate  # noqa: E402
+from scheduler.core.model import Decision  # noqa: E402
+from scheduler.sim.errors import SimError  # noqa: E402
+from scheduler.sim.policies import BUILTIN, policy_runs  # noqa: E402
+from scheduler.sim.reader import Trace, read  # noqa: E402
+from scheduler.sim.replay import Replay  # noqa: E402
+from scheduler.sim.scenario import map_jobs, p0_demand, start_of, world  # noqa: E402
 
 SAMPLE = ROOT / "scheduler" / "sim" / "traces" / "elasticflow-sample.csv"
-# A P0 breach in the thick of the load, resolved an hour later (as the simulator's test).
-DEFAULT_ALERTS = ((3 * 3600.0, True), (4 * 3600.0, False))
 
 
-def parse_alert(text: str) -> tuple[float, bool]:
-    at, _, state = text.partition(":")
-    if state not in ("firing", "resolved"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected SECONDS:firing or SECONDS:resolved")
-    try:
-        seconds = float(at)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: {at!r} is not a number of seconds") from None
-    return seconds, state == "firing"
-
-
-def parse_setting(text: str) -> tuple[str, float | bool]:
-    key, _, value = text.partition("=")
-    known = {f.name: f.type for f in dataclasses.fields(PolicySpec)}
-    if key not in known:
-        raise argparse.ArgumentTypeError(f"{key!r} is not a policy field ({', '.join(known)})")
-    if value in ("true", "false"):
-        return key, value == "true"
-    try:
-        return key, int(value) if value.lstrip("-").isdigit() else float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected KEY=NUMBER or KEY=true|false"
-        ) from None
-
-
-def time_slice(trace: list[TraceJob], start_hours: float, hours: float | None) -> list[TraceJob]:
-    """Jobs submitted in [first + start_hours, first + start_hours + hours)."""
-    if not trace:
+def time_slice(trace: Trace, start_hours: float, hours: float | None, limit: int | None) -> Trace:
+    """Jobs submitted in [first + start_hours, first + start_hours + hours), at most ``limit``."""
+    if not trace.jobs:
         return trace
-    lo = trace[0].submission_time + 3600.0 * start_hours
+    lo = trace.jobs[0].submit + 3600.0 * start_hours
     hi = float("inf") if hours is None else lo + 3600.0 * hours
-    return [j for j in trace if lo <= j.submission_time < hi]
+    jobs = [j for j in trace.jobs if lo <= j.submit < hi][:limit]
+    return replace(trace, jobs=jobs, rows=len(jobs))
+
+
+class _Fingerprint:
+    """One policy's digest of every decision, in order (and the lines, when kept)."""
+
+    def __init__(self, policy: str, lines: list[str] | None) -> None:
+        self.policy = policy
+        self.lines = lines
+        self.digest = hashlib.sha256()
+        self.actions: Counter[str] = Counter()
+
+    def record(self, ds: Sequence[Decision]) -> None:
+        for d in ds:
+            line = json.dumps(d.to_dict())
+            self.digest.update(line.encode())
+            self.digest.update(b"\n")
+            self.actions[f"{d.action}/{d.result}"] += 1
+            if self.lines is not None:
+                self.lines.append(f"{self.policy} {line}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,65 +85,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--start-hours", type=float, default=0.0, help="skip jobs before this")
     ap.add_argument("--hours", type=float, default=None, help="keep this many hours of jobs")
     ap.add_argument("--limit", type=int, default=None, help="at most this many jobs")
+    ap.add_argument("--policies", default=",".join(BUILTIN), help="built-in policies, in order")
     ap.add_argument(
-        "--alert",
-        type=parse_alert,
-        action="append",
-        metavar="SECONDS:firing|resolved",
-        help="a P0 rebalance alert (repeatable; default: firing at 3h, resolved at 4h)",
-    )
-    ap.add_argument(
-        "--policy",
-        type=parse_setting,
+        "--variant",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="override a policy field of the stack, e.g. dry_run=true (repeatable)",
+        metavar="NAME:KEY=VALUE,...",
+        help="novabrain with policy fields changed, e.g. dry:dry_run=true (repeatable)",
     )
     ap.add_argument("--out", type=Path, default=None, help="write every decision, one per line")
     args = ap.parse_args(argv)
 
-    try:
-        trace = time_slice(read_trace(args.trace), args.start_hours, args.hours)
-    except (OSError, ValueError, KeyError) as e:
-        print(f"decision_fingerprint: cannot read trace {args.trace}: {e}", file=sys.stderr)
-        return 2
-    if args.limit is not None:
-        trace = trace[: args.limit]
     stack = load_stack(args.stack)
-    config = SimConfig(training_pool="p1-train", batch_pool="p2-batch", p0_pool="p0-risk")
-
-    digest = hashlib.sha256()
-    actions: Counter[str] = Counter()
-    lines: list[str] = []
-
-    def record(ds: Sequence[Decision]) -> None:
-        for d in ds:
-            line = json.dumps(d.to_dict())
-            digest.update(line.encode())
-            digest.update(b"\n")
-            actions[f"{d.action}/{d.result}"] += 1
-            if args.out is not None:
-                lines.append(line)
-
-    t0 = time.perf_counter()
-    report = simulate(
-        trace,
-        cluster_spec(stack),
-        dataclasses.replace(policy_spec(stack), **dict(args.policy)),
-        config,
-        alerts=args.alert or DEFAULT_ALERTS,
-        on_decisions=record,
-    )
-    wall = time.perf_counter() - t0
-    if args.out is not None:
+    try:
+        trace = time_slice(
+            read(args.trace, timezone=stack.alerting.timezone),
+            args.start_hours,
+            args.hours,
+            args.limit,
+        )
+        names = [n for n in args.policies.split(",") if n]
+        runs = policy_runs(names, args.variant, cluster_spec(stack), policy_spec(stack))
+        start = start_of([trace], stack, None)
+        jobs, _ = map_jobs([trace], stack, start)
+    except SimError as e:
+        print(f"decision_fingerprint: {e}", file=sys.stderr)
+        return 2
+    w = world(stack)
+    print(f"trace:       {args.trace} ({len(jobs)} jobs)")
+    lines: list[str] | None = [] if args.out is not None else None
+    overall = hashlib.sha256()
+    for run in runs:
+        fp = _Fingerprint(run.name, lines)
+        t0 = time.perf_counter()
+        rec = Replay(
+            run, jobs, w, start=start, p0=p0_demand(stack, start), on_decisions=fp.record
+        ).run()
+        wall = time.perf_counter() - t0
+        overall.update(f"{run.name} {fp.digest.hexdigest()}\n".encode())
+        done = sum(1 for j in rec.jobs.values() if j.end is not None)
+        print(f"{run.name}:")
+        print(f"  decisions:   {sum(fp.actions.values())}")
+        print(f"  fingerprint: sha256:{fp.digest.hexdigest()}")
+        print("  by action:   " + ", ".join(f"{k} {n}" for k, n in sorted(fp.actions.items())))
+        print(
+            f"  replay:      {done} of {len(rec.jobs)} jobs completed, {rec.ticks} ticks, "
+            f"{sum(rec.preemptions.values())} preemptions, "
+            f"{sum(rec.lost_by_pool.values()) / 3600:.2f} GPU-h lost; {wall:.2f}s"
+        )
+    print(f"all policies: sha256:{overall.hexdigest()}")
+    if args.out is not None and lines is not None:
         args.out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    print(f"trace:       {args.trace} ({len(trace)} jobs)")
-    print(f"decisions:   {sum(actions.values())}")
-    print(f"fingerprint: sha256:{digest.hexdigest()}")
-    print("by action:   " + ", ".join(f"{k} {n}" for k, n in sorted(actions.items())))
-    print(f"report:      {json.dumps(report.summary(), sort_keys=True)}")
-    print(f"replayed in {wall:.1f}s")
     return 0
 
 
