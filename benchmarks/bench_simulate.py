@@ -1,14 +1,23 @@
 """Trace replay speed: event-driven (``Scheduler.next_wakeup``) beside the tick-stepping loop.
 
 Both loops replay the same trace through the same core with the same world; the
-tick-stepping one ticks every ``--tick`` seconds (60: the old simulator) instead of
-jumping from event to event. Printed per policy: jobs replayed per second (wall and
-process CPU time, one core), the core's ticks and calls, and how far the two loops'
-results lie apart: every job's start and end, compared job by job (share within one
-tick, and the largest gap), and the headline figures side by side. A completion the
-tick loop sees up to a tick late starts the next job late too, so gaps can add up
-along a queue; on a grid where every time is a multiple of the tick the two take the
-very same decisions (tests/scheduler/core/test_next_wakeup.py proves that).
+tick-stepping one ticks every ``--tick`` seconds (60) instead of jumping from event to
+event. It is a fair baseline, not the old simulator's loop: arrivals, the world's
+events (acknowledgements, checkpoints, nodes joining, P0's load and alert) and the end
+of each job's run happen at their own times within a step, and it ticks at each run's
+end (the world knows when the work it started is done). It never asks the core's
+``next_wakeup``: every other instant the core keeps time for (a grace period's end, a
+guard letting a victim go, a window edge, a pool's bursts going back, a scale-up
+wait, a pass left unsettled) waits for the next grid point.
+
+Printed per policy: jobs replayed per second (wall and process CPU time, one core),
+the core's ticks and calls, and how far the two loops' results lie apart: every job's
+first start and its end, compared job by job (share within one tick, and the largest
+gap), the headline figures side by side, and the first decision where the two loops
+part (which timer the tick loop took late, and what it changed). Once they part, the
+state differs (another victim, another node), so gaps can add up along a queue; on a
+grid where every time is a multiple of the tick the two take the very same decisions
+(tests/scheduler/core/test_next_wakeup.py proves that).
 
     python benchmarks/bench_simulate.py                      # the sample, repeated to 10,000 jobs
     python benchmarks/bench_simulate.py --trace cluster04.csv --policies novabrain
@@ -30,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from deploy.stack import load_stack  # noqa: E402
 from scheduler.config import cluster_spec, policy_spec  # noqa: E402
+from scheduler.core.model import Decision  # noqa: E402
 from scheduler.sim import metrics  # noqa: E402
 from scheduler.sim.errors import SimError  # noqa: E402
 from scheduler.sim.policies import BUILTIN, policy_runs  # noqa: E402
@@ -57,12 +67,48 @@ def repeated(trace: Trace, jobs: int) -> Trace:
     return Trace(out, trace.epoch, f"{trace.source} x{k}", rows=len(out))
 
 
-def replay(stack, run, jobs, start, tick):  # type: ignore[no-untyped-def]
+def replay(stack, run, jobs, start, tick, decisions=None):  # type: ignore[no-untyped-def]
     w = world(stack, tick_seconds=tick)
-    r = Replay(run, jobs, w, start=start, p0=p0_demand(stack, start))
+    keep = None if decisions is None else decisions.extend
+    r = Replay(run, jobs, w, start=start, p0=p0_demand(stack, start), on_decisions=keep)
     c0 = time.process_time()
     rec = r.run()
     return rec, time.process_time() - c0
+
+
+def _same(x: Decision, y: Decision) -> bool:
+    return (x.action, x.job, x.pool, x.gpus, x.result) == (
+        y.action,
+        y.job,
+        y.pool,
+        y.gpus,
+        y.result,
+    )
+
+
+def _said(d: Decision, t0: float) -> str:
+    return f"{d.action} at {d.at - t0:,.0f}s ({d.reason[:80]})"
+
+
+def parting(a: Sequence[Decision], b: Sequence[Decision], tick: float) -> list[str]:
+    """Where the tick loop first took a decision late, and where the two loops first part.
+
+    Late: the same decision at a later instant (a timer the core kept, seen at the grid).
+    Parted: another action, job or size, or a tick or more apart.
+    """
+    t0 = a[0].at if a else 0.0
+    out: list[str] = []
+    for x, y in zip(a, b, strict=False):
+        if not out and _same(x, y) and y.at > x.at:
+            out.append(f"first late: {_said(x, t0)}; the tick loop {y.at - x.at:.0f}s later")
+        if not _same(x, y) or abs(x.at - y.at) > tick:
+            out.append(f"first parted: event loop {_said(x, t0)}; tick loop {_said(y, t0)}")
+            return out
+    if len(a) != len(b):
+        out.append(f"the same decisions, but one loop took {abs(len(a) - len(b))} more")
+    else:
+        out.append("never parted: the same decisions, each within one tick")
+    return out
 
 
 def agreement(a: Recorder, b: Recorder, tick: float) -> tuple[float, float, float]:
@@ -86,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--policies", default=",".join(BUILTIN))
     ap.add_argument("--tick", type=float, default=60.0, help="the tick-stepping loop's tick")
     ap.add_argument("--stack", type=Path, default=ROOT / "deploy" / "stack.yaml")
+    ap.add_argument(
+        "--no-parting",
+        dest="parting",
+        action="store_false",
+        help="skip the untimed replays that find the first decision where the loops part",
+    )
     args = ap.parse_args(argv)
     stack = load_stack(args.stack)
     try:
@@ -105,10 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = policy_runs(args.policies.split(","), [], cluster_spec(stack), policy_spec(stack))
     for run in runs:
         recs = {}
+        streams: list[list[Decision]] = []
         for loop, tick in (("event", None), (f"tick {args.tick:.0f}s", args.tick)):
+            # The speed is measured without keeping decisions; they are kept in a second,
+            # untimed replay (each loop is deterministic) when --parting asks for them.
             t0 = time.perf_counter()
             rec, cpu = replay(stack, run, jobs, start, tick)
             wall = time.perf_counter() - t0
+            if args.parting:
+                streams.append([])
+                replay(stack, run, jobs, start, tick, streams[-1])
             recs[loop] = rec
             s = metrics.summarise(rec, stack.alerting.timezone)
             w = s["waits"]
@@ -126,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'':<10} {'agreement':<12} {100 * share:.1f}% of jobs start and end within one "
             f"tick of each other; largest gap: start {sgap:,.0f}s, end {egap:,.0f}s"
         )
+        if streams:
+            for line in parting(*streams, args.tick):
+                print(f"{'':<10} {'':<12} {line}")
     return 0
 
 

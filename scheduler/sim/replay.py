@@ -17,7 +17,12 @@ Event-driven: the clock jumps to the next arrival, world event or
 ``Scheduler.next_wakeup()`` (a completion, a grace expiry, a window edge, ...), and the
 core ticks only when that says so. What a tick makes due at its own instant is taken
 ``settle_seconds`` later, as the service's next heartbeat would. ``tick_seconds``
-instead ticks on a fixed grid (the old loop, kept as the benchmark's baseline).
+instead ticks on a fixed grid (the benchmark's baseline): arrivals and the world's
+events still happen at their own times, and a job's run ends at its own time too (the
+world knows when the work it started is done: its duration less the progress it
+resumed from), where the loop ticks once more; everything else the core keeps time
+for (grace periods, guards, windows, returns, scaling timers, a pass left unsettled)
+waits for the next grid point. It never asks ``next_wakeup``.
 
 What happens is recorded as it happens (``Recorder``): every job's runs, waits and
 losses, every pool's GPUs over time, P0's shortfalls, and the time each core call took.
@@ -68,7 +73,9 @@ class World:
     alert_delay_seconds: float  # the rule's for: plus Alertmanager's group_wait
     resolve_delay_seconds: float  # Alertmanager's group_interval
     settle_seconds: float = 1.0
-    tick_seconds: float | None = None  # None: event-driven
+    # None: event-driven. Else the fixed tick of the baseline loop, which also ticks
+    # when a job's run ends (a "finish" event), but asks the core for no wakeups.
+    tick_seconds: float | None = None
 
 
 @dataclass
@@ -190,6 +197,8 @@ class Replay:
         self._per_node = run.cluster.gpus_per_new_node
         self._live = 0  # trace jobs submitted and not finished
         self._grants = GrantTimer()
+        self._last_tick = -math.inf
+        self._finished = False  # the baseline: a run's work ended at this instant
         self._seeds: list[JobRequest] = []
         for name, (demands, replicas) in p0.items():
             it = demands()
@@ -214,31 +223,35 @@ class Replay:
         tick = self.world.tick_seconds
         settle = self.world.settle_seconds
         next_grid = self.now
-        last_tick = -math.inf
         last_submit = jobs[-1].submit if jobs else self.now
         horizon = last_submit + HORIZON_SECONDS
         events = self._events
+        pop = heapq.heappop
+        world_event = self._world_event
         while True:
             if i >= n and self._live == 0:
                 break
-            t_sub = jobs[i].submit if i < n else math.inf
-            t_ev = events[0][0] if events else math.inf
+            t = jobs[i].submit if i < n else math.inf
+            if events and events[0][0] < t:
+                t = events[0][0]
             if tick is None:
                 wake = core.next_wakeup()
-                if wake <= self.now and last_tick == self.now:
+                if wake <= self.now and self._last_tick == self.now:
                     if wake < self.now:
                         rec.stuck_wakeups += 1
                     wake = self.now + settle
-                t = min(t_sub, t_ev, wake)
-            else:
-                t = min(t_sub, t_ev, next_grid)
+                if wake < t:
+                    t = wake
+            elif next_grid < t:
+                t = next_grid
             if t > horizon or t == math.inf:
                 break
-            self.now = max(self.now, t)
+            if t > self.now:
+                self.now = t
             now = self.now
             while events and events[0][0] <= now:
-                _, _, kind, key, number = heapq.heappop(events)
-                self._world_event(kind, key, number)
+                _, _, kind, key, number = pop(events)
+                world_event(kind, key, number)
             while i < n and jobs[i].submit <= now:
                 self._submit(jobs[i])
                 i += 1
@@ -247,13 +260,11 @@ class Replay:
             if tick is None:
                 due = core.next_wakeup() <= now
             else:
-                due = now >= next_grid
-                if due:
+                due = now >= next_grid or self._finished
+                if now >= next_grid:
                     next_grid = (math.floor((now - rec.start) / tick) + 1) * tick + rec.start
             if due:
-                rec.ticks += 1
-                self._call(core.tick)
-                last_tick = now
+                self._tick()
         rec.end = self.now
         for p in rec.p0.values():
             self._p0_account(p, self.now)
@@ -267,6 +278,12 @@ class Replay:
             rec.repacks_declined += v.repacks_declined
         rec.wall_seconds = time.perf_counter() - t0
         return rec
+
+    def _tick(self) -> None:
+        self.rec.ticks += 1
+        self._finished = False
+        self._last_tick = self.now
+        self._call(self.core.tick)
 
     # ------------------------------------------------------------------ the world
 
@@ -314,6 +331,11 @@ class Replay:
             if record.start == started and job_id not in self._preempting and record.end is None:
                 core.report_checkpoint(job_id)
                 self._push(now + self.world.checkpoint_interval_seconds, kind, job_id, started)
+        elif kind == "finish":
+            # The run's work is done: the baseline ticks at this instant, after the
+            # arrivals of the same instant (as the event-driven loop's tick comes after them).
+            if self.rec.jobs[key].start == number:
+                self._finished = True
         elif kind == "node":
             pool = key
             k = next(self._node_serial)
@@ -481,6 +503,10 @@ class Replay:
                         self._push(
                             now + self.world.checkpoint_interval_seconds, "checkpoint", job_id, now
                         )
+                    if self.world.tick_seconds is not None:
+                        # The work left: its duration less the progress it resumed from.
+                        left = record.job.duration - self.core.job(job_id).progress_seconds
+                        self._push(now + max(0.0, left), "finish", job_id, now)
             elif action is Action.PREEMPT:
                 touched.add(d.pool)  # it serves no more, though it still holds its GPUs
                 self._preempting[job_id] = now
