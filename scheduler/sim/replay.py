@@ -511,8 +511,7 @@ class Replay:
                 touched.add(d.pool)  # it serves no more, though it still holds its GPUs
                 self._preempting[job_id] = now
                 self._push(now + self.world.ack_seconds, "ack", job_id, now)
-                by = d.reason.partition(" preempted for ")[2].rpartition(f" ({d.cause})")[0]
-                key = (d.pool, self._pool_name(by))
+                key = (d.pool, self._preempted_by(d))
                 rec.preemptions[key] = rec.preemptions.get(key, 0) + 1
                 record = rec.jobs.get(job_id)
                 if record is not None:
@@ -569,6 +568,16 @@ class Replay:
             self._p0_account(p0, now)  # what came before the grant is not after it
             p0.first_grant = now
         p0.grants.append((d.gpus, max(0, p0.demand.needed - p0.serving)))
+
+    def _preempted_by(self, d: Decision) -> str:
+        """The pool a preemption gives GPUs to: its preemptor's, or a closing window's lender."""
+        by = d.reason.partition(" preempted for ")[2].rpartition(f" ({d.cause})")[0]
+        if by:
+            return self._pool_name(by)
+        # A lending window closing drains borrowers, for its pool ("the lending window of
+        # POOL is closing"): the lender's lent count comes down, whichever GPUs they hold.
+        lender = d.reason.partition("the lending window of ")[2].partition(" ")[0]
+        return lender or "?"
 
     def _pool_name(self, job_id: str) -> str:
         pool = self._pool_of_job.get(job_id)

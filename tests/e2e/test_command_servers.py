@@ -39,8 +39,8 @@ def test_the_installed_package_is_the_one_under_test(tmp_path: Path) -> None:
     """Under ``make test`` the script is a wheel's, in a venv outside the checkout; the
     trace sample it ships is package data, readable from there."""
     code = (
-        "import deploy, scheduler.sim.trace as t; "
-        "print(deploy.__file__); print(len(t.read_trace(t.SAMPLE_TRACE)))"
+        "import deploy, scheduler.sim.docs as d, scheduler.sim.reader as r; "
+        "print(deploy.__file__); print(len(r.read(d.SAMPLE).jobs))"
     )
     r = subprocess.run(
         [str(PYTHON), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
