@@ -373,8 +373,15 @@ class Scheduler:
             # "now" is still due), without walking the queues and timers again.
             return wakeup
         now = self._clock()
-        # A victim matures, or a refusal lapses, to the benefit of a waiting job only.
-        waiting = any(p.waiting for p in self._cluster.pools.values())
+        # A victim matures, or a refusal lapses, to the benefit of a waiting job only, of
+        # a pool that can take victims: one with borrowers on its GPUs to reclaim, or one
+        # that preempts lower classes. (Under ``static`` none can: a victim maturing there
+        # would wake a tick for nothing, for about every other completion.)
+        cluster = self._cluster
+        waiting = any(
+            p.waiting and (p.borrowers_on or cluster.preempts_owners(p))
+            for p in cluster.pools.values()
+        )
         wakeup = min(
             now
             if self._placement.unsettled
