@@ -28,6 +28,7 @@ The machine is shared: run it twice and compare within one run. Exit 2 on a bad 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -90,11 +91,14 @@ def _said(d: Decision, t0: float) -> str:
     return f"{d.action} at {d.at - t0:,.0f}s ({d.reason[:80]})"
 
 
-def parting(a: Sequence[Decision], b: Sequence[Decision], tick: float) -> list[str]:
+def parting(
+    a: Sequence[Decision], b: Sequence[Decision], tick: float
+) -> tuple[list[str], float | None]:
     """Where the tick loop first took a decision late, and where the two loops first part.
 
     Late: the same decision at a later instant (a timer the core kept, seen at the grid).
-    Parted: another action, job or size, or a tick or more apart.
+    Parted: another action, job or size, or a tick or more apart. Also returns the
+    instant they parted at (None: never).
     """
     t0 = a[0].at if a else 0.0
     out: list[str] = []
@@ -103,26 +107,32 @@ def parting(a: Sequence[Decision], b: Sequence[Decision], tick: float) -> list[s
             out.append(f"first late: {_said(x, t0)}; the tick loop {y.at - x.at:.0f}s later")
         if not _same(x, y) or abs(x.at - y.at) > tick:
             out.append(f"first parted: event loop {_said(x, t0)}; tick loop {_said(y, t0)}")
-            return out
+            return out, min(x.at, y.at)
     if len(a) != len(b):
         out.append(f"the same decisions, but one loop took {abs(len(a) - len(b))} more")
     else:
         out.append("never parted: the same decisions, each within one tick")
-    return out
+    return out, None
 
 
-def agreement(a: Recorder, b: Recorder, tick: float) -> tuple[float, float, float]:
-    """(share of jobs whose start and end agree within one tick, largest start gap, end gap)."""
-    within = 0
+def agreement(
+    a: Recorder, b: Recorder, tick: float, before: float = math.inf
+) -> tuple[float, float, float, int]:
+    """(share of jobs whose start and end agree within one tick, largest start gap, end gap,
+    jobs compared): of the jobs that ended in ``a`` before ``before``."""
+    within = n = 0
     start_gap = end_gap = 0.0
     for job_id, ra in a.jobs.items():
+        if (ra.end if ra.end is not None else math.inf) >= before:
+            continue
+        n += 1
         rb = b.jobs[job_id]
         sa = ra.runs[0][0] if ra.runs else 0.0
         sb = rb.runs[0][0] if rb.runs else 0.0
         ds, de = abs(sa - sb), abs((ra.end or 0.0) - (rb.end or 0.0))
         start_gap, end_gap = max(start_gap, ds), max(end_gap, de)
         within += ds <= tick and de <= tick
-    return within / max(1, len(a.jobs)), start_gap, end_gap
+    return within / max(1, n), start_gap, end_gap, n
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,14 +189,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{s['longest_wait_seconds'] / 3600:>7.1f}h"
             )
         a, b = recs.values()
-        share, sgap, egap = agreement(a, b, args.tick)
+        share, sgap, egap, _ = agreement(a, b, args.tick)
         print(
             f"{'':<10} {'agreement':<12} {100 * share:.1f}% of jobs start and end within one "
             f"tick of each other; largest gap: start {sgap:,.0f}s, end {egap:,.0f}s"
         )
         if streams:
-            for line in parting(*streams, args.tick):
+            lines, parted = parting(*streams, args.tick)
+            for line in lines:
                 print(f"{'':<10} {'':<12} {line}")
+            if parted is not None:
+                share, sgap, egap, n = agreement(a, b, args.tick, parted)
+            if parted is not None and n:
+                print(
+                    f"{'':<10} {'':<12} of the {n:,} jobs that ended before: {100 * share:.1f}% "
+                    f"within one tick; largest gap: start {sgap:,.0f}s, end {egap:,.0f}s"
+                )
     return 0
 
 
