@@ -15,12 +15,16 @@ the core's ticks and calls, and how far the two loops' results lie apart: every 
 first start and its end, compared job by job (share within one tick, and the largest
 gap), the headline figures side by side, and the first decision where the two loops
 part (which timer the tick loop took late, and what it changed). Once they part, the
-state differs (another victim, another node), so gaps can add up along a queue; on a
-grid where every time is a multiple of the tick the two take the very same decisions
-(tests/scheduler/core/test_next_wakeup.py proves that).
+state differs (another victim, another node), so gaps can add up along a queue.
+``--aligned`` rounds every time of the replay (submissions, durations, the world's
+delays, the policy's timers) up to a multiple of the tick: then no timer falls between
+grid points and the two loops take the very same decisions under every policy, at the
+very same instants (tests/scheduler/sim/test_tick_baseline.py and, for the core alone,
+tests/scheduler/core/test_next_wakeup.py check that).
 
     python benchmarks/bench_simulate.py                      # the sample, repeated to 10,000 jobs
     python benchmarks/bench_simulate.py --trace cluster04.csv --policies novabrain
+    python benchmarks/bench_simulate.py --jobs 2000 --aligned  # the loops on a common grid
 
 The machine is shared: run it twice and compare within one run. Exit 2 on a bad trace.
 """
@@ -46,7 +50,7 @@ from scheduler.sim.errors import SimError  # noqa: E402
 from scheduler.sim.policies import BUILTIN, policy_runs  # noqa: E402
 from scheduler.sim.reader import Trace, TraceJob, read  # noqa: E402
 from scheduler.sim.replay import Recorder, Replay  # noqa: E402
-from scheduler.sim.scenario import map_jobs, p0_demand, start_of, world  # noqa: E402
+from scheduler.sim.scenario import aligned, map_jobs, p0_demand, start_of, world  # noqa: E402
 
 SAMPLE = ROOT / "scheduler" / "sim" / "traces" / "elasticflow-sample.csv"
 
@@ -68,8 +72,7 @@ def repeated(trace: Trace, jobs: int) -> Trace:
     return Trace(out, trace.epoch, f"{trace.source} x{k}", rows=len(out))
 
 
-def replay(stack, run, jobs, start, tick, decisions=None):  # type: ignore[no-untyped-def]
-    w = world(stack, tick_seconds=tick)
+def replay(stack, run, jobs, start, w, decisions=None):  # type: ignore[no-untyped-def]
     keep = None if decisions is None else decisions.extend
     r = Replay(run, jobs, w, start=start, p0=p0_demand(stack, start), on_decisions=keep)
     c0 = time.process_time()
@@ -110,6 +113,8 @@ def parting(
             return out, min(x.at, y.at)
     if len(a) != len(b):
         out.append(f"the same decisions, but one loop took {abs(len(a) - len(b))} more")
+    elif all(x.at == y.at for x, y in zip(a, b, strict=True)):
+        out.append("never parted: the very same decisions at the very same instants")
     else:
         out.append("never parted: the same decisions, each within one tick")
     return out, None
@@ -143,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tick", type=float, default=60.0, help="the tick-stepping loop's tick")
     ap.add_argument("--stack", type=Path, default=ROOT / "deploy" / "stack.yaml")
     ap.add_argument(
+        "--aligned",
+        action="store_true",
+        help="round every time (jobs, world, policy timers) up to a multiple of the tick: "
+        "the loops must then agree on every job",
+    )
+    ap.add_argument(
         "--no-parting",
         dest="parting",
         action="store_false",
@@ -159,24 +170,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     jobs, _ = map_jobs([trace], stack, start)
     days = (jobs[-1].submit - jobs[0].submit) / 86400 if jobs else 0.0
     print(f"trace: {trace.source}: {len(jobs):,} jobs over {days:.1f} days of submissions")
+    if args.aligned:
+        print(f"aligned: every time rounded up to a multiple of {args.tick:.0f}s")
     print(
         f"{'policy':<10} {'loop':<12} {'jobs/s':>9} {'jobs/s cpu':>10} {'wall s':>7} "
         f"{'ticks':>9} {'calls':>9} {'preempt':>8} {'lost GPU-h':>10} {'P1 p50':>8} "
         f"{'P2 p95':>8} {'longest':>8}"
     )
     runs = policy_runs(args.policies.split(","), [], cluster_spec(stack), policy_spec(stack))
+    timings = world(stack)
+    if args.aligned:
+        jobs, timings, runs = aligned(jobs, start, timings, runs, args.tick)
     for run in runs:
         recs = {}
         streams: list[list[Decision]] = []
         for loop, tick in (("event", None), (f"tick {args.tick:.0f}s", args.tick)):
+            wl = replace(timings, tick_seconds=tick)
             # The speed is measured without keeping decisions; they are kept in a second,
             # untimed replay (each loop is deterministic) when --parting asks for them.
             t0 = time.perf_counter()
-            rec, cpu = replay(stack, run, jobs, start, tick)
+            rec, cpu = replay(stack, run, jobs, start, wl)
             wall = time.perf_counter() - t0
             if args.parting:
                 streams.append([])
-                replay(stack, run, jobs, start, tick, streams[-1])
+                replay(stack, run, jobs, start, wl, streams[-1])
             recs[loop] = rec
             s = metrics.summarise(rec, stack.alerting.timezone)
             w = s["waits"]

@@ -11,18 +11,21 @@ the stack's ``simulation.start``); traces with real dates at their own first job
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from deploy.stack import DAYS, Simulation, Stack
 from scheduler.core.capacity import ServingSpec
-from scheduler.core.model import JobKind, JobRequest
+from scheduler.core.model import JobKind, JobRequest, PolicySpec
 from scheduler.sim.demand import Demand, ModelLoad, changes
 from scheduler.sim.errors import SettingsError
+from scheduler.sim.policies import PolicyRun
 from scheduler.sim.reader import Trace
 from scheduler.sim.replay import SimJob, World
 
@@ -177,3 +180,38 @@ def p0_demand(
 
         out[pool] = (partial(changes, ls, tz, start, sim.slo_margin, scale), replicas)
     return out
+
+
+def _up(seconds: float, tick: float) -> float:
+    return math.ceil(seconds / tick) * tick
+
+
+def aligned(
+    jobs: Sequence[SimJob], start: float, w: World, runs: Sequence[PolicyRun], tick: float
+) -> tuple[list[SimJob], World, list[PolicyRun]]:
+    """Every time of the replay rounded up to a multiple of ``tick`` from ``start``.
+
+    Submissions, durations, the world's delays and the policy's timers; the event loop
+    then settles one tick after a tick (not one second), as the service's heartbeat
+    would at that period. On such a grid ticking at ``next_wakeup`` decides exactly
+    what ticking every step does, so the two loops must agree on every job.
+    """
+    jobs = [
+        replace(j, submit=start + _up(j.submit - start, tick), duration=_up(j.duration, tick))
+        for j in jobs
+    ]
+    w = replace(
+        w,
+        checkpoint_interval_seconds=_up(w.checkpoint_interval_seconds, tick),
+        ack_seconds=_up(w.ack_seconds, tick),
+        scale_up_delay_seconds=_up(w.scale_up_delay_seconds, tick),
+        alert_delay_seconds=_up(w.alert_delay_seconds, tick),
+        resolve_delay_seconds=_up(w.resolve_delay_seconds, tick),
+        settle_seconds=tick,
+    )
+    timers = [f.name for f in fields(PolicySpec) if f.name.endswith("_seconds")]
+    out = []
+    for r in runs:
+        rounded: dict[str, Any] = {k: _up(getattr(r.policy, k), tick) for k in timers}
+        out.append(replace(r, policy=replace(r.policy, **rounded)))
+    return jobs, w, out
