@@ -260,7 +260,9 @@ class Replay:
             if tick is None:
                 due = core.next_wakeup() <= now
             else:
-                due = now >= next_grid or self._finished
+                # A run that ends at the instant of the last tick (it resumed with no work
+                # left) is seen at the loop's next step, as the service's next heartbeat would.
+                due = now >= next_grid or (self._finished and self._last_tick != now)
                 if now >= next_grid:
                     next_grid = (math.floor((now - rec.start) / tick) + 1) * tick + rec.start
             if due:
