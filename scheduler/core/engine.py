@@ -373,21 +373,8 @@ class Scheduler:
             # "now" is still due), without walking the queues and timers again.
             return wakeup
         now = self._clock()
-        # A victim matures, or a refusal lapses, to the benefit of a waiting job only, of
-        # a pool that can take victims: one with borrowers on its GPUs to reclaim (only
-        # borrowers' maturities matter to it), or one that preempts lower classes (every
-        # job's may). Under ``static`` none can, and most jobs run on their own pool's
-        # GPUs: their maturities would wake ticks for nothing.
-        cluster = self._cluster
-        reclaims = takes_all = False
-        for p in cluster.pools.values():
-            if p.waiting:
-                if cluster.preempts_owners(p):
-                    takes_all = True
-                    break
-                reclaims = reclaims or bool(p.borrowers_on)
-        waiting = takes_all or reclaims
-        victims = self._victims
+        # A victim matures, or a refusal lapses, to the benefit of a waiting job only.
+        waiting = any(p.waiting for p in self._cluster.pools.values())
         wakeup = min(
             now
             if self._placement.unsettled
@@ -395,13 +382,7 @@ class Scheduler:
             else math.inf,
             self._preemption.next_expiry(),
             self._jobs.next_completion(),
-            (
-                victims.next_maturity()
-                if takes_all
-                else victims.next_borrower_maturity()
-                if reclaims
-                else math.inf
-            ),
+            self._victims.next_maturity() if waiting else math.inf,
             self._guards.next_lapse() if waiting else math.inf,
             self._reservations.next_edge,
             self._lending.next_edge(),

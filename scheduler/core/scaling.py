@@ -73,7 +73,7 @@ class Scaling:
         for p in self._cluster.pools.values():
             if node in p.autoscaled:
                 gpus = p.nodes.pop(node)
-                if not all(map(p.free.__contains__, gpus)):
+                if not all(u in p.free for u in gpus):
                     p.nodes[node] = gpus
                     raise Conflict(f"node {node} still has GPUs in use")
                 for u in gpus:
@@ -89,7 +89,7 @@ class Scaling:
         policy = self._cluster.policy
         for pool in self._cluster.pools.values():
             for node in pool.autoscaled:
-                idle = all(map(pool.free.__contains__, pool.nodes.get(node, ())))
+                idle = all(u in pool.free for u in pool.nodes.get(node, []))
                 if not idle:
                     pool.autoscaled[node] = None
                 elif pool.autoscaled[node] is None:
@@ -124,7 +124,7 @@ class Scaling:
         for pool in self._cluster.pools.values():
             idle_since: list[float] = []
             for node, since in pool.autoscaled.items():
-                idle = all(map(pool.free.__contains__, pool.nodes.get(node, ())))
+                idle = all(u in pool.free for u in pool.nodes.get(node, []))
                 if idle != (since is not None):
                     return now
                 if since is not None:
@@ -203,7 +203,7 @@ class Scaling:
             return False
         for node, idle_since in pool.autoscaled.items():
             gpus = pool.nodes.get(node, [])
-            if not all(map(pool.free.__contains__, gpus)):
+            if not all(u in pool.free for u in gpus):
                 continue
             if idle_since is None or now - idle_since < require_idle_for:
                 continue

@@ -30,7 +30,6 @@ import bisect
 import heapq
 import math
 from collections.abc import Iterable, Iterator
-from itertools import chain
 
 import scheduler.core.ordering as ordering
 from scheduler.core.cluster import BucketKey, Cluster, IndexEntry, Job, Pool, RunTimers
@@ -89,11 +88,7 @@ class VictimIndex:
     def __init__(self, cluster: Cluster, guards: Guards) -> None:
         self._cluster = cluster
         self._guards = guards
-        # When the guards let held-back jobs go: borrowers (on another pool's GPUs, which
-        # their lender may reclaim) apart from the others (only a pool that preempts lower
-        # classes takes those), so that a wakeup can ask for the maturities that matter.
-        self._maturing_borrowers = RunTimers(cluster.jobs)
-        self._maturing_owners = RunTimers(cluster.jobs)
+        self._maturing = RunTimers(cluster.jobs)  # when the guards let held-back jobs go
 
     def add(self, job: Job, now: float) -> None:
         """A running job becomes a candidate now, or when the guards let it go."""
@@ -103,8 +98,7 @@ class VictimIndex:
         if ready > now:
             if not job.maturing:
                 job.maturing = True
-                borrows = self._cluster.borrows(job)
-                (self._maturing_borrowers if borrows else self._maturing_owners).set(job, ready)
+                self._maturing.set(job, ready)
             return
         job.maturing = False
         assert job.started_at is not None
@@ -143,18 +137,14 @@ class VictimIndex:
 
     def promote(self, now: float) -> None:
         """Jobs whose guards let go by ``now`` join the index."""
-        for job in chain(self._maturing_borrowers.due(now), self._maturing_owners.due(now)):
+        for job in self._maturing.due(now):
             if job.maturing and job.state is JobState.RUNNING:
                 job.maturing = False
                 self.add(job, now)
 
     def next_maturity(self) -> float:
         """When the next held-back job becomes a candidate (``inf``: none; due ones wait for a tick)."""
-        return min(self._maturing_borrowers.next_at(), self._maturing_owners.next_at())
-
-    def next_borrower_maturity(self) -> float:
-        """When the next held-back borrower becomes a candidate (a lender may reclaim it)."""
-        return self._maturing_borrowers.next_at()
+        return self._maturing.next_at()
 
     def candidates(self, pool: Pool, need: int, now: float) -> Iterator[Candidate]:
         """Every job that might give GPUs to ``pool``, lazily, in victim order.

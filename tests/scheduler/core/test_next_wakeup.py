@@ -238,28 +238,3 @@ def test_a_reservation_wakes_at_its_drain_and_at_its_end() -> None:
     clock.now = opens - BELL.drain_lead_seconds
     core.tick()
     assert core.next_wakeup() == opens + 20 * 60
-
-
-def test_a_maturing_victim_wakes_only_a_pool_that_could_take_it() -> None:
-    clock = Clock(T0)
-    spec = cluster(
-        [
-            pool("p0", "P0", 1000, 1, guaranteed=1, lending=0, borrowing=2, max_nodes=1),
-            pool("p1", "P1", 500, 2, lending=2, max_nodes=1),
-            pool("p2", "P2", 100, 1, lending=0, borrowing=2, max_nodes=1),
-        ]
-    )
-    core = Scheduler(spec, FAST, clock=clock)  # no pool may grow: no scaling timers
-    core.tick()
-    core.submit(JobRequest("own", "p1", 2, JobKind.TRAINING))  # on p1's own GPUs
-    core.submit(JobRequest("batch", "p2", 2, JobKind.BATCH))  # waits: p2 has 1 GPU
-    # "own" matures at 60 s, but a lower class never takes it, and it borrows nothing
-    # that p2 could reclaim: no tick for it (under ``static``, every job is like it).
-    assert core.job("batch").state is JobState.QUEUED
-    assert core.next_wakeup() == math.inf
-    core.submit(JobRequest("risk", "p0", 2, JobKind.INFERENCE))  # P0 takes lower classes'
-    assert core.job("risk").state is JobState.QUEUED
-    assert core.next_wakeup() == T0 + FAST.min_runtime_seconds
-    clock.now = T0 + FAST.min_runtime_seconds
-    preempted = [d.job for d in core.tick() if d.action is Action.PREEMPT]
-    assert preempted == ["own"]

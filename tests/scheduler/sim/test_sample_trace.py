@@ -25,8 +25,10 @@ def stack() -> Stack:
     return load_stack(STACK)
 
 
-def novabrain(stack: Stack) -> dict[str, Any]:
-    return compare(stack, Options(traces=[SAMPLE], policies=["novabrain"])).summaries["novabrain"]
+def novabrain(stack: Stack, *variants: str) -> dict[str, Any]:
+    """The stack's policy on the sample, or the one variant of it given."""
+    opts = Options(traces=[SAMPLE], policies=[] if variants else ["novabrain"], variants=variants)
+    return next(iter(compare(stack, opts).summaries.values()))
 
 
 def given_to(summary: dict[str, Any], pool: str) -> int:
@@ -52,7 +54,7 @@ def test_p1_and_p2_compete_and_every_job_completes(stack: Stack) -> None:
         <= s["preemptions"]["max_per_job"]
         <= max(p.max_preemptions_checkpointing, p.max_preemptions_non_checkpointing)
     )
-    assert s["preemptions"]["lost_share_of_run"] < 0.02  # measured: 0.7%
+    assert s["preemptions"]["lost_share_of_run"] < 0.02  # measured: 0.8%
 
 
 def test_p0s_load_at_the_bell_preempts_for_p0_and_its_cost_is_accounted(stack: Stack) -> None:
@@ -60,11 +62,13 @@ def test_p0s_load_at_the_bell_preempts_for_p0_and_its_cost_is_accounted(stack: S
     quiet_stack = dataclasses.replace(
         stack, simulation=dataclasses.replace(stack.simulation, p0_load=())
     )
-    quiet, loaded = novabrain(quiet_stack), novabrain(stack)
+    # Without the bell's reservation, P0's GPUs at the bell come from its latency alert.
+    no_bell = "nobell:reservations=false"
+    quiet, loaded = novabrain(quiet_stack, no_bell), novabrain(stack, no_bell)
     assert sum(q["alerts"] for q in loaded["p0"].values()) > 0 and not quiet["p0"]
     # The GPUs P0 takes are preemptions for P0, not reclaims among P1 and P2: without
-    # P0's load only a lending window's end gives P0 anything back (1, measured; 20 with).
-    assert given_to(loaded, "p0-risk") > given_to(quiet, "p0-risk") + 10
+    # P0's load only a lending window's end gives P0 anything back (1, measured; 8 with).
+    assert given_to(loaded, "p0-risk") > given_to(quiet, "p0-risk") + 5
     assert loaded["preemptions"]["count"] > quiet["preemptions"]["count"]
     # Each is credited to a pool, a closing lending window's drain to its lender too.
     pools = {p.name for p in stack.pools}
@@ -74,7 +78,7 @@ def test_p0s_load_at_the_bell_preempts_for_p0_and_its_cost_is_accounted(stack: S
     assert all(v >= 0 for v in lost.values()) and sum(lost.values()) > 0
     assert loaded["preemptions"]["lost_share_of_run"] < 0.05
     # Deterministic: the same trace gives the same numbers.
-    again = novabrain(stack)
+    again = novabrain(stack, no_bell)
     for s in (loaded, again):
         s.pop("decision_cost")
         s.pop("replay")

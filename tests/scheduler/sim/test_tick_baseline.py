@@ -106,9 +106,11 @@ def test_on_a_grid_the_two_loops_take_the_very_same_decisions(
 
 
 def test_on_a_grid_the_loops_agree_on_the_sample_repeated(stack: Stack) -> None:
-    """3,400 jobs of the vendored sample under the stack's policy: among them a job resumed
-    from a checkpoint with no work left, which ends at the instant it starts. The tick
-    loop sees that end at its next step, as the event loop does one settle later."""
+    """3,400 jobs of the vendored sample under the stack's policy (bell reservations, P0
+    grants and returns, drains, autoscaling): on the grid, the same decisions throughout.
+    (Before part B of issue 15, a job resumed from a checkpoint with no work left, ending
+    at the instant it started, made the tick loop tick twice at that instant; it now sees
+    that end at its next step, as the event loop does one settle later.)"""
     sample = read(SAMPLE, timezone=stack.alerting.timezone).jobs
     span = sample[-1].submit - sample[0].submit + 3600.0
     copies = [
@@ -134,5 +136,5 @@ def test_on_a_grid_the_loops_agree_on_the_sample_repeated(stack: Stack) -> None:
         ).run()
         streams.append([d.to_dict() for d in out])
     event, ticked = streams
-    assert len(event) > 10_000
+    assert len(event) > 8_000
     assert event == ticked
