@@ -197,7 +197,6 @@ class Replay:
         self._per_node = run.cluster.gpus_per_new_node
         self._live = 0  # trace jobs submitted and not finished
         self._grants = GrantTimer()
-        self._last_tick = -math.inf
         self._finished = False  # the baseline: a run's work ended at this instant
         self._seeds: list[JobRequest] = []
         for name, (demands, replicas) in p0.items():
@@ -223,6 +222,7 @@ class Replay:
         tick = self.world.tick_seconds
         settle = self.world.settle_seconds
         next_grid = self.now
+        last_tick = -math.inf
         last_submit = jobs[-1].submit if jobs else self.now
         horizon = last_submit + HORIZON_SECONDS
         events = self._events
@@ -236,7 +236,7 @@ class Replay:
                 t = events[0][0]
             if tick is None:
                 wake = core.next_wakeup()
-                if wake <= self.now and self._last_tick == self.now:
+                if wake <= self.now and last_tick == self.now:
                     if wake < self.now:
                         rec.stuck_wakeups += 1
                     wake = self.now + settle
@@ -262,11 +262,14 @@ class Replay:
             else:
                 # A run that ends at the instant of the last tick (it resumed with no work
                 # left) is seen at the loop's next step, as the service's next heartbeat would.
-                due = now >= next_grid or (self._finished and self._last_tick != now)
+                due = now >= next_grid or (self._finished and last_tick != now)
                 if now >= next_grid:
                     next_grid = (math.floor((now - rec.start) / tick) + 1) * tick + rec.start
             if due:
-                self._tick()
+                rec.ticks += 1
+                self._finished = False
+                last_tick = now
+                self._call(core.tick)
         rec.end = self.now
         for p in rec.p0.values():
             self._p0_account(p, self.now)
@@ -280,12 +283,6 @@ class Replay:
             rec.repacks_declined += v.repacks_declined
         rec.wall_seconds = time.perf_counter() - t0
         return rec
-
-    def _tick(self) -> None:
-        self.rec.ticks += 1
-        self._finished = False
-        self._last_tick = self.now
-        self._call(self.core.tick)
 
     # ------------------------------------------------------------------ the world
 
