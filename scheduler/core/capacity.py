@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 from scheduler.core.model import ModelSpec
 
@@ -160,6 +161,9 @@ def latency_quantile(rate_rps: float, gpus: int, serving: ServingSpec, quantile:
     return hi
 
 
+# Pure, and asked again and again for the same few loads (every tick's return check and
+# every wakeup's look at when bursts go back, while the load stays put): remembered.
+@lru_cache(maxsize=4096)
 def gpus_needed(
     rate_rps: float,
     serving: ServingSpec,
