@@ -22,7 +22,7 @@ from scheduler.core.model import Decision
 from scheduler.sim.docs import SAMPLE
 from scheduler.sim.policies import policy_runs
 from scheduler.sim.reader import Trace, read
-from scheduler.sim.replay import Recorder, Replay
+from scheduler.sim.replay import Recorder, Replay, SimJob
 from scheduler.sim.scenario import aligned, map_jobs, p0_demand, start_of, world
 
 TICK = 60.0
@@ -76,16 +76,10 @@ def test_static_agrees_with_the_event_loop_on_every_job_within_one_tick(
     assert ticked.ticks > 2 * event.ticks
 
 
-@pytest.mark.parametrize("policy", ["static", "naive", "novabrain"])
-def test_on_a_grid_the_two_loops_take_the_very_same_decisions(
-    stack: Stack, tmp_path: Path, policy: str
-) -> None:
-    # Every time a multiple of the tick (jobs, the world's delays, the policy's timers):
-    # nothing the core keeps time for falls between grid points, so the tick loop is
-    # never late, and ticking at next_wakeup must decide what ticking every step does.
-    start = datetime(2025, 3, 3, 8, 0).astimezone().timestamp()
-    trace = read(write_trace(tmp_path / "t.csv", jobs=200), timezone=stack.alerting.timezone)
-    jobs, _ = map_jobs([trace], stack, start)
+def on_the_grid(
+    stack: Stack, policy: str, jobs: list[SimJob], start: float
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Every decision of the event loop and of the tick loop, every time on the grid."""
     runs = policy_runs([policy], [], cluster_spec(stack), policy_spec(stack))
     jobs, timings, runs = aligned(jobs, start, world(stack), runs, TICK)
     streams = []
@@ -100,7 +94,20 @@ def test_on_a_grid_the_two_loops_take_the_very_same_decisions(
             on_decisions=out.extend,
         ).run()
         streams.append([d.to_dict() for d in out])
-    event, ticked = streams
+    return streams[0], streams[1]
+
+
+@pytest.mark.parametrize("policy", ["static", "naive", "novabrain"])
+def test_on_a_grid_the_two_loops_take_the_very_same_decisions(
+    stack: Stack, tmp_path: Path, policy: str
+) -> None:
+    # Every time a multiple of the tick (jobs, the world's delays, the policy's timers):
+    # nothing the core keeps time for falls between grid points, so the tick loop is
+    # never late, and ticking at next_wakeup must decide what ticking every step does.
+    start = datetime(2025, 3, 3, 8, 0).astimezone().timestamp()
+    trace = read(write_trace(tmp_path / "t.csv", jobs=200), timezone=stack.alerting.timezone)
+    jobs, _ = map_jobs([trace], stack, start)
+    event, ticked = on_the_grid(stack, policy, jobs, start)
     assert len(event) > 300
     assert event == ticked
 
@@ -121,20 +128,6 @@ def test_on_a_grid_the_loops_agree_on_the_sample_repeated(stack: Stack) -> None:
     trace = Trace(copies, epoch=False, source="sample x12")
     start = start_of([trace], stack, None)
     jobs, _ = map_jobs([trace], stack, start)
-    runs = policy_runs(["novabrain"], [], cluster_spec(stack), policy_spec(stack))
-    jobs, timings, runs = aligned(jobs, start, world(stack), runs, TICK)
-    streams = []
-    for tick in (None, TICK):
-        out: list[Decision] = []
-        Replay(
-            runs[0],
-            jobs,
-            replace(timings, tick_seconds=tick),
-            start=start,
-            p0=p0_demand(stack, start),
-            on_decisions=out.extend,
-        ).run()
-        streams.append([d.to_dict() for d in out])
-    event, ticked = streams
+    event, ticked = on_the_grid(stack, "novabrain", jobs, start)
     assert len(event) > 8_000
     assert event == ticked
