@@ -44,9 +44,10 @@ def test_the_sample_is_three_hundred_distinct_jobs(stack: Stack) -> None:
 def test_p1_and_p2_compete_and_every_job_completes(stack: Stack) -> None:
     s = novabrain(stack)
     assert s["jobs"] == {"submitted": 300, "refused_too_big": 0, "completed": 300, "unfinished": 0}
-    # P1 takes back the GPUs it lent to P2 (27 times, measured), and waits for them.
+    # P1 takes back the GPUs it lent to P2 (22 times, measured), and both wait (P1's
+    # 8-GPU jobs for whole nodes: p95 8.8 h, measured).
     assert given_to(s, "p1-train") >= 10
-    assert s["waits"]["p1-train"]["p50"] > 0 and s["waits"]["p2-batch"]["max"] > 0
+    assert s["waits"]["p1-train"]["p95"] > 0 and s["waits"]["p2-batch"]["max"] > 0
     # Every preemption of a job's life counts, held to the stack's lifetime caps.
     p = stack.policy
     assert (
