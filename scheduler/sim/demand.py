@@ -67,7 +67,10 @@ def _gpus(
 def changes(
     loads: Sequence[ModelLoad], timezone: str, start: float, margin: float, scale: float = 1.0
 ) -> Iterator[Demand]:
-    """A pool's demand at ``start`` and then at each change, for ever (loads of one pool).
+    """A pool's demand at ``start`` and then at each change (loads of one pool).
+
+    The profile repeats every week: once a whole week passes without a change (no
+    spikes, or spikes that never change what is needed), none will come, and it ends.
 
     ``scale`` multiplies every rate (a cluster scaled by ``--gpus`` serves scaled load).
     """
@@ -77,7 +80,9 @@ def changes(
     t = start
     last: tuple[int, int, bool] | None = None
     day = datetime.fromtimestamp(start, tz).date()
-    while True:
+    quiet_days = 0
+    while quiet_days <= 7:
+        quiet_days += 1
         midnight = datetime(day.year, day.month, day.day, tzinfo=tz)
         instants = [midnight.timestamp()] + [
             _local(midnight, minute, tz) for minute in edges if minute < 24 * 60
@@ -100,6 +105,7 @@ def changes(
                 breach += _gpus(r, m.serving, m.threshold_seconds, m.quantile, 0.0)
             if (needed, breach, spike) != last:
                 last = (needed, breach, spike)
+                quiet_days = 0
                 yield Demand(max(at, t), needed, breach, rps, spike, tuple(rates))
         day += timedelta(days=1)
 

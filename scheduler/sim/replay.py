@@ -396,7 +396,10 @@ class Replay:
                 return  # a model the policy's cluster does not size (no serving spec)
 
     def _push_next_demand(self, p: P0Pool) -> None:
-        p.pending = nxt = next(p.next_demands)
+        nxt = next(p.next_demands, None)
+        if nxt is None:
+            return  # the load never changes again
+        p.pending = nxt
         self._push(nxt.at, "demand", p.name)
 
     # ------------------------------------------------------------------ P0

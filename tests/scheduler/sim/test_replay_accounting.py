@@ -197,3 +197,35 @@ def test_every_output_file_is_written_and_linked(result: Comparison, tmp_path: P
         == result.summaries["novabrain"]["preemptions"]
     )
     assert all(math.isfinite(v) for v in summary["policies"]["naive"]["utilisation"]["by_hour"])
+
+
+def test_a_load_without_spikes_replays(tmp_path: Path) -> None:
+    """A P0 load with no spikes never changes: the demand's stream ends (it used to walk the
+    calendar a day at a time for a change that never came, to an OverflowError in year 9999)."""
+    import yaml
+
+    from scheduler.config import cluster_spec, policy_spec
+    from scheduler.sim.policies import builtin
+    from scheduler.sim.reader import read
+    from scheduler.sim.replay import Replay
+    from scheduler.sim.scenario import map_jobs, p0_demand, world
+
+    raw = yaml.safe_load(STACK.read_text(encoding="utf-8"))
+    for load in raw["simulation"]["p0_load"]:
+        load.pop("spike_rps", None)
+        load.pop("spike_minutes", None)
+        load["spikes"] = []
+    path = tmp_path / "stack.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    stack = load_stack(path)
+    trace = read(write_trace(tmp_path / "t.csv", jobs=40))
+    t0 = datetime(2025, 3, 3, 8, 0).astimezone().timestamp()
+    jobs, _ = map_jobs([trace], stack, t0)
+    rec = Replay(
+        builtin("novabrain", cluster_spec(stack), policy_spec(stack)),
+        jobs,
+        world(stack),
+        start=t0,
+        p0=p0_demand(stack, t0),
+    ).run()
+    assert len(rec.jobs) == 40 and all(r.end is not None for r in rec.jobs.values())
