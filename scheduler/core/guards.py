@@ -19,8 +19,8 @@ Guards in order (the first refusal is the one counted):
 4. ``LifetimeCap``: a job that can lose work, preempted ``max_preemptions_*`` times
    in its life (one cap for jobs that checkpoint, one for jobs that cannot), is no
    longer a victim; except to reclaim a pool's guaranteed floor (``yields_to_floor``).
-   Such a job borrows no idle GPUs either (``own_only``): their lender could not take
-   them back; unless its own pool is too small for it, or it would never run.
+   Such a job borrows no idle GPUs either (``Preemption.own_pool_only``): their lender
+   could not take them back; unless its pods fit on no node of its own pool.
 5. ``NoReversal``: B is not preempted for A within ``cycle_window_seconds`` of A
    being preempted for B (the reversal would ping-pong); refusals are counted.
 
@@ -229,18 +229,10 @@ class Guards:
                 ready = t
         return ready
 
-    def own_only(self, job: Job) -> bool:
-        """Whether ``job`` may take only its own pool's GPUs: it reached its lifetime cap
-        (no pool could take back GPUs it borrowed), and its pool alone can hold it.
-
-        A capped job larger than its pool still borrows: held to its own pool it would
-        never run, and the lender's floor stays reclaimable from it.
-        """
-        cluster = self._cluster
-        return (
-            job.gpus <= cluster.pools[job.pool].nominal
-            and self.cap.until(job, None, 0.0, cluster.policy) == math.inf
-        )
+    def capped(self, job: Job) -> bool:
+        """Whether ``job`` reached its lifetime cap (``LifetimeCap``): never again a victim,
+        but to give back a pool's floor."""
+        return self.cap.until(job, None, 0.0, self._cluster.policy) == math.inf
 
     def refusal(
         self, victim: Job, preemptor: str, now: float, *, floor: bool = False

@@ -135,7 +135,7 @@ class Placement:
                 return False
         ready = [cluster.gpus[u] for u in job.held if cluster.gpus[u].holder is None]
         asked_own_only = own_only
-        own_only = own_only or cluster.policy.dry_run or self._capped(job)
+        own_only = own_only or cluster.policy.dry_run or self._preemption.own_pool_only(job)
         have = len(ready) + idle_total(cluster, pool, own_only=own_only)
         gpus = None
         if have >= job.gpus:
@@ -279,7 +279,7 @@ class Placement:
                 if self.try_place(job, cycle):
                     placed = True
                     continue
-                if not job.held and not lending and not self._capped(job):
+                if not job.held and not lending and not self._preemption.own_pool_only(job):
                     unfit = job.pods
             if job.pending_victims:
                 continue  # waiting out its victims' grace periods
@@ -344,11 +344,6 @@ class Placement:
             if want <= 0:
                 break
         cluster.dirty.add(head.id)
-
-    def _capped(self, job: Job) -> bool:
-        """A job at its lifetime cap borrows nothing: its lender could not take it back.
-        Unless its pods fit on no nodes of its own pool: it would never run."""
-        return self._guards.own_only(job) and not self._jobs.must_borrow(job)
 
     def _loans_for(self, job: Job, pool: Pool, now: float) -> tuple[Pool, ...]:
         """The pools lending past their usual limit now whose loans ``job`` may take."""

@@ -68,6 +68,12 @@ class Preemption:
         self._jobs = jobs
         self._deadlines = RunTimers(cluster.jobs)  # when each victim's grace period ends
 
+    def own_pool_only(self, job: Job) -> bool:
+        """Whether ``job`` takes idle GPUs of its own pool only, in placement and in a
+        preemption plan alike: at its lifetime cap it borrows nothing, since no lender could
+        take it back; unless its pods fit on no node of its own pool (it would never run)."""
+        return self._guards.capped(job) and not self._jobs.must_borrow(job)
+
     def plan(
         self,
         pool: Pool,
@@ -92,9 +98,7 @@ class Preemption:
         cluster = self._cluster
         self._victims.promote(now)
         job = cluster.jobs.get(preemptor)
-        # A job at its lifetime cap borrows no idle GPUs: their lender could not take them
-        # back; unless its pods fit on no nodes of its own pool (it would never run).
-        capped = job is not None and self._guards.own_only(job) and not self._jobs.must_borrow(job)
+        capped = job is not None and self.own_pool_only(job)
         pods: tuple[int, ...]
         if job is not None:
             pods = job.pods
